@@ -1,0 +1,269 @@
+// ThreadPoolExecutor: an intrusive FIFO of LocalTasks under one mutex, drained by lazily
+// started threads.
+//
+// Idle accounting: a worker counts itself idle, under the queue mutex, *before* it
+// publishes a task's result, so a caller that sees the result and submits again finds the
+// idle worker instead of starting a new thread (CPython's test_idle_thread_reuse race).
+// The same lock section takes the next task, so a busy worker locks once per task.
+#include "cfx/thread_pool.hpp"
+
+#include <pthread.h>
+#include <sched.h>
+
+#include <algorithm>
+#include <atomic>
+#include <condition_variable>
+#include <cstdio>
+#include <mutex>
+#include <optional>
+#include <thread>
+#include <vector>
+
+#include "cfx/errors.hpp"
+#include "lib/demangle.hpp"
+
+namespace cfx::detail {
+
+namespace {
+
+std::size_t usable_cores() {
+  cpu_set_t set;
+  if (sched_getaffinity(0, sizeof(set), &set) == 0) return std::max(1, CPU_COUNT(&set));
+  return std::max(1u, std::thread::hardware_concurrency());
+}
+
+std::string default_prefix() {
+  static std::atomic<unsigned> counter{0};
+  return "ThreadPoolExecutor-" + std::to_string(counter++);
+}
+
+std::string describe(std::exception_ptr e) {
+  try {
+    std::rethrow_exception(e);
+  } catch (const std::exception& ex) {
+    return demangled_type_name(ex) + ": " + ex.what();
+  } catch (...) {
+    return "unknown exception";
+  }
+}
+
+}  // namespace
+
+class ThreadPoolCore : public std::enable_shared_from_this<ThreadPoolCore> {
+ public:
+  explicit ThreadPoolCore(ThreadPoolOptions o)
+      : max_workers_(o.max_workers ? o.max_workers : std::min<std::size_t>(32, usable_cores() + 4)),
+        prefix_(o.thread_name_prefix.empty() ? default_prefix() : std::move(o.thread_name_prefix)),
+        initializer_(std::move(o.initializer)) {}
+
+  std::size_t max_workers() const { return max_workers_; }
+
+  std::size_t thread_count() {
+    std::lock_guard lock(mutex_);
+    return threads_.size();
+  }
+
+  void enqueue(LocalTask* task) {
+    std::unique_lock lock(mutex_);
+    if (broken_) throw BrokenThreadPool(*broken_);
+    if (shutdown_) throw Error("cannot schedule new futures after shutdown");
+    if (queued_ + 1 > idle_ && threads_.size() < max_workers_) {
+      start_thread();  // may throw only when there is no thread at all to run the task
+    } else if (sleeping_ > 0) {
+      work_ready_.notify_one();
+    }
+    push(task);
+  }
+
+  void shutdown(bool wait, bool cancel_futures, bool from_destructor) {
+    bool on_own_thread = current_pool == this;
+    if (wait && on_own_thread && !from_destructor)
+      throw Error(
+          "shutdown(wait=true) called from one of this ThreadPoolExecutor's own threads: it "
+          "would wait for itself; call shutdown(false) there, or shut down from another thread");
+    LocalTask* drained = nullptr;
+    {
+      std::lock_guard lock(mutex_);
+      shutdown_ = true;
+      if (cancel_futures) drained = take_all();
+      work_ready_.notify_all();
+    }
+    for_each_and_drop(drained, [](LocalTask* t) { t->cancel(); });
+    if (!wait) return;
+    std::lock_guard join_lock(join_mutex_);
+    std::vector<std::thread> threads;
+    {
+      std::lock_guard lock(mutex_);
+      threads.swap(threads_);
+    }
+    for (auto& t : threads) {
+      if (t.get_id() == std::this_thread::get_id())
+        t.detach();  // the destructor runs on this worker: it ends by itself
+      else
+        t.join();
+    }
+  }
+
+ private:
+  static thread_local ThreadPoolCore* current_pool;
+
+  void push(LocalTask* task) {
+    task->next = nullptr;
+    if (tail_)
+      tail_->next = task;
+    else
+      head_ = task;
+    tail_ = task;
+    ++queued_;
+  }
+
+  LocalTask* pop() {
+    LocalTask* t = head_;
+    head_ = t->next;
+    if (!head_) tail_ = nullptr;
+    --queued_;
+    return t;
+  }
+
+  LocalTask* take_all() {
+    LocalTask* all = head_;
+    head_ = tail_ = nullptr;
+    queued_ = 0;
+    return all;
+  }
+
+  template <class F>
+  static void for_each_and_drop(LocalTask* list, F f) {
+    while (list) {
+      LocalTask* next = list->next;
+      f(list);
+      list->drop();
+      list = next;
+    }
+  }
+
+  // Called with mutex_ held.
+  void start_thread() {
+    std::size_t index = threads_.size();
+    try {
+      threads_.emplace_back([self = shared_from_this(), index] { self->worker(index); });
+    } catch (...) {
+      if (threads_.empty()) throw;
+      return;  // the existing threads will run the task
+    }
+    ++idle_;
+  }
+
+  void name_this_thread(std::size_t index) {
+    std::string name = prefix_ + "_" + std::to_string(index);
+    name.resize(std::min<std::size_t>(name.size(), 15));
+    pthread_setname_np(pthread_self(), name.c_str());
+  }
+
+  // Runs the initializer; false (and the pool broken) if it threw.
+  bool initialize() {
+    if (!initializer_) return true;
+    try {
+      initializer_();
+      return true;
+    } catch (...) {
+      std::string msg = "A thread initializer failed, the thread pool is not usable anymore (" +
+                        describe(std::current_exception()) + ")";
+      std::fprintf(stderr, "cfx: %s\n", msg.c_str());
+      LocalTask* drained;
+      {
+        std::lock_guard lock(mutex_);
+        broken_ = msg;
+        drained = take_all();
+        --idle_;
+      }
+      auto error = std::make_exception_ptr(BrokenThreadPool(msg));
+      for_each_and_drop(drained, [&](LocalTask* t) { t->fail(error); });
+      return false;
+    }
+  }
+
+  void worker(std::size_t index) {
+    current_pool = this;
+    name_this_thread(index);
+    if (!initialize()) return;
+    LocalTask* done = nullptr;  // executed, result not yet published
+    for (;;) {
+      LocalTask* next = nullptr;
+      {
+        std::unique_lock lock(mutex_);
+        if (done) ++idle_;
+        while (!head_ && !shutdown_) {
+          if (done) {  // publish before sleeping: never hold a finished result back
+            lock.unlock();
+            finish(std::exchange(done, nullptr));
+            lock.lock();
+            continue;
+          }
+          ++sleeping_;
+          work_ready_.wait(lock);
+          --sleeping_;
+        }
+        if (head_) {
+          next = pop();
+          --idle_;
+        }
+      }
+      if (done) finish(std::exchange(done, nullptr));
+      if (!next) return;  // shut down and nothing left
+      if (next->start()) {
+        next->execute();
+        done = next;
+      } else {
+        next->drop();  // cancelled while queued
+      }
+    }
+  }
+
+  static void finish(LocalTask* t) {
+    t->publish();
+    t->drop();
+  }
+
+  const std::size_t max_workers_;
+  const std::string prefix_;
+  const std::function<void()> initializer_;
+
+  std::mutex mutex_;
+  std::condition_variable work_ready_;
+  LocalTask* head_ = nullptr;
+  LocalTask* tail_ = nullptr;
+  std::size_t queued_ = 0;
+  std::size_t idle_ = 0;      // started threads not running a task
+  std::size_t sleeping_ = 0;  // threads waiting on work_ready_
+  bool shutdown_ = false;
+  std::optional<std::string> broken_;
+  std::vector<std::thread> threads_;
+  std::mutex join_mutex_;
+};
+
+thread_local ThreadPoolCore* ThreadPoolCore::current_pool = nullptr;
+
+}  // namespace cfx::detail
+
+namespace cfx {
+
+ThreadPoolExecutor::ThreadPoolExecutor(ThreadPoolOptions options)
+    : core_(std::make_shared<detail::ThreadPoolCore>(std::move(options))) {}
+
+ThreadPoolExecutor::~ThreadPoolExecutor() {
+  detach_maps();
+  core_->shutdown(true, false, true);
+}
+
+void ThreadPoolExecutor::shutdown(bool wait, bool cancel_futures) {
+  core_->shutdown(wait, cancel_futures, false);
+}
+
+std::size_t ThreadPoolExecutor::max_workers() const { return core_->max_workers(); }
+
+std::size_t ThreadPoolExecutor::thread_count() const { return core_->thread_count(); }
+
+void ThreadPoolExecutor::enqueue(detail::LocalTask* task) { core_->enqueue(task); }
+
+}  // namespace cfx

@@ -1,0 +1,8 @@
+// cfx: Python's concurrent.futures for C++20. One include for everything.
+#pragma once
+
+#include "cfx/errors.hpp"
+#include "cfx/executor.hpp"
+#include "cfx/future.hpp"
+#include "cfx/thread_pool.hpp"
+#include "cfx/wait.hpp"

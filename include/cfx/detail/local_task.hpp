@@ -1,0 +1,76 @@
+// The type-erased unit of work that in-process backends (threads) run. Internal.
+//
+// A LocalCall is at once the future's shared state and the queued task (one allocation per
+// submit). The queue owns one reference; the Future holds another.
+#pragma once
+
+#include <exception>
+#include <functional>
+#include <optional>
+#include <tuple>
+#include <type_traits>
+#include <utility>
+
+#include "cfx/detail/shared_state.hpp"
+
+namespace cfx::detail {
+
+class LocalTask {
+ public:
+  LocalTask* next = nullptr;  // intrusive queue link, owned by the executor
+
+  /// Marks the future running; false if it was cancelled (skip it then).
+  virtual bool start() noexcept = 0;
+  /// Runs the callable and stores its outcome, not yet visible to waiters.
+  virtual void execute() noexcept = 0;
+  /// Makes the stored outcome visible and runs the done-callbacks.
+  virtual void publish() noexcept = 0;
+  /// Cancels a task that never started (shutdown with cancel_futures).
+  virtual void cancel() noexcept = 0;
+  /// Fails a task that never started (a broken pool).
+  virtual void fail(std::exception_ptr e) noexcept = 0;
+  /// Releases the executor's reference.
+  virtual void drop() noexcept = 0;
+
+  /// start + execute + publish + drop.
+  void run_and_drop() noexcept {
+    if (start()) {
+      execute();
+      publish();
+    }
+    drop();
+  }
+
+ protected:
+  ~LocalTask() = default;
+};
+
+template <class R, class Fn>
+class LocalCall final : public SharedState<R>, public LocalTask {
+ public:
+  explicit LocalCall(Fn fn) : fn_(std::move(fn)) { this->add_ref(); }  // the executor's ref
+
+  bool start() noexcept override { return this->set_running_or_notify_cancel(); }
+  void execute() noexcept override {
+    // claim() cannot fail: the state is running and only this task completes it.
+    this->claim();
+    try {
+      if constexpr (std::is_void_v<R>)
+        std::invoke(*fn_);
+      else
+        this->emplace_value(std::invoke(*fn_));
+    } catch (...) {
+      this->store_error(std::current_exception());
+    }
+    fn_.reset();  // release the callable and its arguments before anyone sees the result
+  }
+  void publish() noexcept override { this->StateBase::publish(Status::finished); }
+  void cancel() noexcept override { this->StateBase::cancel(); }
+  void fail(std::exception_ptr e) noexcept override { this->try_set_exception(std::move(e)); }
+  void drop() noexcept override { this->release(); }
+
+ private:
+  std::optional<Fn> fn_;
+};
+
+}  // namespace cfx::detail

@@ -1,0 +1,236 @@
+// The shared state behind Future<T> and Promise<T>. Internal: use Future/Promise.
+//
+// Layout is kept small (a pending Future<int> costs about 48 bytes): one atomic status word
+// that is also the futex word timed waits sleep on, a one-byte spin lock that guards two
+// intrusive lists (waiters of wait()/as_completed(), done-callbacks), the exception, the
+// value, and an intrusive reference count.
+//
+// Completion is two-phase so that a value can be moved in without holding the lock:
+// claim() moves pending/running to `completing` (nobody else can finish it now), the value
+// is written, publish() makes it visible, notifies waiters under the lock and runs the
+// callbacks after releasing it, in registration order.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <exception>
+#include <new>
+#include <utility>
+
+namespace cfx::detail {
+
+enum class Status : std::uint32_t { pending = 0, running = 1, completing = 2, finished = 3, cancelled = 4 };
+
+class StateBase;
+
+/// Installed by wait()/as_completed(); notified under the state's lock, so removal under the
+/// same lock is race-free. on_done must be short and must not touch the state.
+struct WaiterNode {
+  WaiterNode* next = nullptr;
+  virtual void on_done(StateBase& state) noexcept = 0;
+
+ protected:
+  ~WaiterNode() = default;
+};
+
+/// A done-callback; run outside the lock, then deleted.
+struct CallbackNode {
+  CallbackNode* next = nullptr;
+  virtual ~CallbackNode() = default;
+  virtual void run(StateBase& state) = 0;
+};
+
+class StateBase {
+ public:
+  StateBase() = default;
+  StateBase(const StateBase&) = delete;
+  StateBase& operator=(const StateBase&) = delete;
+
+  void add_ref() noexcept { refs_.fetch_add(1, std::memory_order_relaxed); }
+  void release() noexcept {
+    if (refs_.fetch_sub(1, std::memory_order_acq_rel) == 1) destroy();
+  }
+
+  Status status() const noexcept {
+    auto s = static_cast<Status>(word_.load(std::memory_order_acquire) & kStatusMask);
+    return s == Status::completing ? Status::running : s;
+  }
+  bool done() const noexcept {
+    auto s = static_cast<Status>(word_.load(std::memory_order_acquire) & kStatusMask);
+    return s == Status::finished || s == Status::cancelled;
+  }
+
+  /// pending -> cancelled (true); cancelled -> true; running/finished -> false.
+  bool cancel();
+  /// pending -> running (true); cancelled -> false; anything else throws InvalidStateError.
+  bool set_running_or_notify_cancel();
+  /// Finishes with an exception; false if already done (nothing changes).
+  bool try_set_exception(std::exception_ptr e);
+
+  /// Blocks until done.
+  void wait() const noexcept;
+  /// Blocks until done or the deadline passes; true if done.
+  bool wait_until(std::chrono::steady_clock::time_point deadline) const noexcept;
+  template <class Rep, class Period>
+  bool wait_for(std::chrono::duration<Rep, Period> timeout) const noexcept {
+    if (done()) return true;
+    return wait_until(deadline_after(timeout));
+  }
+
+  /// Throws CancelledError or rethrows the task's exception; call only when done().
+  void rethrow_if_failed() const;
+  /// nullptr on success; throws CancelledError if cancelled; call only when done().
+  std::exception_ptr exception_when_done() const;
+
+  /// Runs cb now (in the caller) if done, else when the state completes.
+  void add_callback(CallbackNode* cb);
+  /// Installs w unless done; returns false (w not installed) if already done.
+  bool add_waiter(WaiterNode* w) noexcept;
+  void remove_waiter(WaiterNode* w) noexcept;
+
+  /// Saturating conversion of a relative timeout to a steady_clock deadline.
+  template <class Rep, class Period>
+  static std::chrono::steady_clock::time_point deadline_after(
+      std::chrono::duration<Rep, Period> timeout) noexcept {
+    using namespace std::chrono;
+    auto now = steady_clock::now();
+    if (timeout <= timeout.zero()) return now;
+    auto limit = duration<double>(steady_clock::time_point::max() - now);
+    if (duration<double>(timeout) >= limit) return steady_clock::time_point::max();
+    return now + duration_cast<steady_clock::duration>(timeout);
+  }
+
+ protected:
+  virtual ~StateBase() = default;
+  virtual void destroy() noexcept { delete this; }
+
+  /// Reserves completion for the caller; false if another completion or cancel won.
+  bool claim() noexcept;
+  /// Publishes a claimed state as `final_status` (finished or cancelled).
+  void publish(Status final_status) noexcept;
+  /// Stores an exception in a claimed state, not yet published.
+  void store_error(std::exception_ptr e) noexcept { error_ = std::move(e); }
+  /// Publishes a claimed state with an exception.
+  void publish_exception(std::exception_ptr e) noexcept {
+    store_error(std::move(e));
+    publish(Status::finished);
+  }
+  bool has_value() const noexcept {
+    return static_cast<Status>(word_.load(std::memory_order_acquire) & kStatusMask) ==
+               Status::finished &&
+           !error_;
+  }
+  [[noreturn]] void throw_invalid_state(const char* what) const;
+
+ private:
+  static constexpr std::uint32_t kStatusMask = 7;
+  static constexpr std::uint32_t kSleepers = 8;
+
+  void lock() const noexcept;
+  void unlock() const noexcept { locked_.store(false, std::memory_order_release); }
+  static void run_callback(CallbackNode* cb, StateBase& state) noexcept;
+
+  mutable std::atomic<std::uint32_t> word_{0};  // Status | kSleepers; the futex word
+  std::atomic<std::uint32_t> refs_{1};
+  mutable std::atomic<bool> locked_{false};
+  WaiterNode* waiters_ = nullptr;
+  CallbackNode* callbacks_ = nullptr;
+  std::exception_ptr error_;
+};
+
+/// A state with a value of type T (no storage for void).
+template <class T>
+class SharedState : public StateBase {
+ public:
+  template <class U>
+  bool try_set_value(U&& v) {
+    if (!claim()) return false;
+    store_and_publish(std::forward<U>(v));
+    return true;
+  }
+  /// The caller has claim()ed; stores v and publishes (an exception from T's constructor
+  /// becomes the outcome).
+  template <class U>
+  void store_and_publish(U&& v) noexcept {
+    try {
+      emplace_value(std::forward<U>(v));
+    } catch (...) {
+      store_error(std::current_exception());
+    }
+    publish(Status::finished);
+  }
+  /// Constructs the value in a claimed state, not yet published (may throw).
+  template <class U>
+  void emplace_value(U&& v) {
+    ::new (static_cast<void*>(&storage_)) T(std::forward<U>(v));
+  }
+  const T& value() const noexcept { return *std::launder(reinterpret_cast<const T*>(&storage_)); }
+  T& value() noexcept { return *std::launder(reinterpret_cast<T*>(&storage_)); }
+
+  using StateBase::claim;
+  using StateBase::publish;
+  using StateBase::publish_exception;
+  using StateBase::store_error;
+
+ protected:
+  ~SharedState() override {
+    if (has_value()) value().~T();
+  }
+
+ private:
+  alignas(T) unsigned char storage_[sizeof(T)];
+};
+
+template <>
+class SharedState<void> : public StateBase {
+ public:
+  bool try_set_value() {
+    if (!claim()) return false;
+    publish(Status::finished);
+    return true;
+  }
+  void store_and_publish() noexcept { publish(Status::finished); }
+  using StateBase::claim;
+  using StateBase::publish;
+  using StateBase::publish_exception;
+  using StateBase::store_error;
+};
+
+/// Intrusive owning pointer to a state.
+template <class S>
+class Ref {
+ public:
+  Ref() = default;
+  /// Adopts one reference already counted for the caller.
+  static Ref adopt(S* p) noexcept {
+    Ref r;
+    r.p_ = p;
+    return r;
+  }
+  /// Takes a new reference.
+  static Ref share(S* p) noexcept {
+    if (p) p->add_ref();
+    return adopt(p);
+  }
+  Ref(const Ref& o) noexcept : p_(o.p_) {
+    if (p_) p_->add_ref();
+  }
+  Ref(Ref&& o) noexcept : p_(std::exchange(o.p_, nullptr)) {}
+  Ref& operator=(Ref o) noexcept {
+    std::swap(p_, o.p_);
+    return *this;
+  }
+  ~Ref() {
+    if (p_) p_->release();
+  }
+  S* get() const noexcept { return p_; }
+  S* operator->() const noexcept { return p_; }
+  S& operator*() const noexcept { return *p_; }
+  explicit operator bool() const noexcept { return p_ != nullptr; }
+
+ private:
+  S* p_ = nullptr;
+};
+
+}  // namespace cfx::detail

@@ -1,0 +1,97 @@
+// cfx error hierarchy (API.md section 5).
+//
+// Everything cfx throws derives from cfx::Error, itself a std::runtime_error, so a single
+// `catch (const cfx::Error&)` catches every library error while task exceptions (which
+// come back with their own types) pass through untouched.
+#pragma once
+
+#include <stdexcept>
+#include <string>
+
+namespace cfx {
+
+/// Base of every cfx error.
+class Error : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+/// The future was cancelled before it ran.
+class CancelledError : public Error {
+ public:
+  CancelledError() : Error("future was cancelled") {}
+  using Error::Error;
+};
+
+/// A wait (result(timeout), as_completed, map) ran out of time, or a task ran past
+/// ProcessPoolOptions::task_timeout.
+class TimeoutError : public Error {
+ public:
+  TimeoutError() : Error("timed out") {}
+  using Error::Error;
+};
+
+/// An operation that the future's state does not allow (a second set_result, say).
+class InvalidStateError : public Error {
+ public:
+  using Error::Error;
+};
+
+/// A configuration value is unknown, of the wrong type or out of range.
+class ConfigError : public Error {
+ public:
+  using Error::Error;
+};
+
+/// A task's arguments or result could not be encoded or decoded for another process.
+class SerializationError : public Error {
+ public:
+  using Error::Error;
+};
+
+/// The executor can no longer run tasks.
+class BrokenExecutor : public Error {
+ public:
+  using Error::Error;
+};
+
+/// A ThreadPoolExecutor's initializer failed.
+class BrokenThreadPool : public BrokenExecutor {
+ public:
+  using BrokenExecutor::BrokenExecutor;
+};
+
+/// A ProcessPoolExecutor cannot run tasks (a worker failed to start, a worker died with
+/// on_worker_crash = break_pool, the initializer failed).
+class BrokenProcessPool : public BrokenExecutor {
+ public:
+  using BrokenExecutor::BrokenExecutor;
+};
+
+/// The worker process running (or holding) this future's task died. Only the futures that
+/// worker held fail with it; the pool replaces the worker (on_worker_crash = respawn).
+class WorkerCrashed : public BrokenProcessPool {
+ public:
+  using BrokenProcessPool::BrokenProcessPool;
+};
+
+/// A task in a worker process threw an exception whose type cannot be rebuilt here (neither
+/// a standard type nor one registered with CFX_EXCEPTION). what() holds
+/// "<type name>: <message>". Also the nested context attached to every remote exception.
+class RemoteError : public Error {
+ public:
+  RemoteError(std::string type_name, std::string message)
+      : Error(type_name + ": " + message),
+        type_name_(std::move(type_name)),
+        message_(std::move(message)) {}
+  /// The original exception's type name (demangled where possible).
+  const std::string& type_name() const noexcept { return type_name_; }
+  /// The original exception's what().
+  const std::string& message() const noexcept { return message_; }
+
+ private:
+  std::string type_name_;
+  std::string message_;
+};
+
+}  // namespace cfx

@@ -1,0 +1,210 @@
+// cfx::Executor, the abstract pool that returns Futures (API.md section 4).
+//
+// The templates here turn a call into one type-erased unit of work; a backend implements
+// only the small virtual part (enqueue, shutdown, max_workers, backend), as concurrencpp's
+// executor does. In-process backends receive a detail::LocalTask and never serialise.
+//
+// Thread safety: submit, map, starmap, map_unordered, shutdown and the queries may be
+// called from any thread, including from tasks and done-callbacks of the same executor
+// (but see shutdown).
+#pragma once
+
+#include <chrono>
+#include <cstddef>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <ranges>
+#include <stdexcept>
+#include <string_view>
+#include <tuple>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+#include "cfx/detail/local_task.hpp"
+#include "cfx/detail/map_engine.hpp"
+#include "cfx/future.hpp"
+
+namespace cfx {
+
+/// Options of map, starmap and map_unordered.
+struct MapOptions {
+  /// Counted from the call of map: iteration throws TimeoutError once it would wait past it.
+  std::optional<std::chrono::duration<double>> timeout{};
+  /// Items per dispatched unit of work (both backends). Must be at least 1.
+  std::size_t chunksize = 1;
+  /// Maximum chunks in flight; unset: every chunk is submitted inside map(). At least 1.
+  std::optional<std::size_t> buffersize{};
+};
+
+class Executor;
+
+namespace detail {
+
+/// Lets a live map result find its executor, and notice when it is gone.
+struct ExecutorLink {
+  std::mutex mutex;
+  Executor* executor;
+};
+
+template <class F, class... Args>
+using submit_result_t = std::remove_cvref_t<std::invoke_result_t<std::decay_t<F>&, std::decay_t<Args>&...>>;
+
+}  // namespace detail
+
+class Executor {
+ public:
+  Executor(const Executor&) = delete;
+  Executor& operator=(const Executor&) = delete;
+  /// Backends shut down (wait = true) in their destructors.
+  virtual ~Executor();
+
+  /// Schedules fn(args...) and returns its Future. Arguments are decayed and stored by
+  /// value. Throws cfx::Error after shutdown, BrokenExecutor if the pool is broken.
+  template <class F, class... Args>
+  Future<detail::submit_result_t<F, Args...>> submit(F&& fn, Args&&... args) {
+    using R = detail::submit_result_t<F, Args...>;
+    auto call = [fn = std::forward<F>(fn),
+                 args = std::make_tuple(std::forward<Args>(args)...)]() mutable -> R {
+      return std::apply(fn, args);
+    };
+    return submit_local<R>(std::move(call));
+  }
+
+  /// fn(item) for each item of `inputs`, results in input order. Without
+  /// opts.buffersize the whole input is consumed and submitted before map returns.
+  template <class F, class Range>
+  auto map(F&& fn, Range&& inputs, MapOptions opts = {}) {
+    return map_impl<false>(std::forward<F>(fn), std::forward<Range>(inputs), opts, true);
+  }
+  /// std::apply(fn, tuple) for each tuple of `tuples`, results in input order.
+  template <class F, class Range>
+  auto starmap(F&& fn, Range&& tuples, MapOptions opts = {}) {
+    return map_impl<true>(std::forward<F>(fn), std::forward<Range>(tuples), opts, true);
+  }
+  /// As map, but yields results in completion order (by chunk).
+  template <class F, class Range>
+  auto map_unordered(F&& fn, Range&& inputs, MapOptions opts = {}) {
+    return map_impl<false>(std::forward<F>(fn), std::forward<Range>(inputs), opts, false);
+  }
+
+  /// Stops accepting work. wait: block until every started and queued task has finished.
+  /// cancel_futures: cancel the queued tasks that have not started. Safe to call again.
+  /// shutdown(wait = true) from one of the executor's own workers throws cfx::Error.
+  virtual void shutdown(bool wait = true, bool cancel_futures = false) = 0;
+  /// The largest number of tasks run at once.
+  virtual std::size_t max_workers() const = 0;
+  /// "thread", "process", ...
+  virtual std::string_view backend() const = 0;
+
+ protected:
+  Executor();
+  /// Queues a task. On success the executor owns it and must end it (run, cancel or fail
+  /// it) exactly once; if it throws, ownership stays with the caller.
+  virtual void enqueue(detail::LocalTask* task) = 0;
+  /// Called first in backends' destructors: live map results stop submitting.
+  void detach_maps() noexcept;
+
+ private:
+  template <class R, class Call>
+  Future<R> submit_local(Call&& call) {
+    using Task = detail::LocalCall<R, std::decay_t<Call>>;
+    auto* task = new Task(std::forward<Call>(call));
+    auto future = detail::make_future<R>(detail::Ref<detail::SharedState<R>>::adopt(task));
+    try {
+      enqueue(task);
+    } catch (...) {
+      task->drop();
+      throw;
+    }
+    return future;
+  }
+
+  template <bool Star, class Fn, class Item>
+  static decltype(auto) invoke_item(Fn& fn, Item& item) {
+    if constexpr (Star)
+      return std::apply(fn, item);
+    else
+      return std::invoke(fn, item);
+  }
+
+  template <bool Star, class Fn, class Item>
+  using item_result_t =
+      std::remove_cvref_t<decltype(invoke_item<Star>(std::declval<Fn&>(), std::declval<Item&>()))>;
+
+  /// Submits one chunk of items as a single task.
+  template <bool Star, class V, class Fn, class Item>
+  Future<detail::ChunkResult<V>> submit_chunk(const Fn& fn, std::vector<Item> items) {
+    return submit_local<detail::ChunkResult<V>>([fn, items = std::move(items)]() mutable {
+      detail::ChunkResult<V> out;
+      out.values.reserve(items.size());
+      for (auto& item : items) {
+        try {
+          if constexpr (std::is_same_v<V, std::monostate> &&
+                        std::is_void_v<decltype(invoke_item<Star>(fn, item))>) {
+            invoke_item<Star>(fn, item);
+            out.values.emplace_back();
+          } else {
+            out.values.push_back(invoke_item<Star>(fn, item));
+          }
+        } catch (...) {
+          out.error = std::current_exception();
+          break;
+        }
+      }
+      return out;
+    });
+  }
+
+  template <bool Star, class V, class Fn, class View>
+  class Source final : public detail::ChunkSource<V> {
+   public:
+    Source(std::shared_ptr<detail::ExecutorLink> link, Fn fn, View view, std::size_t chunksize)
+        : link_(std::move(link)),
+          fn_(std::move(fn)),
+          view_(std::move(view)),
+          it_(std::ranges::begin(view_)),
+          chunksize_(chunksize) {}
+    std::optional<Future<detail::ChunkResult<V>>> next() override {
+      std::lock_guard lock(link_->mutex);
+      if (!link_->executor || it_ == std::ranges::end(view_)) return std::nullopt;
+      std::vector<Item> items;
+      items.reserve(chunksize_);
+      for (; items.size() < chunksize_ && it_ != std::ranges::end(view_); ++it_)
+        items.emplace_back(*it_);
+      return link_->executor->template submit_chunk<Star, V>(fn_, std::move(items));
+    }
+
+   private:
+    using Item = std::remove_cvref_t<std::ranges::range_reference_t<View>>;
+    std::shared_ptr<detail::ExecutorLink> link_;
+    Fn fn_;
+    View view_;
+    std::ranges::iterator_t<View> it_;
+    std::size_t chunksize_;
+  };
+
+  template <bool Star, class F, class Range>
+  auto map_impl(F&& fn, Range&& inputs, const MapOptions& opts, bool ordered) {
+    using Fn = std::decay_t<F>;
+    using View = std::views::all_t<Range>;
+    using Item = std::remove_cvref_t<std::ranges::range_reference_t<View>>;
+    using V = detail::map_value_t<item_result_t<Star, Fn, Item>>;
+    if (opts.chunksize < 1) throw std::invalid_argument("chunksize must be >= 1");
+    if (opts.buffersize && *opts.buffersize < 1)
+      throw std::invalid_argument("buffersize must be unset or > 0");
+    detail::Deadline deadline;
+    if (opts.timeout) deadline = detail::StateBase::deadline_after(*opts.timeout);
+    auto source = std::make_unique<Source<Star, V, Fn, View>>(
+        link_, std::forward<F>(fn), std::views::all(std::forward<Range>(inputs)),
+        opts.chunksize);
+    return MapResult<V>(std::make_unique<detail::MapEngine<V>>(
+        std::move(source), opts.buffersize, deadline, ordered));
+  }
+
+  std::shared_ptr<detail::ExecutorLink> link_;
+};
+
+}  // namespace cfx

@@ -1,0 +1,186 @@
+// cfx::Future<T> and cfx::Promise<T> (API.md section 2).
+//
+// A Future is a copyable handle to the outcome of one task: a value, an exception, or
+// cancellation. Executors create them; Promise is the producer side, public so that users
+// (and tests) can make futures of their own, as Python's Future() + set_result() allows.
+//
+// Thread safety: every member of Future and Promise may be called from any thread, on
+// the same or different handles, concurrently.
+#pragma once
+
+#include <chrono>
+#include <cstddef>
+#include <exception>
+#include <functional>
+#include <type_traits>
+#include <utility>
+
+#include "cfx/detail/shared_state.hpp"
+#include "cfx/errors.hpp"
+
+namespace cfx {
+
+template <class T>
+class Future;
+template <class T>
+class Promise;
+
+namespace detail {
+template <class T>
+Future<T> make_future(Ref<SharedState<T>> state);
+template <class T>
+SharedState<T>* state_of(const Future<T>& f);
+}  // namespace detail
+
+/// Outcome of an asynchronous task. States: pending, running, finished, cancelled.
+template <class T>
+class [[nodiscard]] Future {
+ public:
+  using value_type = T;
+
+  /// An empty handle (valid() == false); only assignment and valid() may be used on it.
+  Future() = default;
+
+  /// True if this handle refers to a task's state.
+  bool valid() const noexcept { return static_cast<bool>(state_); }
+
+  /// Blocks until done; returns the value, rethrows the task's exception, or throws
+  /// CancelledError.
+  T result() const {
+    state_->wait();
+    return value_when_done();
+  }
+  /// As result(), but throws TimeoutError if not done within `timeout` (the task keeps
+  /// running). A done future returns at once whatever the timeout, even zero or negative.
+  template <class Rep, class Period>
+  T result(std::chrono::duration<Rep, Period> timeout) const {
+    if (!state_->wait_for(timeout)) throw TimeoutError();
+    return value_when_done();
+  }
+
+  /// Blocks until done; the task's exception, or nullptr on success. CancelledError if
+  /// cancelled.
+  std::exception_ptr exception() const {
+    state_->wait();
+    return state_->exception_when_done();
+  }
+  template <class Rep, class Period>
+  std::exception_ptr exception(std::chrono::duration<Rep, Period> timeout) const {
+    if (!state_->wait_for(timeout)) throw TimeoutError();
+    return state_->exception_when_done();
+  }
+
+  /// Pending: becomes cancelled, returns true. Cancelled: true. Running or finished: false.
+  bool cancel() { return state_->cancel(); }
+  bool cancelled() const noexcept { return state_->status() == detail::Status::cancelled; }
+  bool running() const noexcept { return state_->status() == detail::Status::running; }
+  /// Finished or cancelled.
+  bool done() const noexcept { return state_->done(); }
+
+  /// Calls f(const Future<T>&) once when done: in the thread that completes the future, or
+  /// at once in the caller if already done. Callbacks run in the order they were added. An
+  /// exception thrown by f is reported on stderr and swallowed.
+  template <class F>
+  void add_done_callback(F f) {
+    state_->add_callback(new Callback<std::decay_t<F>>(std::move(f)));
+  }
+
+  /// Waits until done without consuming the outcome.
+  void wait() const { state_->wait(); }
+  /// Waits up to `timeout`; true if done.
+  template <class Rep, class Period>
+  bool wait_for(std::chrono::duration<Rep, Period> timeout) const {
+    return state_->wait_for(timeout);
+  }
+
+  /// Handles to the same task compare equal.
+  friend bool operator==(const Future& a, const Future& b) noexcept {
+    return a.state_.get() == b.state_.get();
+  }
+
+ private:
+  template <class F>
+  struct Callback final : detail::CallbackNode {
+    explicit Callback(F fn) : f(std::move(fn)) {}
+    void run(detail::StateBase& s) override {
+      f(Future(detail::Ref<detail::SharedState<T>>::share(
+          static_cast<detail::SharedState<T>*>(&s))));
+    }
+    F f;
+  };
+
+  explicit Future(detail::Ref<detail::SharedState<T>> s) : state_(std::move(s)) {}
+
+  T value_when_done() const {
+    state_->rethrow_if_failed();
+    if constexpr (!std::is_void_v<T>) return state_->value();
+  }
+
+  friend Future detail::make_future<T>(detail::Ref<detail::SharedState<T>>);
+  friend detail::SharedState<T>* detail::state_of<T>(const Future&);
+
+  detail::Ref<detail::SharedState<T>> state_;
+};
+
+/// The producer side of a Future. Move-only; a Promise destroyed without an outcome
+/// finishes its future with cfx::Error ("promise destroyed before a result was set") so
+/// that no future is ever left pending forever.
+template <class T>
+class Promise {
+ public:
+  Promise() : state_(detail::Ref<State>::adopt(new State)) {}
+  Promise(Promise&&) noexcept = default;
+  Promise& operator=(Promise&& o) noexcept {
+    abandon();
+    state_ = std::move(o.state_);
+    return *this;
+  }
+  ~Promise() { abandon(); }
+
+  Future<T> get_future() const { return detail::make_future<T>(state_); }
+
+  /// Marks the future running; false if it was cancelled (do not run the task then).
+  /// Throws InvalidStateError if it is already running or finished.
+  bool set_running_or_notify_cancel() { return state_->set_running_or_notify_cancel(); }
+
+  /// Finishes with a value. Throws InvalidStateError if already done.
+  template <class... U>
+  void set_result(U&&... v) {
+    if (!state_->try_set_value(std::forward<U>(v)...))
+      throw InvalidStateError("set_result: future is already done");
+  }
+  /// Finishes with an exception. Throws InvalidStateError if already done.
+  void set_exception(std::exception_ptr e) {
+    if (!state_->try_set_exception(std::move(e)))
+      throw InvalidStateError("set_exception: future is already done");
+  }
+
+ private:
+  using State = detail::SharedState<T>;
+  void abandon() noexcept {
+    if (state_ && !state_->done())
+      state_->try_set_exception(
+          std::make_exception_ptr(Error("promise destroyed before a result was set")));
+  }
+  detail::Ref<State> state_;
+};
+
+namespace detail {
+template <class T>
+Future<T> make_future(Ref<SharedState<T>> state) {
+  return Future<T>(std::move(state));
+}
+template <class T>
+SharedState<T>* state_of(const Future<T>& f) {
+  return f.state_.get();
+}
+}  // namespace detail
+
+}  // namespace cfx
+
+template <class T>
+struct std::hash<cfx::Future<T>> {
+  std::size_t operator()(const cfx::Future<T>& f) const noexcept {
+    return std::hash<const void*>{}(cfx::detail::state_of(f));
+  }
+};

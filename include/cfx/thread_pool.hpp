@@ -1,0 +1,54 @@
+// cfx::ThreadPoolExecutor: tasks run on a pool of threads in this process (API.md section 4).
+#pragma once
+
+#include <cstddef>
+#include <functional>
+#include <memory>
+#include <string>
+#include <string_view>
+
+#include "cfx/executor.hpp"
+
+namespace cfx {
+
+namespace detail {
+class ThreadPoolCore;
+}
+
+/// Options of ThreadPoolExecutor; an aggregate for designated initializers.
+struct ThreadPoolOptions {
+  /// Most threads at once; 0: as Python, min(32, usable cores + 4).
+  std::size_t max_workers = 0;
+  /// Threads are named "<prefix>_<i>" (visible to the OS, cut to 15 bytes);
+  /// empty: "ThreadPoolExecutor-<n>".
+  std::string thread_name_prefix{};
+  /// Run once in each new thread before any task. If it throws, the pool is broken:
+  /// queued and later tasks fail with BrokenThreadPool.
+  std::function<void()> initializer{};
+};
+
+/// Runs tasks on up to max_workers threads, started lazily: a new thread only when no
+/// started thread is idle. Threads live until shutdown.
+class ThreadPoolExecutor final : public Executor {
+ public:
+  explicit ThreadPoolExecutor(ThreadPoolOptions options = {});
+  /// shutdown(wait = true). Called from one of the pool's own threads it cannot wait for
+  /// itself: it reports that on stderr, waits for the other threads and lets its own thread
+  /// finish on its own.
+  ~ThreadPoolExecutor() override;
+
+  void shutdown(bool wait = true, bool cancel_futures = false) override;
+  std::size_t max_workers() const override;
+  std::string_view backend() const override { return "thread"; }
+
+  /// Threads started so far.
+  std::size_t thread_count() const;
+
+ protected:
+  void enqueue(detail::LocalTask* task) override;
+
+ private:
+  std::shared_ptr<detail::ThreadPoolCore> core_;
+};
+
+}  // namespace cfx

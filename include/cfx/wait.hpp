@@ -1,0 +1,256 @@
+// cfx::as_completed and cfx::wait (API.md section 3).
+//
+// Both install one small waiter node on every unfinished future; a completing future pushes
+// its index into one shared queue, so the cost is O(n) in the number of futures, as in
+// CPython's _base.py. Cancellation counts as done at once and wakes the waiters.
+#pragma once
+
+#include <chrono>
+#include <condition_variable>
+#include <cstddef>
+#include <iterator>
+#include <mutex>
+#include <optional>
+#include <ranges>
+#include <string>
+#include <unordered_set>
+#include <vector>
+
+#include "cfx/future.hpp"
+
+namespace cfx {
+
+/// When cfx::wait returns.
+enum class ReturnWhen { first_completed, first_exception, all_completed };
+
+/// What cfx::wait returns: `auto [done, not_done] = cfx::wait(fs);`
+template <class T>
+struct DoneAndNotDone {
+  std::vector<Future<T>> done;
+  std::vector<Future<T>> not_done;
+};
+
+namespace detail {
+
+/// Indices of futures that completed, in completion order.
+class CompletionQueue {
+ public:
+  void push(std::size_t index);
+  /// Moves every queued index into `out`; waits (until the deadline, if any) while empty.
+  /// Returns false on timeout with nothing queued.
+  bool pop_all(std::vector<std::size_t>& out,
+               const std::optional<std::chrono::steady_clock::time_point>& deadline);
+
+ private:
+  std::mutex mutex_;
+  std::condition_variable ready_;
+  std::vector<std::size_t> indices_;
+};
+
+struct QueueWaiter final : WaiterNode {
+  CompletionQueue* queue = nullptr;
+  std::size_t index = 0;
+  void on_done(StateBase&) noexcept override { queue->push(index); }
+};
+
+/// The message of as_completed's TimeoutError.
+std::string unfinished_message(std::size_t pending, std::size_t total);
+
+/// Copies a range of futures, dropping duplicates but keeping first-seen order.
+template <class T, class Range>
+std::vector<Future<T>> unique_futures(Range&& futures) {
+  std::vector<Future<T>> out;
+  std::unordered_set<const void*> seen;
+  for (const Future<T>& f : futures)
+    if (seen.insert(state_of(f)).second) out.push_back(f);
+  return out;
+}
+
+/// Installs a QueueWaiter on each future of `fs`; those already done go to `already_done`.
+/// Removes the nodes that are still installed when destroyed.
+template <class T>
+class WaiterSet {
+ public:
+  WaiterSet(const std::vector<Future<T>>& fs, std::vector<std::size_t>& already_done)
+      : fs_(fs), nodes_(fs.size()) {
+    for (std::size_t i = 0; i < fs.size(); ++i) {
+      nodes_[i].queue = &queue_;
+      nodes_[i].index = i;
+      if (!state_of(fs[i])->add_waiter(&nodes_[i])) {
+        nodes_[i].queue = nullptr;  // never installed
+        already_done.push_back(i);
+      }
+    }
+  }
+  WaiterSet(const WaiterSet&) = delete;
+  WaiterSet& operator=(const WaiterSet&) = delete;
+  ~WaiterSet() {
+    for (std::size_t i = 0; i < nodes_.size(); ++i)
+      if (nodes_[i].queue) state_of(fs_[i])->remove_waiter(&nodes_[i]);
+  }
+  CompletionQueue& queue() noexcept { return queue_; }
+
+ private:
+  const std::vector<Future<T>>& fs_;
+  CompletionQueue queue_;
+  std::vector<QueueWaiter> nodes_;
+};
+
+template <class Range>
+using range_future_value_t = typename std::ranges::range_value_t<Range>::value_type;
+
+}  // namespace detail
+
+/// Iterates over futures as they complete; returned by cfx::as_completed. Not copyable; use
+/// it directly in a range-for. Yields each distinct future once: those already done first,
+/// then the others in completion order. With a timeout, counted from the as_completed()
+/// call, the iteration throws TimeoutError("N (of M) futures unfinished") once it would
+/// have to wait past the deadline.
+template <class T>
+class AsCompleted {
+ public:
+  class iterator {
+   public:
+    using value_type = Future<T>;
+    using difference_type = std::ptrdiff_t;
+    iterator() = default;
+    Future<T>& operator*() const { return owner_->current(); }
+    Future<T>* operator->() const { return &owner_->current(); }
+    iterator& operator++() {
+      owner_->advance();
+      return *this;
+    }
+    void operator++(int) { ++*this; }
+    friend bool operator==(const iterator& it, std::default_sentinel_t) {
+      return it.owner_->finished();
+    }
+
+   private:
+    friend class AsCompleted;
+    explicit iterator(AsCompleted* owner) : owner_(owner) {}
+    AsCompleted* owner_ = nullptr;
+  };
+
+  template <class Range>
+  AsCompleted(Range&& futures, std::optional<std::chrono::steady_clock::time_point> deadline)
+      : futures_(detail::unique_futures<T>(std::forward<Range>(futures))),
+        deadline_(deadline),
+        waiters_(futures_, ready_) {}
+  AsCompleted(const AsCompleted&) = delete;
+  AsCompleted& operator=(const AsCompleted&) = delete;
+
+  /// Positions on the first future (may block, may throw TimeoutError).
+  iterator begin() {
+    if (!started_) {
+      started_ = true;
+      advance();
+    }
+    return iterator(this);
+  }
+  std::default_sentinel_t end() const noexcept { return {}; }
+  /// True once every future has been yielded.
+  bool finished() const noexcept { return finished_; }
+
+ private:
+  Future<T>& current() { return current_; }
+
+  void advance() {
+    current_ = Future<T>();  // hold no reference to a future already yielded
+    if (next_ < ready_.size()) {
+      current_ = futures_[ready_[next_++]];
+      return;
+    }
+    std::size_t yielded = next_;
+    ready_.clear();
+    next_ = 0;
+    if (yielded_total_ + yielded == futures_.size()) {
+      yielded_total_ += yielded;
+      finished_ = true;
+      return;
+    }
+    yielded_total_ += yielded;
+    if (!waiters_.queue().pop_all(ready_, deadline_))
+      throw TimeoutError(
+          detail::unfinished_message(futures_.size() - yielded_total_, futures_.size()));
+    current_ = futures_[ready_[next_++]];
+  }
+
+  std::vector<Future<T>> futures_;
+  std::optional<std::chrono::steady_clock::time_point> deadline_;
+  std::vector<std::size_t> ready_;  // indices ready to yield, in order
+  detail::WaiterSet<T> waiters_;
+  std::size_t next_ = 0;
+  std::size_t yielded_total_ = 0;
+  Future<T> current_;
+  bool started_ = false;
+  bool finished_ = false;
+};
+
+/// Yields the futures of `futures` (a range of Future<T>) as they complete.
+template <class Range>
+AsCompleted<detail::range_future_value_t<Range>> as_completed(Range&& futures) {
+  return {std::forward<Range>(futures), std::nullopt};
+}
+
+/// As above, throwing TimeoutError from the iteration once `timeout`, counted from this
+/// call, passes with futures still unfinished.
+template <class Range, class Rep, class Period>
+AsCompleted<detail::range_future_value_t<Range>> as_completed(
+    Range&& futures, std::chrono::duration<Rep, Period> timeout) {
+  return {std::forward<Range>(futures), detail::StateBase::deadline_after(timeout)};
+}
+
+namespace detail {
+
+template <class T>
+bool failed(const Future<T>& f) {
+  return f.done() && !f.cancelled() && f.exception() != nullptr;
+}
+
+template <class T>
+DoneAndNotDone<T> wait_impl(std::vector<Future<T>> fs, ReturnWhen when,
+                            std::optional<std::chrono::steady_clock::time_point> deadline) {
+  std::vector<std::size_t> completed;
+  {
+    WaiterSet<T> waiters(fs, completed);
+    std::size_t seen = 0;
+    auto satisfied = [&] {
+      if (completed.size() == fs.size()) return true;
+      if (when == ReturnWhen::first_completed) return !completed.empty();
+      if (when == ReturnWhen::first_exception) {
+        for (; seen < completed.size(); ++seen)
+          if (failed(fs[completed[seen]])) return true;
+      }
+      return false;
+    };
+    while (!satisfied())
+      if (!waiters.queue().pop_all(completed, deadline)) break;
+  }
+  DoneAndNotDone<T> out;
+  for (auto& f : fs) (f.done() ? out.done : out.not_done).push_back(std::move(f));
+  return out;
+}
+
+}  // namespace detail
+
+/// Waits until the condition `when` holds for `futures` (a range of Future<T>); returns
+/// the done and not-done futures, duplicates removed.
+template <class Range>
+DoneAndNotDone<detail::range_future_value_t<Range>> wait(
+    Range&& futures, ReturnWhen when = ReturnWhen::all_completed) {
+  using T = detail::range_future_value_t<Range>;
+  return detail::wait_impl<T>(detail::unique_futures<T>(std::forward<Range>(futures)), when,
+                              std::nullopt);
+}
+
+/// As above, returning (without throwing) when `timeout` passes first.
+template <class Range, class Rep, class Period>
+DoneAndNotDone<detail::range_future_value_t<Range>> wait(
+    Range&& futures, std::chrono::duration<Rep, Period> timeout,
+    ReturnWhen when = ReturnWhen::all_completed) {
+  using T = detail::range_future_value_t<Range>;
+  return detail::wait_impl<T>(detail::unique_futures<T>(std::forward<Range>(futures)), when,
+                              detail::StateBase::deadline_after(timeout));
+}
+
+}  // namespace cfx

@@ -1,0 +1,223 @@
+// Future state machine: transitions, futex-based waiting, waiter and callback lists.
+#include "cfx/detail/shared_state.hpp"
+
+#include <linux/futex.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <climits>
+#include <cstdio>
+#include <ctime>
+#include <thread>
+
+#include "cfx/errors.hpp"
+#include "lib/demangle.hpp"
+
+namespace cfx::detail {
+namespace {
+
+// Sleeps while *word == expected, at most until `deadline` (nullptr: forever).
+void futex_wait(const std::atomic<std::uint32_t>& word, std::uint32_t expected,
+                const std::chrono::steady_clock::time_point* deadline) noexcept {
+  auto* addr = reinterpret_cast<const std::uint32_t*>(&word);
+  if (!deadline) {
+    syscall(SYS_futex, addr, FUTEX_WAIT_PRIVATE, expected, nullptr, nullptr, 0);
+    return;
+  }
+  // FUTEX_WAIT_BITSET takes an absolute CLOCK_MONOTONIC time, which steady_clock is.
+  auto since_epoch = deadline->time_since_epoch();
+  auto secs = std::chrono::duration_cast<std::chrono::seconds>(since_epoch);
+  timespec ts{};
+  ts.tv_sec = static_cast<time_t>(secs.count());
+  ts.tv_nsec = static_cast<long>(
+      std::chrono::duration_cast<std::chrono::nanoseconds>(since_epoch - secs).count());
+  syscall(SYS_futex, addr, FUTEX_WAIT_BITSET_PRIVATE, expected, &ts, nullptr,
+          FUTEX_BITSET_MATCH_ANY);
+}
+
+void futex_wake_all(std::atomic<std::uint32_t>& word) noexcept {
+  syscall(SYS_futex, reinterpret_cast<std::uint32_t*>(&word), FUTEX_WAKE_PRIVATE, INT_MAX,
+          nullptr, nullptr, 0);
+}
+
+const char* status_name(Status s) {
+  switch (s) {
+    case Status::pending: return "pending";
+    case Status::running:
+    case Status::completing: return "running";
+    case Status::finished: return "finished";
+    case Status::cancelled: return "cancelled";
+  }
+  return "unknown";
+}
+
+}  // namespace
+
+void StateBase::lock() const noexcept {
+  // Held only to push, unlink or swap list heads and to run waiters' short on_done.
+  while (locked_.exchange(true, std::memory_order_acquire)) {
+    while (locked_.load(std::memory_order_relaxed)) std::this_thread::yield();
+  }
+}
+
+bool StateBase::claim() noexcept {
+  auto w = word_.load(std::memory_order_relaxed);
+  for (;;) {
+    auto s = static_cast<Status>(w & kStatusMask);
+    if (s != Status::pending && s != Status::running) return false;
+    auto next = (w & ~kStatusMask) | static_cast<std::uint32_t>(Status::completing);
+    if (word_.compare_exchange_weak(w, next, std::memory_order_acquire)) return true;
+  }
+}
+
+void StateBase::publish(Status final_status) noexcept {
+  lock();
+  auto old = word_.exchange(static_cast<std::uint32_t>(final_status), std::memory_order_acq_rel);
+  for (auto* w = waiters_; w;) {
+    auto* next = w->next;  // on_done may let the waiter's owner free w
+    w->on_done(*this);
+    w = next;
+  }
+  waiters_ = nullptr;
+  CallbackNode* cbs = std::exchange(callbacks_, nullptr);
+  unlock();
+  if (old & kSleepers) futex_wake_all(word_);
+  // The list was built by pushing at the head: reverse it to run in registration order.
+  CallbackNode* ordered = nullptr;
+  while (cbs) {
+    auto* next = cbs->next;
+    cbs->next = ordered;
+    ordered = cbs;
+    cbs = next;
+  }
+  // A callback may drop the last Future; keep the state alive until all have run.
+  add_ref();
+  while (ordered) {
+    auto* next = ordered->next;
+    run_callback(ordered, *this);
+    ordered = next;
+  }
+  release();
+}
+
+bool StateBase::cancel() {
+  auto w = word_.load(std::memory_order_relaxed);
+  for (;;) {
+    auto s = static_cast<Status>(w & kStatusMask);
+    if (s == Status::cancelled) return true;
+    if (s != Status::pending) return false;  // running, completing or finished
+    auto next = (w & ~kStatusMask) | static_cast<std::uint32_t>(Status::completing);
+    if (word_.compare_exchange_weak(w, next, std::memory_order_acquire)) break;
+  }
+  publish(Status::cancelled);
+  return true;
+}
+
+bool StateBase::set_running_or_notify_cancel() {
+  auto w = word_.load(std::memory_order_relaxed);
+  for (;;) {
+    auto s = static_cast<Status>(w & kStatusMask);
+    if (s == Status::cancelled) return false;
+    if (s != Status::pending) throw_invalid_state("set_running_or_notify_cancel");
+    auto next = (w & ~kStatusMask) | static_cast<std::uint32_t>(Status::running);
+    if (word_.compare_exchange_weak(w, next, std::memory_order_acq_rel)) return true;
+  }
+}
+
+bool StateBase::try_set_exception(std::exception_ptr e) {
+  if (!claim()) return false;
+  publish_exception(std::move(e));
+  return true;
+}
+
+void StateBase::wait() const noexcept {
+  for (;;) {
+    auto w = word_.load(std::memory_order_acquire);
+    auto s = static_cast<Status>(w & kStatusMask);
+    if (s == Status::finished || s == Status::cancelled) return;
+    if (!(w & kSleepers) &&
+        !word_.compare_exchange_weak(w, w | kSleepers, std::memory_order_acquire))
+      continue;
+    futex_wait(word_, w | kSleepers, nullptr);
+  }
+}
+
+bool StateBase::wait_until(std::chrono::steady_clock::time_point deadline) const noexcept {
+  for (;;) {
+    auto w = word_.load(std::memory_order_acquire);
+    auto s = static_cast<Status>(w & kStatusMask);
+    if (s == Status::finished || s == Status::cancelled) return true;
+    if (std::chrono::steady_clock::now() >= deadline) return false;
+    if (!(w & kSleepers) &&
+        !word_.compare_exchange_weak(w, w | kSleepers, std::memory_order_acquire))
+      continue;
+    if (deadline == std::chrono::steady_clock::time_point::max())
+      futex_wait(word_, w | kSleepers, nullptr);
+    else
+      futex_wait(word_, w | kSleepers, &deadline);
+  }
+}
+
+void StateBase::rethrow_if_failed() const {
+  if (status() == Status::cancelled) throw CancelledError();
+  if (error_) std::rethrow_exception(error_);
+}
+
+std::exception_ptr StateBase::exception_when_done() const {
+  if (status() == Status::cancelled) throw CancelledError();
+  return error_;
+}
+
+void StateBase::add_callback(CallbackNode* cb) {
+  lock();
+  if (!done()) {
+    cb->next = callbacks_;
+    callbacks_ = cb;
+    unlock();
+    return;
+  }
+  unlock();
+  run_callback(cb, *this);
+}
+
+bool StateBase::add_waiter(WaiterNode* w) noexcept {
+  lock();
+  bool pending = !done();
+  if (pending) {
+    w->next = waiters_;
+    waiters_ = w;
+  }
+  unlock();
+  return pending;
+}
+
+void StateBase::remove_waiter(WaiterNode* w) noexcept {
+  lock();
+  for (WaiterNode** p = &waiters_; *p; p = &(*p)->next) {
+    if (*p == w) {
+      *p = w->next;
+      break;
+    }
+  }
+  unlock();
+}
+
+void StateBase::run_callback(CallbackNode* cb, StateBase& state) noexcept {
+  try {
+    cb->run(state);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "cfx: exception calling callback for future %p: %s: %s\n",
+                 static_cast<void*>(&state), demangled_type_name(e).c_str(), e.what());
+  } catch (...) {
+    std::fprintf(stderr, "cfx: exception calling callback for future %p: unknown exception\n",
+                 static_cast<void*>(&state));
+  }
+  delete cb;
+}
+
+void StateBase::throw_invalid_state(const char* what) const {
+  throw InvalidStateError(std::string(what) + ": future is already " + status_name(status()));
+}
+
+}  // namespace cfx::detail
