@@ -4,5 +4,6 @@
 #include "cfx/errors.hpp"
 #include "cfx/executor.hpp"
 #include "cfx/future.hpp"
+#include "cfx/task.hpp"
 #include "cfx/thread_pool.hpp"
 #include "cfx/wait.hpp"

@@ -18,3 +18,14 @@ TEST_CASE("smoke") {
   CHECK(done.size() == 10);
   CHECK(not_done.empty());
 }
+
+namespace {
+int twice(int x) { return 2 * x; }
+CFX_TASK(twice);
+}  // namespace
+
+TEST_CASE("registry") {
+  auto* e = cfx::detail::find_task(reinterpret_cast<const void*>(&twice));
+  REQUIRE(e != nullptr);
+  CHECK(e->name == "twice");
+}

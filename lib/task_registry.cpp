@@ -1,0 +1,58 @@
+// The task registry: filled during static initialisation, read-only afterwards.
+#include <cstdio>
+#include <map>
+#include <mutex>
+#include <unordered_map>
+
+#include "cfx/task.hpp"
+
+namespace cfx::detail {
+namespace {
+
+struct Registry {
+  std::mutex mutex;  // registration may run from several shared objects' initialisers
+  std::unordered_map<const void*, TaskEntry> by_address;
+  std::map<std::string, const void*, std::less<>> by_name;
+};
+
+Registry& registry() {
+  static Registry r;  // constructed on first use: safe from other static initialisers
+  return r;
+}
+
+}  // namespace
+
+void register_task(TaskEntry entry) {
+  auto& r = registry();
+  std::lock_guard lock(r.mutex);
+  if (auto it = r.by_name.find(entry.name); it != r.by_name.end()) {
+    if (it->second != entry.address)
+      std::fprintf(stderr, "cfx: task name \"%s\" registered for two functions; keeping the first\n",
+                   entry.name.c_str());
+    return;
+  }
+  if (r.by_address.count(entry.address)) {
+    std::fprintf(stderr, "cfx: function registered again as \"%s\"; keeping its first name\n",
+                 entry.name.c_str());
+    return;
+  }
+  r.by_name.emplace(entry.name, entry.address);
+  r.by_address.emplace(entry.address, std::move(entry));
+}
+
+const TaskEntry* find_task(const void* address) {
+  auto& r = registry();
+  std::lock_guard lock(r.mutex);
+  auto it = r.by_address.find(address);
+  return it == r.by_address.end() ? nullptr : &it->second;
+}
+
+const TaskEntry* find_task(std::string_view name) {
+  auto& r = registry();
+  std::lock_guard lock(r.mutex);
+  auto it = r.by_name.find(name);
+  if (it == r.by_name.end()) return nullptr;
+  return &r.by_address.at(it->second);
+}
+
+}  // namespace cfx::detail
