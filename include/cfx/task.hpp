@@ -34,6 +34,10 @@ struct TaskRegistrar {
   }
 };
 
+/// Filled in by the process backend's wire layer.
+template <class E>
+struct ExceptionRegistrar {};
+
 }  // namespace cfx::detail
 
 #define CFX_DETAIL_CONCAT2(a, b) a##b
@@ -41,6 +45,12 @@ struct TaskRegistrar {
 
 /// Registers `fn` (a function at namespace scope) under its own name.
 #define CFX_TASK(fn) CFX_TASK_AS(&fn, #fn)
+/// Registers an exception type (constructible from std::string) so that the process backend
+/// rethrows it by type in the parent.
+#define CFX_EXCEPTION(Type)                                                                \
+  [[maybe_unused]] static const ::cfx::detail::ExceptionRegistrar<Type> CFX_DETAIL_CONCAT( \
+      cfx_exception_registrar_, __LINE__) {}
+
 /// Registers the function pointer `fnptr` under `name`.
 #define CFX_TASK_AS(fnptr, name)                                                    \
   [[maybe_unused]] static const ::cfx::detail::TaskRegistrar CFX_DETAIL_CONCAT( \
