@@ -4,7 +4,7 @@
 #include <mutex>
 #include <unordered_map>
 
-#include "cfx/task.hpp"
+#include "cfx/detail/registry.hpp"
 
 namespace cfx::detail {
 namespace {

@@ -8,7 +8,6 @@
 #include "cfx/thread_pool.hpp"
 
 #include <pthread.h>
-#include <sched.h>
 
 #include <algorithm>
 #include <atomic>
@@ -20,17 +19,12 @@
 #include <vector>
 
 #include "cfx/errors.hpp"
+#include "lib/cores.hpp"
 #include "lib/demangle.hpp"
 
 namespace cfx::detail {
 
 namespace {
-
-std::size_t usable_cores() {
-  cpu_set_t set;
-  if (sched_getaffinity(0, sizeof(set), &set) == 0) return std::max(1, CPU_COUNT(&set));
-  return std::max(1u, std::thread::hardware_concurrency());
-}
 
 std::string default_prefix() {
   static std::atomic<unsigned> counter{0};

@@ -76,22 +76,46 @@ class WorkerCrashed : public BrokenProcessPool {
 };
 
 /// A task in a worker process threw an exception whose type cannot be rebuilt here (neither
-/// a standard type nor one registered with CFX_EXCEPTION). what() holds
-/// "<type name>: <message>". Also the nested context attached to every remote exception.
+/// a standard type nor one registered with CFX_EXCEPTION): what() holds
+/// "<type name>: <message>".
+///
+/// Every exception that comes back from a worker also carries a RemoteError as its nested
+/// exception (std::rethrow_if_nested) describing where it was thrown: task(), pid() and
+/// stack_trace() are set on that one.
 class RemoteError : public Error {
  public:
   RemoteError(std::string type_name, std::string message)
       : Error(type_name + ": " + message),
         type_name_(std::move(type_name)),
         message_(std::move(message)) {}
+  /// The remote context of an exception thrown by `task` in worker `pid`.
+  RemoteError(std::string type_name, std::string message, std::string task, int pid,
+              std::string stack_trace)
+      : Error(type_name + ": " + message + " (in task '" + task + "', worker pid " +
+              std::to_string(pid) + ")" + (stack_trace.empty() ? "" : "\n" + stack_trace)),
+        type_name_(std::move(type_name)),
+        message_(std::move(message)),
+        task_(std::move(task)),
+        pid_(pid),
+        stack_trace_(std::move(stack_trace)) {}
+
   /// The original exception's type name (demangled where possible).
   const std::string& type_name() const noexcept { return type_name_; }
   /// The original exception's what().
   const std::string& message() const noexcept { return message_; }
+  /// The registered name of the task that threw (context only; else empty).
+  const std::string& task() const noexcept { return task_; }
+  /// The worker's process id (context only; else 0).
+  int pid() const noexcept { return pid_; }
+  /// The worker's stack where the exception was caught, where available.
+  const std::string& stack_trace() const noexcept { return stack_trace_; }
 
  private:
   std::string type_name_;
   std::string message_;
+  std::string task_;
+  int pid_ = 0;
+  std::string stack_trace_;
 };
 
 }  // namespace cfx

@@ -2,7 +2,9 @@
 //
 // The templates here turn a call into one type-erased unit of work; a backend implements
 // only the small virtual part (enqueue, shutdown, max_workers, backend), as concurrencpp's
-// executor does. In-process backends receive a detail::LocalTask and never serialise.
+// executor does. In-process backends receive a detail::LocalTask and never serialise;
+// out-of-process backends receive a detail::RemoteTask: a registered function's name and
+// its encoded arguments.
 //
 // Thread safety: submit, map, starmap, map_unordered, shutdown and the queries may be
 // called from any thread, including from tasks and done-callbacks of the same executor
@@ -25,6 +27,7 @@
 
 #include "cfx/detail/local_task.hpp"
 #include "cfx/detail/map_engine.hpp"
+#include "cfx/detail/remote_task.hpp"
 #include "cfx/future.hpp"
 
 namespace cfx {
@@ -66,6 +69,17 @@ class Executor {
   template <class F, class... Args>
   Future<detail::submit_result_t<F, Args...>> submit(F&& fn, Args&&... args) {
     using R = detail::submit_result_t<F, Args...>;
+    if (remote_) {
+      using Fn = std::decay_t<F>;
+      if constexpr (detail::is_fn_ptr_v<Fn>) {
+        using Tuple = typename detail::fn_traits<Fn>::args;
+        std::vector<Tuple> one;
+        one.emplace_back(std::forward<Args>(args)...);
+        return submit_remote<R>(detail::registered_task(Fn(fn)), one);
+      } else {
+        detail::registered_task(fn);  // throws: not a registered function
+      }
+    }
     auto call = [fn = std::forward<F>(fn),
                  args = std::make_tuple(std::forward<Args>(args)...)]() mutable -> R {
       return std::apply(fn, args);
@@ -100,10 +114,14 @@ class Executor {
   virtual std::string_view backend() const = 0;
 
  protected:
-  Executor();
+  /// remote: tasks run in other processes (submit sends registered functions' names and
+  /// encoded arguments to enqueue_remote instead of callables to enqueue).
+  explicit Executor(bool remote = false);
   /// Queues a task. On success the executor owns it and must end it (run, cancel or fail
   /// it) exactly once; if it throws, ownership stays with the caller.
   virtual void enqueue(detail::LocalTask* task) = 0;
+  /// As enqueue, for executors constructed with remote = true.
+  virtual void enqueue_remote(detail::RemoteTask* task);
   /// Called first in backends' destructors: live map results stop submitting.
   void detach_maps() noexcept;
 
@@ -117,6 +135,28 @@ class Executor {
       enqueue(task);
     } catch (...) {
       task->drop();
+      throw;
+    }
+    return future;
+  }
+
+  /// Encodes a call of `task` on `items` (argument tuples) and queues it. An encoding
+  /// failure fails the returned future with SerializationError; the pool is not involved.
+  template <class R, class Tuple>
+  Future<R> submit_remote(const detail::TaskEntry& task, const std::vector<Tuple>& items) {
+    auto* call = new detail::RemoteCall<R>(&task);
+    auto future = detail::make_future<R>(detail::Ref<detail::SharedState<R>>::adopt(call));
+    try {
+      call->frame = detail::call_frame(task, items);
+    } catch (const SerializationError&) {
+      call->fail(std::current_exception());
+      call->drop();
+      return future;
+    }
+    try {
+      enqueue_remote(call);
+    } catch (...) {
+      call->drop();
       throw;
     }
     return future;
@@ -137,6 +177,22 @@ class Executor {
   /// Submits one chunk of items as a single task.
   template <bool Star, class V, class Fn, class Item>
   Future<detail::ChunkResult<V>> submit_chunk(const Fn& fn, std::vector<Item> items) {
+    if (remote_) {
+      if constexpr (detail::is_fn_ptr_v<Fn>) {
+        using Tuple = typename detail::fn_traits<Fn>::args;
+        std::vector<Tuple> tuples;
+        tuples.reserve(items.size());
+        for (auto& item : items) {
+          if constexpr (Star)
+            tuples.push_back(std::make_from_tuple<Tuple>(std::move(item)));
+          else
+            tuples.emplace_back(std::move(item));
+        }
+        return submit_remote<detail::ChunkResult<V>>(detail::registered_task(fn), tuples);
+      } else {
+        detail::registered_task(fn);  // throws: not a registered function
+      }
+    }
     return submit_local<detail::ChunkResult<V>>([fn, items = std::move(items)]() mutable {
       detail::ChunkResult<V> out;
       out.values.reserve(items.size());
@@ -205,6 +261,7 @@ class Executor {
   }
 
   std::shared_ptr<detail::ExecutorLink> link_;
+  bool remote_;
 };
 
 }  // namespace cfx

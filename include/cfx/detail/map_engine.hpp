@@ -32,6 +32,7 @@ using map_value_t = std::conditional_t<std::is_void_v<R>, std::monostate, R>;
 
 template <class V>
 struct ChunkResult {
+  using value_type = V;
   std::vector<V> values;     // outcomes of the items that ran, in input order
   std::exception_ptr error;  // the exception of item values.size(), if one threw
 };

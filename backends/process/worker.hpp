@@ -1,0 +1,21 @@
+// The worker process's side of the channel. Internal.
+#pragma once
+
+namespace cfx::detail {
+
+/// The worker's ends of its channel are moved to these descriptors before it serves.
+inline constexpr int kWorkerInFd = 3;
+inline constexpr int kWorkerOutFd = 4;
+/// Environment variable that marks a process spawned as a worker: "<parent pid>".
+inline constexpr const char* kWorkerEnv = "CFX_WORKER";
+/// Exit status of a worker whose main() did not call cfx::init before starting a pool.
+inline constexpr int kNoInitExitStatus = 87;
+
+/// Serves calls read from in_fd, replying on out_fd, until the parent closes in_fd.
+/// Returns the process's exit status.
+int serve_worker(int in_fd, int out_fd);
+
+/// Marks this process as a worker (no pools of its own).
+void mark_worker_process() noexcept;
+
+}  // namespace cfx::detail

@@ -1,0 +1,105 @@
+// cfx::ProcessPoolExecutor: tasks run in worker processes (API.md sections 1, 4, 5), and
+// cfx::init, which a program that uses it calls first in main.
+//
+// Tasks are functions registered with CFX_TASK; their arguments and results cross the
+// process boundary encoded (raw bytes for numbers and tuples of them, MessagePack through
+// nlohmann::json for anything else). See docs/process-backend.md for the design.
+//
+// Beyond Python: on_worker_crash = respawn (the default) fails only the futures of the
+// worker that died and replaces it; task_timeout kills a task that runs too long.
+#pragma once
+
+#include <chrono>
+#include <cstddef>
+#include <memory>
+#include <optional>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "cfx/executor.hpp"
+#include "cfx/task.hpp"
+
+namespace cfx {
+
+/// Call first in main(). In a process started as a pool worker it serves tasks and exits;
+/// anywhere else it returns at once.
+void init(int argc, char** argv);
+
+/// True in a worker process (after init); such a process never starts a pool of its own.
+bool is_worker_process() noexcept;
+
+/// How a worker process starts.
+enum class StartMethod {
+  spawn,  ///< re-run this program (/proc/self/exe) as a worker; safe with threads
+  fork,   ///< fork the parent: faster, but unsafe once the program runs other threads
+};
+
+/// What the pool does when a worker process dies.
+enum class OnWorkerCrash {
+  respawn,     ///< fail only that worker's running task (WorkerCrashed), start a new worker
+  break_pool,  ///< Python's behaviour: every pending future and later submit: BrokenProcessPool
+};
+
+/// A registered task and its arguments, e.g. for ProcessPoolOptions::initializer.
+struct TaskCall {
+  const detail::TaskEntry* task = nullptr;
+  std::vector<char> frame{};
+};
+
+/// Binds a registered function to arguments: cfx::task_call(set_up, "config.json").
+template <class Fn, class... Args>
+TaskCall task_call(Fn fn, Args&&... args) {
+  using Tuple = typename detail::fn_traits<Fn>::args;
+  const auto& entry = detail::registered_task(fn);
+  std::vector<Tuple> one;
+  one.emplace_back(std::forward<Args>(args)...);
+  return TaskCall{&entry, detail::call_frame(entry, one)};
+}
+
+/// Options of ProcessPoolExecutor; an aggregate for designated initializers.
+struct ProcessPoolOptions {
+  /// Most worker processes at once; 0: the number of usable cores.
+  std::size_t max_workers = 0;
+  StartMethod start_method = StartMethod::spawn;
+  /// A worker is replaced after this many tasks (map chunks count as one); 0: never.
+  std::size_t max_tasks_per_child = 0;
+  /// A task running longer is killed with its worker, which is replaced; its future gets
+  /// TimeoutError. Unset: no limit.
+  std::optional<std::chrono::duration<double>> task_timeout{};
+  OnWorkerCrash on_worker_crash = OnWorkerCrash::respawn;
+  /// Run once in each worker before any task; if it throws, the pool is broken.
+  std::optional<TaskCall> initializer{};
+};
+
+namespace detail {
+class ProcessPoolCore;
+}
+
+/// Runs registered tasks on up to max_workers worker processes, started on demand.
+///
+/// Futures are completed, and their done-callbacks run, on the pool's I/O thread: a
+/// callback must not block waiting for another future of the same pool.
+class ProcessPoolExecutor final : public Executor {
+ public:
+  /// Throws cfx::Error when called in a worker process (no pools inside workers).
+  explicit ProcessPoolExecutor(ProcessPoolOptions options = {});
+  /// shutdown(wait = true).
+  ~ProcessPoolExecutor() override;
+
+  void shutdown(bool wait = true, bool cancel_futures = false) override;
+  std::size_t max_workers() const override;
+  std::string_view backend() const override { return "process"; }
+
+  /// Process ids of the live workers (beyond Python: for monitoring and tests).
+  std::vector<int> worker_pids() const;
+
+ protected:
+  void enqueue(detail::LocalTask* task) override;
+  void enqueue_remote(detail::RemoteTask* task) override;
+
+ private:
+  std::shared_ptr<detail::ProcessPoolCore> core_;
+};
+
+}  // namespace cfx
