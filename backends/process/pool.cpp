@@ -14,7 +14,9 @@
 // started, go back to the front of the queue. docs/process-backend.md has the full picture.
 #include <fcntl.h>
 #include <signal.h>
+#include <stdio_ext.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -171,11 +173,22 @@ struct WorkerSlot {
   std::size_t in_used = 0;
 
   std::size_t calls_sent = 0;
+  std::uint64_t replies = 0;                      // answered calls (init included)
+  std::atomic<std::uint64_t>* started = nullptr;  // calls the worker began (shared page)
   bool ready = false;     // said hello
   bool retiring = false;  // reached max_tasks_per_child: no more calls
   bool closing = false;   // its channel was closed on purpose: exit 0 is expected
   bool gone = false;      // EOF seen
   bool killed = false;
+
+  ~WorkerSlot() {
+    if (started) ::munmap(started, sizeof(*started));
+  }
+
+  /// True if the oldest unanswered call had started when the worker died.
+  bool head_was_running() const {
+    return started && started->load(std::memory_order_relaxed) > replies;
+  }
 
   std::size_t window() const {
     if (mean_service <= 0) return 2;
@@ -328,7 +341,7 @@ class ProcessPoolCore : public std::enable_shared_from_this<ProcessPoolCore> {
       {
         std::lock_guard lock(mutex_);
         wake_posted_ = false;
-        if (broken_) return;
+        if (broken_) break;
         // More work than workers, and room for another: start one (Python spawns on
         // demand too). Spawning blocks this thread for a few ms, so outside the lock.
         spawn = workers_.size() < max_workers_ &&
@@ -458,8 +471,16 @@ void InitCall::complete(Reader& r) noexcept {
 
 bool ProcessPoolCore::spawn_worker() {
   auto w = std::make_shared<WorkerSlot>(io_, next_worker_id_++);
+  int counter = -1;
   try {
     Pipe calls, replies;  // parent writes calls.write_end, reads replies.read_end
+    counter = above_channel_fds(::memfd_create("cfx-worker-counter", MFD_CLOEXEC));
+    if (counter < 0 || ::ftruncate(counter, sizeof(std::uint64_t)) != 0)
+      throw std::system_error(errno, std::generic_category(), "memfd_create");
+    void* page = ::mmap(nullptr, sizeof(std::uint64_t), PROT_READ | PROT_WRITE, MAP_SHARED,
+                        counter, 0);
+    if (page == MAP_FAILED) throw std::system_error(errno, std::generic_category(), "mmap");
+    w->started = static_cast<std::atomic<std::uint64_t>*>(page);
     if (options_.start_method == StartMethod::fork) {
       pid_t pid = ::fork();
       if (pid < 0) throw std::system_error(errno, std::generic_category(), "fork");
@@ -468,12 +489,18 @@ bool ProcessPoolCore::spawn_worker() {
         ::prctl(PR_SET_PDEATHSIG, SIGKILL);
         ::dup2(calls.read_end, kWorkerInFd);
         ::dup2(replies.write_end, kWorkerOutFd);
-        ::close_range(kWorkerOutFd + 1, ~0u, 0);
+        ::dup2(counter, kWorkerCounterFd);
+        ::close_range(kWorkerCounterFd + 1, ~0u, 0);
         sigset_t none;
         sigemptyset(&none);
         ::sigprocmask(SIG_SETMASK, &none, nullptr);
+        // The parent's unflushed output was copied into this child: it is the parent's to
+        // write, not ours. What tasks print from here on is flushed at exit.
+        __fpurge(stdout);
+        __fpurge(stderr);
+        int status = serve_worker(kWorkerInFd, kWorkerOutFd, kWorkerCounterFd);
         std::fflush(nullptr);
-        ::_exit(serve_worker(kWorkerInFd, kWorkerOutFd));
+        ::_exit(status);
       }
       w->proc.emplace(io_.get_executor(), pid);
     } else {
@@ -491,13 +518,16 @@ bool ProcessPoolCore::spawn_worker() {
       w->proc.emplace(launcher(io_.get_executor(), "/proc/self/exe", std::vector<std::string>{},
                          BindFd{kWorkerInFd, calls.read_end},
                          BindFd{kWorkerOutFd, replies.write_end},
+                         BindFd{kWorkerCounterFd, counter},
                          WorkerChildSetup{::getpid()}));
     }
     ::close(calls.read_end);
     ::close(replies.write_end);
+    ::close(std::exchange(counter, -1));
     w->to.assign(calls.write_end);
     w->from.assign(replies.read_end);
   } catch (const std::exception& e) {
+    if (counter >= 0) ::close(counter);
     start_failure(w, std::string("a worker process could not be started: ") + e.what(), true);
     return false;
   }
@@ -577,6 +607,7 @@ void ProcessPoolCore::on_result(const std::shared_ptr<WorkerSlot>& w, Reader& r)
   if (w->in_flight.empty()) throw SerializationError("a reply nobody asked for");
   RemoteTask* t = w->in_flight.front();
   w->in_flight.pop_front();
+  ++w->replies;
   double took = std::chrono::duration<double>(Clock::now() - w->head_started).count();
   w->mean_service = w->mean_service > 0 ? 0.8 * w->mean_service + 0.2 * took : took;
   head_changed(w);
@@ -622,7 +653,7 @@ void ProcessPoolCore::on_exit(const std::shared_ptr<WorkerSlot>& w, int status) 
                                   " before it was ready; does main() call cfx::init(argc, argv) "
                                   "as its first line?",
                     no_init);
-    } else if (!w->in_flight.empty()) {
+    } else if (!w->in_flight.empty() && w->head_was_running()) {
       RemoteTask* head = w->in_flight.front();
       w->in_flight.pop_front();
       std::string task = head->task ? head->task->name : "?";
@@ -646,6 +677,7 @@ void ProcessPoolCore::on_exit(const std::shared_ptr<WorkerSlot>& w, int status) 
   requeue_unstarted(w);
   remove_worker(w);
   dispatch();
+  if (draining_) check_drained();
 }
 
 void ProcessPoolCore::requeue_unstarted(const std::shared_ptr<WorkerSlot>& w) {
@@ -781,7 +813,8 @@ void init(int, char**) {
   // Only this process is a worker: programs its tasks start must not inherit the marker.
   ::unsetenv(detail::kWorkerEnv);
   std::fflush(nullptr);
-  int status = detail::serve_worker(detail::kWorkerInFd, detail::kWorkerOutFd);
+  int status =
+      detail::serve_worker(detail::kWorkerInFd, detail::kWorkerOutFd, detail::kWorkerCounterFd);
   std::fflush(nullptr);
   ::_exit(status);
 }

@@ -1,10 +1,11 @@
 // The worker loop: plain blocking reads and writes (no Asio, so it also runs in a child
-// forked from the pool's I/O thread). Calls run in the order received. Replies are batched
-// while more complete calls are already buffered, and flushed at once after a slow call, so
-// tiny tasks share one write and long ones report as soon as they end.
+// forked from the pool's I/O thread). Calls run in the order received; each reply is written
+// before the next call starts, so a crash never takes a finished call's result with it, and
+// the started-calls counter tells the parent which call the crash interrupted.
 #include "backends/process/worker.hpp"
 
 #include <signal.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -22,9 +23,6 @@ namespace cfx::detail {
 namespace {
 
 std::atomic<bool> worker_process{false};
-
-using Clock = std::chrono::steady_clock;
-constexpr auto kFlushAfter = std::chrono::microseconds(200);
 
 bool write_all(int fd, const char* data, std::size_t n) {
   while (n > 0) {
@@ -66,11 +64,16 @@ void mark_worker_process() noexcept { worker_process.store(true); }
 
 bool worker_process_flag() noexcept { return worker_process.load(); }
 
-int serve_worker(int in_fd, int out_fd) {
+int serve_worker(int in_fd, int out_fd, int counter_fd) {
   mark_worker_process();
   ::signal(SIGPIPE, SIG_IGN);  // a dead parent shows as EPIPE, and we exit
   ::signal(SIGINT, SIG_IGN);   // Ctrl-C is the parent's to handle
   capture_throw_stack_traces();
+  void* page = ::mmap(nullptr, sizeof(std::uint64_t), PROT_READ | PROT_WRITE, MAP_SHARED,
+                      counter_fd, 0);
+  if (page == MAP_FAILED) return 1;
+  ::close(counter_fd);
+  auto* started = static_cast<std::atomic<std::uint64_t>*>(page);
 
   std::vector<char> out;
   Writer reply(out);
@@ -83,7 +86,6 @@ int serve_worker(int in_fd, int out_fd) {
   std::vector<char> in(1 << 16);
   std::size_t begin = 0, end = 0;
   for (;;) {
-    auto last_flush = Clock::now();
     while (end - begin >= sizeof(std::uint64_t)) {
       std::uint64_t len;
       std::memcpy(&len, in.data() + begin, sizeof(len));
@@ -92,17 +94,13 @@ int serve_worker(int in_fd, int out_fd) {
         break;
       }
       Reader frame(in.data() + begin + sizeof(len), len);
-      if (frame.get<FrameKind>() == FrameKind::call) reply_to_call(frame, reply);
-      begin += sizeof(len) + len;
-      if (Clock::now() - last_flush > kFlushAfter) {
+      if (frame.get<FrameKind>() == FrameKind::call) {
+        started->fetch_add(1, std::memory_order_relaxed);
+        reply_to_call(frame, reply);
         if (!write_all(out_fd, out.data(), out.size())) return 1;
         out.clear();
-        last_flush = Clock::now();
       }
-    }
-    if (!out.empty()) {
-      if (!write_all(out_fd, out.data(), out.size())) return 1;
-      out.clear();
+      begin += sizeof(len) + len;
     }
     if (begin > 0) {
       std::memmove(in.data(), in.data() + begin, end - begin);

@@ -58,15 +58,20 @@ class ThreadPoolCore : public std::enable_shared_from_this<ThreadPoolCore> {
   }
 
   void enqueue(LocalTask* task) {
-    std::unique_lock lock(mutex_);
-    if (broken_) throw BrokenThreadPool(*broken_);
-    if (shutdown_) throw Error("cannot schedule new futures after shutdown");
-    if (queued_ + 1 > idle_ && threads_.size() < max_workers_) {
-      start_thread();  // may throw only when there is no thread at all to run the task
-    } else if (sleeping_ > 0) {
-      work_ready_.notify_one();
+    bool wake;
+    {
+      std::lock_guard lock(mutex_);
+      if (broken_) throw BrokenThreadPool(*broken_);
+      if (shutdown_) throw Error("cannot schedule new futures after shutdown");
+      wake = sleeping_ > 0;
+      if (queued_ + 1 > idle_ && threads_.size() < max_workers_) {
+        start_thread();  // may throw only when there is no thread at all to run the task
+        wake = false;    // the new thread looks at the queue before it sleeps
+      }
+      push(task);
     }
-    push(task);
+    // Notified outside the lock, so the woken thread does not block on it at once.
+    if (wake) work_ready_.notify_one();
   }
 
   void shutdown(bool wait, bool cancel_futures, bool from_destructor) {

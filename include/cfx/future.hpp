@@ -12,6 +12,7 @@
 #include <cstddef>
 #include <exception>
 #include <functional>
+#include <optional>
 #include <type_traits>
 #include <utility>
 
@@ -30,6 +31,10 @@ template <class T>
 Future<T> make_future(Ref<SharedState<T>> state);
 template <class T>
 SharedState<T>* state_of(const Future<T>& f);
+/// result() that moves the value out: for futures that only one consumer ever reads
+/// (the chunks of a map).
+template <class T>
+T take_result(Future<T>& f, const std::optional<std::chrono::steady_clock::time_point>& deadline);
 }  // namespace detail
 
 /// Outcome of an asynchronous task. States: pending, running, finished, cancelled.
@@ -173,6 +178,17 @@ Future<T> make_future(Ref<SharedState<T>> state) {
 template <class T>
 SharedState<T>* state_of(const Future<T>& f) {
   return f.state_.get();
+}
+template <class T>
+T take_result(Future<T>& f, const std::optional<std::chrono::steady_clock::time_point>& deadline) {
+  auto* s = state_of(f);
+  if (deadline) {
+    if (!s->wait_until(*deadline)) throw TimeoutError();
+  } else {
+    s->wait();
+  }
+  s->rethrow_if_failed();
+  return std::move(s->value());
 }
 }  // namespace detail
 

@@ -110,8 +110,7 @@ class MapEngine {
         return;
       }
       try {
-        chunk_ = deadline_ ? next->result(*deadline_ - std::chrono::steady_clock::now())
-                           : next->result();
+        chunk_ = take_result(*next, deadline_);  // only this engine reads its chunks
       } catch (...) {
         next->cancel();
         fail(std::current_exception());

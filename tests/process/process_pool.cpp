@@ -1,0 +1,475 @@
+// Process-backend behaviour beyond the conformance suite: the four serialisation points,
+// exceptions by kind, registration errors, crashes of every kind, leaks, start methods,
+// timeouts, recycling, the initializer, and where the worker marker may not go.
+#include <doctest/doctest.h>
+#include <fcntl.h>
+#include <sys/wait.h>
+
+#include <atomic>
+#include <cstdio>
+#include <cstring>
+#include <future>
+#include <new>
+#include <set>
+
+#include "support/gate.hpp"
+#include "tasks.hpp"
+
+using namespace std::chrono_literals;
+using cfx_test::Gate;
+using cfx_test::Signal;
+using proc_test::child_pids;
+using proc_test::open_fds;
+using proc_test::thread_count;
+
+namespace {
+
+// ---- values that fail at a chosen serialisation point -------------------------------------
+
+/// Encodes and decodes like an int, except: `fail_encode_in` / `fail_decode_in` name the
+/// side ("parent" or "worker") where to_json / from_json throw.
+struct Fragile {
+  int value = 0;
+  std::string fail_encode_in;
+  std::string fail_decode_in;
+};
+const char* side() { return cfx::is_worker_process() ? "worker" : "parent"; }
+void to_json(nlohmann::json& j, const Fragile& f) {
+  if (f.fail_encode_in == side()) throw std::runtime_error("to_json refused");
+  j = {{"value", f.value}, {"enc", f.fail_encode_in}, {"dec", f.fail_decode_in}};
+}
+void from_json(const nlohmann::json& j, Fragile& f) {
+  f.fail_decode_in = j.at("dec").get<std::string>();
+  if (f.fail_decode_in == side()) throw std::runtime_error("from_json refused");
+  f.value = j.at("value").get<int>();
+  f.fail_encode_in = j.at("enc").get<std::string>();
+}
+
+Fragile echo_fragile(Fragile f) { return f; }
+CFX_TASK(echo_fragile);
+
+/// Returns a Fragile that fails where the argument says.
+Fragile make_fragile(int value, std::string fail_encode_in, std::string fail_decode_in) {
+  return Fragile{value, std::move(fail_encode_in), std::move(fail_decode_in)};
+}
+CFX_TASK(make_fragile);
+
+/// No to_json/from_json at all.
+struct Opaque {
+  int* pointer = nullptr;
+};
+int take_opaque(Opaque) { return 1; }
+CFX_TASK(take_opaque);
+
+// ---- exceptions --------------------------------------------------------------------------
+
+struct RegisteredError : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+CFX_EXCEPTION(RegisteredError);
+
+struct UnregisteredError : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+int throw_kind(std::string kind) {
+  if (kind == "invalid_argument") throw std::invalid_argument("bad argument");
+  if (kind == "out_of_range") throw std::out_of_range("too far");
+  if (kind == "overflow_error") throw std::overflow_error("too big");
+  if (kind == "bad_alloc") throw std::bad_alloc();
+  if (kind == "registered") throw RegisteredError("registered one");
+  if (kind == "unregistered") throw UnregisteredError("unregistered one");
+  if (kind == "int") throw 42;
+  return 0;
+}
+CFX_TASK(throw_kind);
+
+// ---- crashes ------------------------------------------------------------------------------
+
+int crash(std::string how) {
+  if (how == "segv") ::raise(SIGSEGV);
+  if (how == "abort") std::abort();
+  if (how == "exit3") std::_Exit(3);
+  if (how == "exit0") ::_exit(0);
+  return 0;
+}
+CFX_TASK(crash);
+
+int add(int a, int b) { return a + b; }
+CFX_TASK(add);
+
+int get_pid() { return ::getpid(); }
+CFX_TASK(get_pid);
+
+int pid_after_gate(std::string signal_path, std::string gate_path) {
+  cfx_test::notify(signal_path, 1);
+  cfx_test::wait_gate(gate_path);
+  return ::getpid();
+}
+CFX_TASK(pid_after_gate);
+
+// ---- environment and descriptors seen by a worker ----------------------------------------
+
+std::vector<int> worker_fds() { return open_fds(); }
+CFX_TASK(worker_fds);
+
+bool marker_visible() { return std::getenv("CFX_WORKER") != nullptr; }
+CFX_TASK(marker_visible);
+
+/// Runs a shell that fails if it sees the worker marker: a program a task starts is no worker.
+int child_sees_marker() { return std::system("test -z \"$CFX_WORKER\""); }
+CFX_TASK(child_sees_marker);
+
+std::string nested_pool() {
+  cfx::ProcessPoolExecutor inner({.max_workers = 1});
+  return "constructed";
+}
+CFX_TASK(nested_pool);
+
+// ---- initializer ---------------------------------------------------------------------------
+
+std::string init_state = "uninitialized";
+void set_init_state(std::string s) { init_state = std::move(s); }
+CFX_TASK(set_init_state);
+std::string get_init_state() { return init_state; }
+CFX_TASK(get_init_state);
+void failing_init() { throw std::runtime_error("error in initializer"); }
+CFX_TASK(failing_init);
+
+std::string echo_string(std::string s) { return s; }
+CFX_TASK(echo_string);
+
+int not_registered(int x) { return x; }
+
+template <class E>
+std::string what_of(const cfx::Future<int>& f) {
+  try {
+    (void)f.result();
+  } catch (const E& e) {
+    return e.what();
+  }
+  return "<no exception>";
+}
+
+bool sanitized() {
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+  return true;
+#else
+  return false;
+#endif
+}
+
+}  // namespace
+
+TEST_SUITE("process") {
+
+TEST_CASE("arguments that fail to encode in the parent fail only that future") {
+  cfx::ProcessPoolExecutor ex({.max_workers = 1});
+  auto f = ex.submit(echo_fragile, Fragile{1, "parent", ""});
+  CHECK_THROWS_AS((void)f.result(), cfx::SerializationError);
+  CHECK(what_of<cfx::SerializationError>(ex.submit(take_opaque, Opaque{})).find("take_opaque") !=
+        std::string::npos);
+  CHECK(ex.submit(add, 1, 2).result() == 3);
+}
+
+TEST_CASE("arguments that fail to decode in the worker fail only that future") {
+  cfx::ProcessPoolExecutor ex({.max_workers = 1});
+  auto f = ex.submit(echo_fragile, Fragile{1, "", "worker"});
+  try {
+    (void)f.result();
+    FAIL("expected SerializationError");
+  } catch (const cfx::SerializationError& e) {
+    std::string what = e.what();
+    CHECK(what.find("echo_fragile") != std::string::npos);
+    CHECK(what.find("Fragile") != std::string::npos);
+  }
+  CHECK(ex.submit(add, 2, 2).result() == 4);
+}
+
+TEST_CASE("results that fail to encode in the worker fail only that future") {
+  cfx::ProcessPoolExecutor ex({.max_workers = 1});
+  auto f = ex.submit(make_fragile, 5, "worker", "");
+  CHECK_THROWS_AS((void)f.result(), cfx::SerializationError);
+  CHECK(ex.submit(add, 3, 2).result() == 5);
+}
+
+TEST_CASE("results that fail to decode in the parent fail only that future") {
+  cfx::ProcessPoolExecutor ex({.max_workers = 1});
+  auto f = ex.submit(make_fragile, 5, "", "parent");
+  try {
+    (void)f.result();
+    FAIL("expected SerializationError");
+  } catch (const cfx::SerializationError& e) {
+    CHECK(std::string(e.what()).find("make_fragile") != std::string::npos);
+  }
+  CHECK(ex.submit(make_fragile, 6, "", "").result().value == 6);
+}
+
+TEST_CASE("exceptions come back by type with their remote context nested") {
+  cfx::ProcessPoolExecutor ex({.max_workers = 1});
+  CHECK_THROWS_WITH_AS((void)ex.submit(throw_kind, "invalid_argument").result(), "bad argument",
+                       std::invalid_argument);
+  CHECK_THROWS_WITH_AS((void)ex.submit(throw_kind, "out_of_range").result(), "too far",
+                       std::out_of_range);
+  CHECK_THROWS_WITH_AS((void)ex.submit(throw_kind, "overflow_error").result(), "too big",
+                       std::overflow_error);
+  CHECK_THROWS_AS((void)ex.submit(throw_kind, "bad_alloc").result(), std::bad_alloc);
+  CHECK_THROWS_WITH_AS((void)ex.submit(throw_kind, "registered").result(), "registered one",
+                       RegisteredError);
+  auto unregistered = what_of<cfx::RemoteError>(ex.submit(throw_kind, "unregistered"));
+  CHECK(unregistered.find("UnregisteredError") != std::string::npos);
+  CHECK(unregistered.find("unregistered one") != std::string::npos);
+  CHECK(what_of<cfx::RemoteError>(ex.submit(throw_kind, "int")).find("int") != std::string::npos);
+
+  int worker = ex.submit(get_pid).result();
+  try {
+    (void)ex.submit(throw_kind, "invalid_argument").result();
+    FAIL("expected an exception");
+  } catch (const std::invalid_argument& e) {
+    try {
+      std::rethrow_if_nested(e);
+      FAIL("expected a nested remote context");
+    } catch (const cfx::RemoteError& context) {
+      CHECK(context.task() == "throw_kind");
+      CHECK(context.pid() == worker);
+      CHECK(context.type_name() == "std::invalid_argument");
+      CHECK(std::string(context.what()).find("throw_kind") != std::string::npos);
+    }
+  }
+}
+
+TEST_CASE("unregistered callables are refused at submit with how to register them") {
+  cfx::ProcessPoolExecutor ex({.max_workers = 1});
+  CHECK_THROWS_WITH_AS((void)ex.submit([] { return 1; }), doctest::Contains("CFX_TASK"),
+                       cfx::Error);
+  CHECK_THROWS_WITH_AS((void)ex.submit(not_registered, 1), doctest::Contains("CFX_TASK"),
+                       cfx::Error);
+  CHECK_THROWS_WITH_AS((void)ex.map(not_registered, std::vector<int>{1, 2}),
+                       doctest::Contains("CFX_TASK"), cfx::Error);
+  CHECK(ex.submit(add, 1, 1).result() == 2);
+}
+
+TEST_CASE("a worker cannot start a pool of its own") {
+  cfx::ProcessPoolExecutor ex({.max_workers = 1});
+  auto f = ex.submit(nested_pool);
+  CHECK_THROWS_WITH_AS((void)f.result(), doctest::Contains("nested"), cfx::Error);
+}
+
+TEST_CASE("workers that crash fail only their own future; the pool keeps serving") {
+  cfx::ProcessPoolExecutor ex({.max_workers = 2});
+  struct Case {
+    const char* how;
+    const char* expect;  // in the message, unsanitized builds
+  };
+  for (auto c : {Case{"segv", "SIGSEGV"}, Case{"abort", "SIGABRT"}, Case{"exit3", "status 3"},
+                 Case{"exit0", "status 0"}}) {
+    CAPTURE(c.how);
+    auto bystander = ex.submit(add, 20, 22);
+    auto f = ex.submit(crash, c.how);
+    try {
+      (void)f.result();
+      FAIL("expected WorkerCrashed");
+    } catch (const cfx::WorkerCrashed& e) {
+      std::string what = e.what();
+      CHECK(what.find("crash") != std::string::npos);
+      if (!sanitized() || std::string(c.how).rfind("exit", 0) == 0)
+        CHECK(what.find(c.expect) != std::string::npos);
+    }
+    CHECK(bystander.result() == 42);
+    CHECK(ex.submit(add, 1, 2).result() == 3);
+  }
+}
+
+TEST_CASE("a worker killed from outside fails its task with an OOM hint; the pool goes on") {
+  cfx::ProcessPoolExecutor ex({.max_workers = 1});
+  Signal started;
+  Gate gate;
+  auto f = ex.submit(pid_after_gate, started.path(), gate.path());
+  REQUIRE(started.receive(1).size() == 1);
+  auto pids = ex.worker_pids();
+  REQUIRE(pids.size() == 1);
+  REQUIRE(::kill(pids[0], SIGKILL) == 0);
+  try {
+    (void)f.result();
+    FAIL("expected WorkerCrashed");
+  } catch (const cfx::WorkerCrashed& e) {
+    std::string what = e.what();
+    CHECK(what.find("SIGKILL") != std::string::npos);
+    CHECK(what.find("out-of-memory") != std::string::npos);
+    CHECK(what.find(std::to_string(pids[0])) != std::string::npos);
+  }
+  CHECK(ex.submit(add, 2, 3).result() == 5);
+  CHECK(ex.worker_pids() != pids);
+}
+
+TEST_CASE("an idle worker killed from outside fails nothing and is replaced") {
+  cfx::ProcessPoolExecutor ex({.max_workers = 1});
+  int first = ex.submit(get_pid).result();
+  REQUIRE(::kill(first, SIGKILL) == 0);
+  int second = ex.submit(get_pid).result();
+  CHECK(second != first);
+}
+
+TEST_CASE("calls queued behind a crash on the same worker are not lost") {
+  cfx::ProcessPoolExecutor ex({.max_workers = 1});
+  std::vector<cfx::Future<int>> before;
+  for (int i = 0; i < 50; ++i) before.push_back(ex.submit(add, i, 0));
+  auto crashing = ex.submit(crash, "segv");
+  std::vector<cfx::Future<int>> after;
+  for (int i = 0; i < 50; ++i) after.push_back(ex.submit(add, i, 1));
+  CHECK_THROWS_AS((void)crashing.result(), cfx::WorkerCrashed);
+  for (int i = 0; i < 50; ++i) {
+    CHECK(before[i].result() == i);
+    CHECK(after[i].result() == i + 1);
+  }
+}
+
+TEST_CASE("many crashing tasks in a row: every one fails alone, then the pool serves") {
+  cfx::ProcessPoolExecutor ex({.max_workers = 2});
+  std::vector<cfx::Future<int>> crashes;
+  for (int i = 0; i < 12; ++i) crashes.push_back(ex.submit(crash, "exit3"));
+  for (auto& f : crashes) CHECK_THROWS_AS((void)f.result(), cfx::WorkerCrashed);
+  CHECK(ex.submit(add, 4, 4).result() == 8);
+}
+
+TEST_CASE("on_worker_crash = break_pool breaks the pool as Python does") {
+  cfx::ProcessPoolExecutor ex({.max_workers = 1, .on_worker_crash = cfx::OnWorkerCrash::break_pool});
+  auto f = ex.submit(crash, "segv");
+  CHECK_THROWS_AS((void)f.result(), cfx::BrokenProcessPool);
+  CHECK_THROWS_AS((void)ex.submit(add, 1, 1), cfx::BrokenProcessPool);
+}
+
+TEST_CASE("100,000 tiny tasks: none lost") {
+  cfx::ProcessPoolExecutor ex({.max_workers = 2});
+  std::vector<cfx::Future<int>> fs;
+  fs.reserve(100000);
+  for (int i = 0; i < 100000; ++i) fs.push_back(ex.submit(add, i, 1));
+  long long sum = 0;
+  for (auto& f : fs) sum += f.result();
+  CHECK(sum == 100000LL * 100001 / 2);
+}
+
+TEST_CASE("map sends chunks and returns results in order, with raw and encoded values") {
+  cfx::ProcessPoolExecutor ex({.max_workers = 2});
+  std::vector<std::pair<int, int>> pairs;
+  for (int i = 0; i < 5000; ++i) pairs.emplace_back(i, i);
+  std::vector<int> sums = ex.starmap(add, pairs, {.chunksize = 100}).to_vector();
+  REQUIRE(sums.size() == 5000);
+  for (int i = 0; i < 5000; ++i) CHECK(sums[i] == 2 * i);
+  std::vector<std::string> words{"a", "bb", "ccc"};
+  CHECK(ex.map(echo_string, words, {.chunksize = 2}).to_vector() == words);
+}
+
+TEST_CASE("large arguments and results cross intact") {
+  cfx::ProcessPoolExecutor ex({.max_workers = 1});
+  std::string big(8 << 20, 'x');
+  big[12345] = 'y';
+  CHECK(ex.submit(echo_string, big).result() == big);
+}
+
+TEST_CASE("no worker process, zombie, descriptor or thread remains after shutdown") {
+  auto fds_before = open_fds();
+  auto threads_before = thread_count();
+  REQUIRE(child_pids().empty());
+  for (auto method : {cfx::StartMethod::spawn, cfx::StartMethod::fork}) {
+    cfx::ProcessPoolExecutor ex({.max_workers = 2, .start_method = method});
+    std::vector<cfx::Future<int>> fs;
+    for (int i = 0; i < 100; ++i) fs.push_back(ex.submit(add, i, i));
+    for (auto& f : fs) (void)f.result();
+    CHECK(ex.submit(crash, "exit3").exception() != nullptr);  // a dead worker, reaped too
+    CHECK_FALSE(child_pids().empty());
+    ex.shutdown();
+    CHECK(child_pids().empty());
+    CHECK(ex.worker_pids().empty());
+  }
+  CHECK(open_fds() == fds_before);
+  CHECK(thread_count() == threads_before);
+}
+
+TEST_CASE("no descriptor of the parent leaks into a worker") {
+  int leaky = ::fcntl(2, F_DUPFD, 10);  // deliberately not close-on-exec
+  REQUIRE(leaky >= 10);
+  cfx::ProcessPoolExecutor ex({.max_workers = 2});
+  auto seen = ex.submit(worker_fds).result();
+  ::close(leaky);
+  CHECK(seen == std::vector<int>{0, 1, 2, 3, 4});
+}
+
+TEST_CASE("the fork start method runs the same tasks") {
+  cfx::ProcessPoolExecutor ex({.max_workers = 2, .start_method = cfx::StartMethod::fork});
+  CHECK(ex.submit(add, 40, 2).result() == 42);
+  CHECK_THROWS_AS((void)ex.submit(throw_kind, "invalid_argument").result(), std::invalid_argument);
+  CHECK_THROWS_AS((void)ex.submit(crash, "exit3").result(), cfx::WorkerCrashed);
+  CHECK(ex.submit(add, 1, 2).result() == 3);
+}
+
+TEST_CASE("the worker marker does not reach the programs a task starts") {
+  cfx::ProcessPoolExecutor ex({.max_workers = 1});
+  CHECK_FALSE(ex.submit(marker_visible).result());
+  CHECK(ex.submit(child_sees_marker).result() == 0);
+}
+
+TEST_CASE("task_timeout kills a task that runs too long, and only that task") {
+  cfx::ProcessPoolExecutor ex({.max_workers = 1, .task_timeout = 0.3s});
+  Signal started;
+  Gate never;  // opened only when the test ends
+  int before = ex.submit(get_pid).result();
+  auto stuck = ex.submit(pid_after_gate, started.path(), never.path());
+  auto after = ex.submit(add, 1, 1);
+  CHECK_THROWS_WITH_AS((void)stuck.result(), doctest::Contains("task_timeout"), cfx::TimeoutError);
+  CHECK(after.result() == 2);
+  CHECK(ex.submit(get_pid).result() != before);
+}
+
+TEST_CASE("max_tasks_per_child replaces a worker after that many tasks") {
+  cfx::ProcessPoolExecutor ex({.max_workers = 1, .max_tasks_per_child = 3});
+  std::vector<int> pids;
+  for (int i = 0; i < 7; ++i) pids.push_back(ex.submit(get_pid).result());
+  CHECK(pids[0] == pids[1]);
+  CHECK(pids[1] == pids[2]);
+  CHECK(pids[3] != pids[2]);
+  CHECK(pids[3] == pids[5]);
+  CHECK(pids[6] != pids[5]);
+  CHECK(ex.worker_pids().size() <= 1);
+}
+
+TEST_CASE("the initializer runs in each worker before any task") {
+  cfx::ProcessPoolExecutor ex(
+      {.max_workers = 2, .initializer = cfx::task_call(set_init_state, "initialized")});
+  for (int i = 0; i < 4; ++i) CHECK(ex.submit(get_init_state).result() == "initialized");
+}
+
+TEST_CASE("a failing initializer breaks the pool; every future ends") {
+  cfx::ProcessPoolExecutor ex({.max_workers = 2, .initializer = cfx::task_call(failing_init)});
+  std::vector<cfx::Future<int>> fs;
+  try {
+    for (int i = 0; i < 5; ++i) fs.push_back(ex.submit(add, i, i));
+  } catch (const cfx::BrokenProcessPool&) {
+  }
+  for (auto& f : fs) {
+    try {
+      (void)f.result();
+      FAIL("expected BrokenProcessPool");
+    } catch (const cfx::BrokenProcessPool& e) {
+      CHECK(std::string(e.what()).find("error in initializer") != std::string::npos);
+    }
+  }
+  CHECK_THROWS_AS((void)ex.submit(add, 1, 1), cfx::BrokenProcessPool);
+}
+
+TEST_CASE("shutdown(wait=true) from a done-callback is refused, not a deadlock") {
+  cfx::ProcessPoolExecutor ex({.max_workers = 1});
+  std::promise<std::string> message;
+  auto f = ex.submit(add, 1, 1);
+  f.add_done_callback([&](const cfx::Future<int>&) {
+    try {
+      ex.shutdown(true);
+      message.set_value("no error");
+    } catch (const cfx::Error& e) {
+      message.set_value(e.what());
+    }
+  });
+  CHECK(message.get_future().get().find("wait for itself") != std::string::npos);
+}
+
+}  // TEST_SUITE
