@@ -61,6 +61,9 @@ constexpr auto kStartupTimeout = std::chrono::seconds(5);
 constexpr int kMaxStartFailures = 3;
 constexpr std::size_t kMaxWindow = 64;
 constexpr double kWindowWorkSeconds = 0.001;  // keep about this much work queued per worker
+constexpr std::size_t kCrashesPerWorkerPerSecond = 4;
+constexpr std::chrono::steady_clock::duration kMinSpawnPause = std::chrono::milliseconds(50);
+constexpr std::chrono::steady_clock::duration kMaxSpawnPause = std::chrono::seconds(1);
 
 std::string signal_name(int sig) {
   const char* abbrev = sigabbrev_np(sig);
@@ -346,6 +349,10 @@ class ProcessPoolCore : public std::enable_shared_from_this<ProcessPoolCore> {
         // demand too). Spawning blocks this thread for a few ms, so outside the lock.
         spawn = workers_.size() < max_workers_ &&
                 pending_ + in_flight_total() > workers_.size() && !start_failed_;
+        if (spawn && Clock::now() < next_spawn_) {
+          spawn = false;
+          retry_spawn_later();
+        }
         if (!spawn) fill_windows(cancelled);
       }
       if (!spawn) break;
@@ -373,6 +380,31 @@ class ProcessPoolCore : public std::enable_shared_from_this<ProcessPoolCore> {
         send(w, t);
       }
     }
+  }
+
+  /// Respawning is rate-limited: when workers die faster than kCrashesPerWorkerPerSecond
+  /// each, new ones start only after a growing pause, so crash loops cannot spin the CPU.
+  void note_crash() {
+    auto now = Clock::now();
+    recent_crashes_.push_back(now);
+    while (!recent_crashes_.empty() && now - recent_crashes_.front() > std::chrono::seconds(1))
+      recent_crashes_.pop_front();
+    if (recent_crashes_.size() > kCrashesPerWorkerPerSecond * max_workers_) {
+      spawn_pause_ = std::min(std::max(spawn_pause_ * 2, kMinSpawnPause), kMaxSpawnPause);
+      next_spawn_ = now + spawn_pause_;
+    } else {
+      spawn_pause_ = {};
+    }
+  }
+
+  void retry_spawn_later() {
+    if (spawn_timer_armed_) return;
+    spawn_timer_armed_ = true;
+    spawn_timer_.expires_at(next_spawn_);
+    spawn_timer_.async_wait([self = shared_from_this()](boost::system::error_code) {
+      self->spawn_timer_armed_ = false;
+      self->dispatch();
+    });
   }
 
   void send(const std::shared_ptr<WorkerSlot>& w, RemoteTask* t) {
@@ -452,6 +484,10 @@ class ProcessPoolCore : public std::enable_shared_from_this<ProcessPoolCore> {
   bool start_failed_ = false;
   bool draining_ = false;
   std::deque<Clock::time_point> recent_crashes_;
+  Clock::time_point next_spawn_{};
+  Clock::duration spawn_pause_{};
+  asio::steady_timer spawn_timer_{io_};
+  bool spawn_timer_armed_ = false;
 };
 
 void InitCall::complete(Reader& r) noexcept {
@@ -658,7 +694,12 @@ void ProcessPoolCore::on_exit(const std::shared_ptr<WorkerSlot>& w, int status) 
       w->in_flight.pop_front();
       std::string task = head->task ? head->task->name : "?";
       std::string where = "worker process " + std::to_string(w->pid) + " running task '" + task + "'";
-      if (w->timed_out == head) {
+      note_crash();
+      if (dynamic_cast<InitCall*>(head)) {
+        head->drop();  // every new worker would die the same way: no respawn loop
+        break_pool("the process pool's initializer '" + task + "' killed its worker: " + where +
+                   " " + describe_status(status));
+      } else if (w->timed_out == head) {
         head->fail(std::make_exception_ptr(TimeoutError(
             "task '" + task + "' ran longer than task_timeout (" +
             std::to_string(options_.task_timeout->count()) + " s); its worker process " +

@@ -1,6 +1,7 @@
 // cfx: Python's concurrent.futures for C++20. One include for everything.
 #pragma once
 
+#include "cfx/config.hpp"
 #include "cfx/errors.hpp"
 #include "cfx/executor.hpp"
 #include "cfx/future.hpp"

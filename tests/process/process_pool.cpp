@@ -135,6 +135,8 @@ std::string get_init_state() { return init_state; }
 CFX_TASK(get_init_state);
 void failing_init() { throw std::runtime_error("error in initializer"); }
 CFX_TASK(failing_init);
+void crashing_init() { std::abort(); }
+CFX_TASK(crashing_init);
 
 std::string echo_string(std::string s) { return s; }
 CFX_TASK(echo_string);
@@ -455,6 +457,27 @@ TEST_CASE("a failing initializer breaks the pool; every future ends") {
     }
   }
   CHECK_THROWS_AS((void)ex.submit(add, 1, 1), cfx::BrokenProcessPool);
+}
+
+TEST_CASE("an initializer that kills its worker breaks the pool instead of respawning forever") {
+  cfx::ProcessPoolExecutor ex({.max_workers = 2, .initializer = cfx::task_call(crashing_init)});
+  cfx::Future<int> f;
+  try {
+    f = ex.submit(add, 1, 1);
+  } catch (const cfx::BrokenProcessPool&) {
+    return;  // already broken: that is the outcome too
+  }
+  CHECK_THROWS_WITH_AS((void)f.result(), doctest::Contains("crashing_init"),
+                       cfx::BrokenProcessPool);
+}
+
+TEST_CASE("workers dying faster than the respawn limit still end every future") {
+  cfx::ProcessPoolExecutor ex({.max_workers = 1});
+  std::vector<cfx::Future<int>> fs;
+  for (int i = 0; i < 30; ++i) fs.push_back(ex.submit(crash, "exit3"));
+  auto last = ex.submit(add, 2, 2);
+  for (auto& f : fs) CHECK_THROWS_AS((void)f.result(), cfx::WorkerCrashed);
+  CHECK(last.result() == 4);
 }
 
 TEST_CASE("shutdown(wait=true) from a done-callback is refused, not a deadlock") {

@@ -166,7 +166,7 @@ template <class Tuple>
 void encode_args(Writer& w, const Tuple& args, const TaskEntry& task) {
   std::apply(
       [&](const auto&... a) {
-        auto one = [&](const auto& v) {
+        [[maybe_unused]] auto one = [&](const auto& v) {
           using T = std::remove_cvref_t<decltype(v)>;
           if constexpr (is_encodable_v<T>) {
             try {
@@ -217,7 +217,7 @@ void serve_calls(const void* fn_address, const TaskEntry& task, Reader& args,
       Args a;
       std::apply(
           [&](auto&... v) {
-            auto one = [&](auto& x) {
+            [[maybe_unused]] auto one = [&](auto& x) {
               using T = std::remove_cvref_t<decltype(x)>;
               if constexpr (is_decodable_v<T>) {
                 try {
