@@ -22,8 +22,8 @@ using nlohmann::json;
 
 const std::set<std::string> kCommonKeys = {"backend", "max_workers"};
 const std::set<std::string> kThreadKeys = {"thread_name_prefix"};
-const std::set<std::string> kProcessKeys = {"start_method", "max_tasks_per_child",
-                                            "task_timeout_s", "on_worker_crash"};
+const std::set<std::string> kProcessKeys = {"start_method", "max_tasks_per_child", "task_timeout_s",
+                                            "on_worker_crash"};
 
 std::string join(const std::set<std::string>& keys) {
   std::string out;
@@ -62,7 +62,16 @@ Enum choice_of(const json& config, const std::string& key,
 
 /// Applies CFX_BACKEND and CFX_MAX_WORKERS, which override the configuration.
 json with_environment(json config) {
-  if (const char* backend = std::getenv("CFX_BACKEND")) config["backend"] = backend;
+  if (const char* backend = std::getenv("CFX_BACKEND")) {
+    // Switching backends from the environment (say, to threads for debugging) must not
+    // fail on the keys that only the configured backend understands: drop those.
+    std::string configured = config.value("backend", std::string("thread"));
+    if (configured != backend) {
+      for (const auto& key : configured == "process" ? kProcessKeys : kThreadKeys)
+        config.erase(key);
+    }
+    config["backend"] = backend;
+  }
   if (const char* workers = std::getenv("CFX_MAX_WORKERS")) {
     errno = 0;
     char* end = nullptr;
@@ -82,8 +91,7 @@ void check_keys(const json& config, const std::string& backend) {
     if (kCommonKeys.count(key) || own.count(key)) continue;
     if (other.count(key))
       throw ConfigError("config key '" + key + "' applies only to backend '" +
-                        (backend == "thread" ? "process" : "thread") + "', not '" + backend +
-                        "'");
+                        (backend == "thread" ? "process" : "thread") + "', not '" + backend + "'");
     std::set<std::string> all = kCommonKeys;
     all.insert(own.begin(), own.end());
     throw ConfigError("unknown config key '" + key + "' (value " + value.dump() +

@@ -4,12 +4,13 @@
 
 namespace cfx {
 
-Executor::Executor(bool remote)
-    : link_(std::make_shared<detail::ExecutorLink>()), remote_(remote) {
+Executor::Executor(bool remote) : link_(std::make_shared<detail::ExecutorLink>()), remote_(remote) {
   link_->executor = this;
 }
 
-Executor::~Executor() { detach_maps(); }
+Executor::~Executor() {
+  detach_maps();
+}
 
 void Executor::enqueue_remote(detail::RemoteTask*) {
   throw Error("this executor runs tasks in-process only");

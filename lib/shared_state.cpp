@@ -37,17 +37,21 @@ void futex_wait(const std::atomic<std::uint32_t>& word, std::uint32_t expected,
 }
 
 void futex_wake_all(std::atomic<std::uint32_t>& word) noexcept {
-  syscall(SYS_futex, reinterpret_cast<std::uint32_t*>(&word), FUTEX_WAKE_PRIVATE, INT_MAX,
-          nullptr, nullptr, 0);
+  syscall(SYS_futex, reinterpret_cast<std::uint32_t*>(&word), FUTEX_WAKE_PRIVATE, INT_MAX, nullptr,
+          nullptr, 0);
 }
 
 const char* status_name(Status s) {
   switch (s) {
-    case Status::pending: return "pending";
+    case Status::pending:
+      return "pending";
     case Status::running:
-    case Status::completing: return "running";
-    case Status::finished: return "finished";
-    case Status::cancelled: return "cancelled";
+    case Status::completing:
+      return "running";
+    case Status::finished:
+      return "finished";
+    case Status::cancelled:
+      return "cancelled";
   }
   return "unknown";
 }
@@ -66,7 +70,9 @@ bool StateBase::claim() noexcept {
   for (;;) {
     auto s = static_cast<Status>(w & kStatusMask);
     if (s != Status::pending && s != Status::running) return false;
-    auto next = (w & ~kStatusMask) | static_cast<std::uint32_t>(Status::completing);
+    auto next = (w & ~(kStatusMask | kWasRunning)) |
+                static_cast<std::uint32_t>(Status::completing) |
+                (s == Status::running ? kWasRunning : 0);
     if (word_.compare_exchange_weak(w, next, std::memory_order_acquire)) return true;
   }
 }
@@ -106,6 +112,12 @@ bool StateBase::cancel() {
   for (;;) {
     auto s = static_cast<Status>(w & kStatusMask);
     if (s == Status::cancelled) return true;
+    if (s == Status::completing && !running_seen(w)) {
+      // A concurrent cancel (or set_result) has claimed a pending state: its outcome
+      // decides ours, and it is published within a few instructions.
+      w = await_final();
+      continue;
+    }
     if (s != Status::pending) return false;  // running, completing or finished
     auto next = (w & ~kStatusMask) | static_cast<std::uint32_t>(Status::completing);
     if (word_.compare_exchange_weak(w, next, std::memory_order_acquire)) break;
@@ -119,9 +131,21 @@ bool StateBase::set_running_or_notify_cancel() {
   for (;;) {
     auto s = static_cast<Status>(w & kStatusMask);
     if (s == Status::cancelled) return false;
+    if (s == Status::completing && !running_seen(w)) {
+      w = await_final();  // a cancel racing us: let it finish, then look again
+      continue;
+    }
     if (s != Status::pending) throw_invalid_state("set_running_or_notify_cancel");
     auto next = (w & ~kStatusMask) | static_cast<std::uint32_t>(Status::running);
     if (word_.compare_exchange_weak(w, next, std::memory_order_acq_rel)) return true;
+  }
+}
+
+std::uint32_t StateBase::await_final() const noexcept {
+  for (;;) {
+    auto w = word_.load(std::memory_order_acquire);
+    if (static_cast<Status>(w & kStatusMask) != Status::completing) return w;
+    std::this_thread::yield();
   }
 }
 

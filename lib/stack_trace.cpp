@@ -28,7 +28,9 @@ namespace {
 thread_local boost::stacktrace::stacktrace last_trace{0, 0};
 }
 
-void capture_throw_stack_traces() { capturing.store(true, std::memory_order_relaxed); }
+void capture_throw_stack_traces() {
+  capturing.store(true, std::memory_order_relaxed);
+}
 
 std::string last_throw_stack_trace() {
   if (!capturing.load(std::memory_order_relaxed) || last_trace.empty()) return {};
@@ -39,8 +41,12 @@ void record_throw() {
   if (capturing.load(std::memory_order_relaxed)) last_trace = boost::stacktrace::stacktrace(2, 32);
 }
 #else
-void capture_throw_stack_traces() { capturing.store(true, std::memory_order_relaxed); }
-std::string last_throw_stack_trace() { return {}; }
+void capture_throw_stack_traces() {
+  capturing.store(true, std::memory_order_relaxed);
+}
+std::string last_throw_stack_trace() {
+  return {};
+}
 #endif
 
 }  // namespace cfx::detail

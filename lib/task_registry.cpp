@@ -27,7 +27,8 @@ void register_task(TaskEntry entry) {
   std::lock_guard lock(r.mutex);
   if (auto it = r.by_name.find(entry.name); it != r.by_name.end()) {
     if (it->second != entry.address)
-      std::fprintf(stderr, "cfx: task name \"%s\" registered for two functions; keeping the first\n",
+      std::fprintf(stderr,
+                   "cfx: task name \"%s\" registered for two functions; keeping the first\n",
                    entry.name.c_str());
     return;
   }

@@ -95,7 +95,9 @@ std::pair<std::string, std::string> describe_current() {
 
 }  // namespace
 
-std::string demangle_type(const std::type_info& t) { return demangle(t); }
+std::string demangle_type(const std::type_info& t) {
+  return demangle(t);
+}
 
 void register_exception(const std::type_info& type, MakeFn make) {
   auto& t = table();

@@ -100,7 +100,8 @@ struct Pipe {
   int write_end = -1;
   Pipe() {
     int fds[2];
-    if (::pipe2(fds, O_CLOEXEC) != 0) throw std::system_error(errno, std::generic_category(), "pipe2");
+    if (::pipe2(fds, O_CLOEXEC) != 0)
+      throw std::system_error(errno, std::generic_category(), "pipe2");
     read_end = above_channel_fds(fds[0]);
     write_end = above_channel_fds(fds[1]);
   }
@@ -126,10 +127,10 @@ struct BindFd {
 /// Runs in the spawned child between fork and exec, after the BindFd dup2s.
 struct WorkerChildSetup {
   pid_t parent;
-  bp::error_code on_exec_setup(bp::posix::default_launcher& launcher,
-                               const bp::filesystem::path&, const char* const*) {
-    ::setpgid(0, 0);                       // its own group: kills reach its descendants
-    ::prctl(PR_SET_PDEATHSIG, SIGKILL);    // dies with the pool's I/O thread
+  bp::error_code on_exec_setup(bp::posix::default_launcher& launcher, const bp::filesystem::path&,
+                               const char* const*) {
+    ::setpgid(0, 0);                        // its own group: kills reach its descendants
+    ::prctl(PR_SET_PDEATHSIG, SIGKILL);     // dies with the pool's I/O thread
     if (::getppid() != parent) ::_exit(1);  // the parent died before prctl
     sigset_t none;
     sigemptyset(&none);
@@ -155,13 +156,12 @@ class ProcessPoolCore;
 
 /// One worker process and its channel. Touched only on the I/O thread.
 struct WorkerSlot {
-  WorkerSlot(asio::io_context& io, int id)
-      : to(io), from(io), timer(io), id(id) {}
+  WorkerSlot(asio::io_context& io, int id) : to(io), from(io), timer(io), id(id) {}
 
-  asio::writable_pipe to;  // calls
-  asio::readable_pipe from;  // replies
+  asio::writable_pipe to;           // calls
+  asio::readable_pipe from;         // replies
   std::optional<bp::process> proc;  // emplaced: 1.81's move assignment breaks async_wait
-  asio::steady_timer timer;  // startup deadline, then task_timeout of the head call
+  asio::steady_timer timer;         // startup deadline, then task_timeout of the head call
   int id;
   int pid = 0;
 
@@ -178,10 +178,10 @@ struct WorkerSlot {
   std::size_t calls_sent = 0;
   std::uint64_t replies = 0;                      // answered calls (init included)
   std::atomic<std::uint64_t>* started = nullptr;  // calls the worker began (shared page)
-  bool ready = false;     // said hello
-  bool retiring = false;  // reached max_tasks_per_child: no more calls
-  bool closing = false;   // its channel was closed on purpose: exit 0 is expected
-  bool gone = false;      // EOF seen
+  bool ready = false;                             // said hello
+  bool retiring = false;                          // reached max_tasks_per_child: no more calls
+  bool closing = false;  // its channel was closed on purpose: exit 0 is expected
+  bool gone = false;     // EOF seen
   bool killed = false;
 
   ~WorkerSlot() {
@@ -203,8 +203,7 @@ struct WorkerSlot {
 /// The initializer's call, sent first to every worker; its failure breaks the pool.
 class InitCall final : public RemoteTask {
  public:
-  InitCall(const TaskCall& call, std::weak_ptr<ProcessPoolCore> core)
-      : core_(std::move(core)) {
+  InitCall(const TaskCall& call, std::weak_ptr<ProcessPoolCore> core) : core_(std::move(core)) {
     task = call.task;
     frame = call.frame;
   }
@@ -347,8 +346,8 @@ class ProcessPoolCore : public std::enable_shared_from_this<ProcessPoolCore> {
         if (broken_) break;
         // More work than workers, and room for another: start one (Python spawns on
         // demand too). Spawning blocks this thread for a few ms, so outside the lock.
-        spawn = workers_.size() < max_workers_ &&
-                pending_ + in_flight_total() > workers_.size() && !start_failed_;
+        spawn = workers_.size() < max_workers_ && pending_ + in_flight_total() > workers_.size() &&
+                !start_failed_;
         if (spawn && Clock::now() < next_spawn_) {
           spawn = false;
           retry_spawn_later();
@@ -513,8 +512,8 @@ bool ProcessPoolCore::spawn_worker() {
     counter = above_channel_fds(::memfd_create("cfx-worker-counter", MFD_CLOEXEC));
     if (counter < 0 || ::ftruncate(counter, sizeof(std::uint64_t)) != 0)
       throw std::system_error(errno, std::generic_category(), "memfd_create");
-    void* page = ::mmap(nullptr, sizeof(std::uint64_t), PROT_READ | PROT_WRITE, MAP_SHARED,
-                        counter, 0);
+    void* page =
+        ::mmap(nullptr, sizeof(std::uint64_t), PROT_READ | PROT_WRITE, MAP_SHARED, counter, 0);
     if (page == MAP_FAILED) throw std::system_error(errno, std::generic_category(), "mmap");
     w->started = static_cast<std::atomic<std::uint64_t>*>(page);
     if (options_.start_method == StartMethod::fork) {
@@ -552,10 +551,9 @@ bool ProcessPoolCore::spawn_worker() {
       bp::posix::default_launcher launcher;
       launcher.env = env.data();
       w->proc.emplace(launcher(io_.get_executor(), "/proc/self/exe", std::vector<std::string>{},
-                         BindFd{kWorkerInFd, calls.read_end},
-                         BindFd{kWorkerOutFd, replies.write_end},
-                         BindFd{kWorkerCounterFd, counter},
-                         WorkerChildSetup{::getpid()}));
+                               BindFd{kWorkerInFd, calls.read_end},
+                               BindFd{kWorkerOutFd, replies.write_end},
+                               BindFd{kWorkerCounterFd, counter}, WorkerChildSetup{::getpid()}));
     }
     ::close(calls.read_end);
     ::close(replies.write_end);
@@ -676,8 +674,8 @@ void ProcessPoolCore::on_eof(const std::shared_ptr<WorkerSlot>& w) {
 void ProcessPoolCore::on_exit(const std::shared_ptr<WorkerSlot>& w, int status) {
   w->gone = true;
   w->timer.cancel();
-  bool expected = w->closing && w->in_flight.empty() && WIFEXITED(status) &&
-                  WEXITSTATUS(status) == 0;
+  bool expected =
+      w->closing && w->in_flight.empty() && WIFEXITED(status) && WEXITSTATUS(status) == 0;
   if (!expected) {
     if (!w->ready) {
       bool no_init = WIFEXITED(status) && WEXITSTATUS(status) == kNoInitExitStatus;
@@ -693,7 +691,8 @@ void ProcessPoolCore::on_exit(const std::shared_ptr<WorkerSlot>& w, int status) 
       RemoteTask* head = w->in_flight.front();
       w->in_flight.pop_front();
       std::string task = head->task ? head->task->name : "?";
-      std::string where = "worker process " + std::to_string(w->pid) + " running task '" + task + "'";
+      std::string where =
+          "worker process " + std::to_string(w->pid) + " running task '" + task + "'";
       note_crash();
       if (dynamic_cast<InitCall*>(head)) {
         head->drop();  // every new worker would die the same way: no respawn loop
@@ -836,17 +835,25 @@ void ProcessPoolExecutor::shutdown(bool wait, bool cancel_futures) {
   core_->shutdown(wait, cancel_futures);
 }
 
-std::size_t ProcessPoolExecutor::max_workers() const { return core_->max_workers(); }
+std::size_t ProcessPoolExecutor::max_workers() const {
+  return core_->max_workers();
+}
 
-std::vector<int> ProcessPoolExecutor::worker_pids() const { return core_->worker_pids(); }
+std::vector<int> ProcessPoolExecutor::worker_pids() const {
+  return core_->worker_pids();
+}
 
 void ProcessPoolExecutor::enqueue(detail::LocalTask*) {
   throw Error("ProcessPoolExecutor runs only registered tasks");
 }
 
-void ProcessPoolExecutor::enqueue_remote(detail::RemoteTask* task) { core_->enqueue(task); }
+void ProcessPoolExecutor::enqueue_remote(detail::RemoteTask* task) {
+  core_->enqueue(task);
+}
 
-bool is_worker_process() noexcept { return detail::worker_process_flag(); }
+bool is_worker_process() noexcept {
+  return detail::worker_process_flag();
+}
 
 void init(int, char**) {
   const char* marker = std::getenv(detail::kWorkerEnv);

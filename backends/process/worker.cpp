@@ -60,17 +60,21 @@ void reply_to_call(Reader& call, Writer& reply) {
 
 }  // namespace
 
-void mark_worker_process() noexcept { worker_process.store(true); }
+void mark_worker_process() noexcept {
+  worker_process.store(true);
+}
 
-bool worker_process_flag() noexcept { return worker_process.load(); }
+bool worker_process_flag() noexcept {
+  return worker_process.load();
+}
 
 int serve_worker(int in_fd, int out_fd, int counter_fd) {
   mark_worker_process();
   ::signal(SIGPIPE, SIG_IGN);  // a dead parent shows as EPIPE, and we exit
   ::signal(SIGINT, SIG_IGN);   // Ctrl-C is the parent's to handle
   capture_throw_stack_traces();
-  void* page = ::mmap(nullptr, sizeof(std::uint64_t), PROT_READ | PROT_WRITE, MAP_SHARED,
-                      counter_fd, 0);
+  void* page =
+      ::mmap(nullptr, sizeof(std::uint64_t), PROT_READ | PROT_WRITE, MAP_SHARED, counter_fd, 0);
   if (page == MAP_FAILED) return 1;
   ::close(counter_fd);
   auto* started = static_cast<std::atomic<std::uint64_t>*>(page);

@@ -96,10 +96,15 @@ class ThreadPoolCore : public std::enable_shared_from_this<ThreadPoolCore> {
       threads.swap(threads_);
     }
     for (auto& t : threads) {
-      if (t.get_id() == std::this_thread::get_id())
-        t.detach();  // the destructor runs on this worker: it ends by itself
-      else
+      if (t.get_id() == std::this_thread::get_id()) {
+        std::fprintf(stderr,
+                     "cfx: ThreadPoolExecutor destroyed on one of its own threads (%s): it "
+                     "cannot wait for itself; that thread finishes on its own\n",
+                     prefix_.c_str());
+        t.detach();
+      } else {
         t.join();
+      }
     }
   }
 
@@ -187,11 +192,12 @@ class ThreadPoolCore : public std::enable_shared_from_this<ThreadPoolCore> {
     name_this_thread(index);
     if (!initialize()) return;
     LocalTask* done = nullptr;  // executed, result not yet published
+    bool skipped = false;       // the last task taken was cancelled: idle again
     for (;;) {
       LocalTask* next = nullptr;
       {
         std::unique_lock lock(mutex_);
-        if (done) ++idle_;
+        if (done || std::exchange(skipped, false)) ++idle_;
         while (!head_ && !shutdown_) {
           if (done) {  // publish before sleeping: never hold a finished result back
             lock.unlock();
@@ -215,6 +221,7 @@ class ThreadPoolCore : public std::enable_shared_from_this<ThreadPoolCore> {
         done = next;
       } else {
         next->drop();  // cancelled while queued
+        skipped = true;
       }
     }
   }
@@ -259,10 +266,16 @@ void ThreadPoolExecutor::shutdown(bool wait, bool cancel_futures) {
   core_->shutdown(wait, cancel_futures, false);
 }
 
-std::size_t ThreadPoolExecutor::max_workers() const { return core_->max_workers(); }
+std::size_t ThreadPoolExecutor::max_workers() const {
+  return core_->max_workers();
+}
 
-std::size_t ThreadPoolExecutor::thread_count() const { return core_->thread_count(); }
+std::size_t ThreadPoolExecutor::thread_count() const {
+  return core_->thread_count();
+}
 
-void ThreadPoolExecutor::enqueue(detail::LocalTask* task) { core_->enqueue(task); }
+void ThreadPoolExecutor::enqueue(detail::LocalTask* task) {
+  core_->enqueue(task);
+}
 
 }  // namespace cfx

@@ -53,7 +53,8 @@ struct ExecutorLink {
 };
 
 template <class F, class... Args>
-using submit_result_t = std::remove_cvref_t<std::invoke_result_t<std::decay_t<F>&, std::decay_t<Args>&...>>;
+using submit_result_t =
+    std::remove_cvref_t<std::invoke_result_t<std::decay_t<F>&, std::decay_t<Args>&...>>;
 
 }  // namespace detail
 
@@ -254,10 +255,9 @@ class Executor {
     detail::Deadline deadline;
     if (opts.timeout) deadline = detail::StateBase::deadline_after(*opts.timeout);
     auto source = std::make_unique<Source<Star, V, Fn, View>>(
-        link_, std::forward<F>(fn), std::views::all(std::forward<Range>(inputs)),
-        opts.chunksize);
-    return MapResult<V>(std::make_unique<detail::MapEngine<V>>(
-        std::move(source), opts.buffersize, deadline, ordered));
+        link_, std::forward<F>(fn), std::views::all(std::forward<Range>(inputs)), opts.chunksize);
+    return MapResult<V>(std::make_unique<detail::MapEngine<V>>(std::move(source), opts.buffersize,
+                                                               deadline, ordered));
   }
 
   std::shared_ptr<detail::ExecutorLink> link_;

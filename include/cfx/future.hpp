@@ -108,8 +108,8 @@ class [[nodiscard]] Future {
   struct Callback final : detail::CallbackNode {
     explicit Callback(F fn) : f(std::move(fn)) {}
     void run(detail::StateBase& s) override {
-      f(Future(detail::Ref<detail::SharedState<T>>::share(
-          static_cast<detail::SharedState<T>*>(&s))));
+      f(Future(
+          detail::Ref<detail::SharedState<T>>::share(static_cast<detail::SharedState<T>*>(&s))));
     }
     F f;
   };

@@ -55,7 +55,7 @@ struct ExceptionRegistrar {
 #define CFX_TASK(fn) CFX_TASK_AS(&fn, #fn)
 
 /// Registers the function pointer `fnptr` under `name`.
-#define CFX_TASK_AS(fnptr, name)                                                    \
+#define CFX_TASK_AS(fnptr, name)                                                \
   [[maybe_unused]] static const ::cfx::detail::TaskRegistrar CFX_DETAIL_CONCAT( \
       cfx_task_registrar_, __LINE__)(fnptr, name)
 

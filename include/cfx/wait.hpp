@@ -61,8 +61,13 @@ template <class T, class Range>
 std::vector<Future<T>> unique_futures(Range&& futures) {
   std::vector<Future<T>> out;
   std::unordered_set<const void*> seen;
-  for (const Future<T>& f : futures)
-    if (seen.insert(state_of(f)).second) out.push_back(f);
+  for (auto&& f : futures) {
+    if (!seen.insert(state_of(f)).second) continue;
+    if constexpr (std::is_lvalue_reference_v<Range>)
+      out.push_back(f);
+    else
+      out.push_back(std::move(f));  // a range handed over: take its futures, not copies
+  }
   return out;
 }
 
@@ -89,6 +94,9 @@ class WaiterSet {
       if (nodes_[i].queue) state_of(fs_[i])->remove_waiter(&nodes_[i]);
   }
   CompletionQueue& queue() noexcept { return queue_; }
+  /// Future i has been handed out and completed: its node is no longer installed (publish
+  /// unlinked it), so the destructor must not touch fs_[i], which may be gone.
+  void forget(std::size_t i) noexcept { nodes_[i].queue = nullptr; }
 
  private:
   const std::vector<Future<T>>& fs_;
@@ -157,7 +165,7 @@ class AsCompleted {
   void advance() {
     current_ = Future<T>();  // hold no reference to a future already yielded
     if (next_ < ready_.size()) {
-      current_ = futures_[ready_[next_++]];
+      yield(ready_[next_++]);
       return;
     }
     std::size_t yielded = next_;
@@ -172,7 +180,12 @@ class AsCompleted {
     if (!waiters_.queue().pop_all(ready_, deadline_))
       throw TimeoutError(
           detail::unfinished_message(futures_.size() - yielded_total_, futures_.size()));
-    current_ = futures_[ready_[next_++]];
+    yield(ready_[next_++]);
+  }
+
+  void yield(std::size_t i) {
+    waiters_.forget(i);
+    current_ = std::move(futures_[i]);
   }
 
   std::vector<Future<T>> futures_;

@@ -118,6 +118,11 @@ TEST_CASE("CFX_BACKEND and CFX_MAX_WORKERS override the configuration") {
     CHECK(ex->max_workers() == 1);
   }
   {
+    ScopedEnv backend("CFX_BACKEND", "thread");
+    auto ex = cfx::make_executor({{"backend", "process"}, {"max_tasks_per_child", 5}});
+    CHECK(ex->backend() == "thread");  // the process-only key is dropped, not an error
+  }
+  {
     ScopedEnv workers("CFX_MAX_WORKERS", "many");
     auto e = config_error(json::object());
     CHECK(contains(e, "CFX_MAX_WORKERS"));

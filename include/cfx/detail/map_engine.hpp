@@ -145,8 +145,7 @@ class MapEngine {
       inflight_.push_back(std::move(*f));
     } else {
       unordered_inflight_.emplace(state_of(*f), *f);
-      f->add_done_callback(
-          [q = arrivals_](const Future<ChunkResult<V>>& done) { q->push(done); });
+      f->add_done_callback([q = arrivals_](const Future<ChunkResult<V>>& done) { q->push(done); });
     }
     return true;
   }
@@ -219,8 +218,7 @@ class MapResult {
     detail::MapEngine<V>* engine_ = nullptr;
   };
 
-  explicit MapResult(std::unique_ptr<detail::MapEngine<V>> engine)
-      : engine_(std::move(engine)) {}
+  explicit MapResult(std::unique_ptr<detail::MapEngine<V>> engine) : engine_(std::move(engine)) {}
 
   /// Waits for the first item (may rethrow its exception or throw TimeoutError).
   iterator begin() {

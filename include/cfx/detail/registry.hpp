@@ -12,8 +12,8 @@ class Writer;
 struct TaskEntry;
 
 /// Runs `count` calls of a registered function in a worker (see serve_calls).
-using ServeFn = void (*)(const void* fn, const TaskEntry& task, Reader& args,
-                         std::uint32_t count, Writer& reply);
+using ServeFn = void (*)(const void* fn, const TaskEntry& task, Reader& args, std::uint32_t count,
+                         Writer& reply);
 
 struct TaskEntry {
   std::string name;

@@ -18,10 +18,10 @@
 #include <vector>
 
 #include "cfx/detail/map_engine.hpp"
+#include "cfx/detail/registry.hpp"
 #include "cfx/detail/shared_state.hpp"
 #include "cfx/detail/wire.hpp"
 #include "cfx/errors.hpp"
-#include "cfx/detail/registry.hpp"
 
 namespace cfx::detail {
 
@@ -41,8 +41,8 @@ inline void finish_frame(Writer& w, std::size_t at) {
 
 class RemoteTask {
  public:
-  RemoteTask* next = nullptr;      // intrusive queue link, owned by the pool
-  std::vector<char> frame;         // the complete call frame
+  RemoteTask* next = nullptr;       // intrusive queue link, owned by the pool
+  std::vector<char> frame;          // the complete call frame
   const TaskEntry* task = nullptr;  // for messages
   bool requeued = false;            // back in the queue from a dead worker, already running
 
@@ -143,7 +143,7 @@ struct fn_traits<R (*)(P...)> {
 };
 template <class Fn>
 inline constexpr bool is_fn_ptr_v =
-    std::is_pointer_v<Fn> && std::is_function_v<std::remove_pointer_t<Fn>>;
+    std::is_pointer_v<Fn>&& std::is_function_v<std::remove_pointer_t<Fn>>;
 
 /// The registry entry of a callable, or a cfx::Error that says how to register it.
 template <class Fn>
@@ -203,8 +203,8 @@ std::vector<char> call_frame(const TaskEntry& task, const std::vector<Tuple>& it
 /// Runs `count` calls of the registered function `fn` on the arguments in `args`, writing
 /// the reply's count, results and failure. Stops at the first failure.
 template <class R, class... P>
-void serve_calls(const void* fn_address, const TaskEntry& task, Reader& args,
-                 std::uint32_t count, Writer& out) {
+void serve_calls(const void* fn_address, const TaskEntry& task, Reader& args, std::uint32_t count,
+                 Writer& out) {
   auto fn = reinterpret_cast<R (*)(P...)>(const_cast<void*>(fn_address));
   using Args = std::tuple<std::decay_t<P>...>;
   auto count_at = out.size();
@@ -245,8 +245,8 @@ void serve_calls(const void* fn_address, const TaskEntry& task, Reader& args,
             throw SerializationError("result of task '" + task.name + "': " + e.what());
           }
         } else {
-          throw SerializationError("result of task '" + task.name + "' has type " +
-                                   type_name<V>() + ", which cannot be encoded");
+          throw SerializationError("result of task '" + task.name + "' has type " + type_name<V>() +
+                                   ", which cannot be encoded");
         }
       }
     } catch (...) {

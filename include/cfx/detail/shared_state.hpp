@@ -20,7 +20,13 @@
 
 namespace cfx::detail {
 
-enum class Status : std::uint32_t { pending = 0, running = 1, completing = 2, finished = 3, cancelled = 4 };
+enum class Status : std::uint32_t {
+  pending = 0,
+  running = 1,
+  completing = 2,
+  finished = 3,
+  cancelled = 4
+};
 
 class StateBase;
 
@@ -126,6 +132,11 @@ class StateBase {
  private:
   static constexpr std::uint32_t kStatusMask = 7;
   static constexpr std::uint32_t kSleepers = 8;
+  static constexpr std::uint32_t kWasRunning = 16;  // `completing` was claimed from running
+
+  static bool running_seen(std::uint32_t w) noexcept { return (w & kWasRunning) != 0; }
+  /// Waits out a `completing` state (a few instructions); returns the final word.
+  std::uint32_t await_final() const noexcept;
 
   void lock() const noexcept;
   void unlock() const noexcept { locked_.store(false, std::memory_order_release); }

@@ -16,8 +16,8 @@
 #include <string>
 #include <string_view>
 #include <tuple>
-#include <typeinfo>
 #include <type_traits>
+#include <typeinfo>
 #include <utility>
 #include <vector>
 
@@ -120,8 +120,9 @@ inline constexpr bool is_encodable_v =
     is_raw_v<T> || std::is_constructible_v<nlohmann::json, const T&>;
 
 template <class T>
-inline constexpr bool is_decodable_v =
-    is_raw_v<T> || requires(const nlohmann::json& j) { j.template get<T>(); };
+inline constexpr bool is_decodable_v = is_raw_v<T> || requires(const nlohmann::json& j) {
+  j.template get<T>();
+};
 
 std::string demangle_type(const std::type_info& t);
 
@@ -145,8 +146,7 @@ void encode_value(Writer& w, const T& v) {
       auto n = static_cast<std::uint32_t>(w.size() - at - sizeof(std::uint32_t));
       std::memcpy(w.buffer().data() + at, &n, sizeof(n));
     } catch (const std::exception& e) {
-      throw SerializationError("cannot encode a value of type " + type_name<T>() + ": " +
-                               e.what());
+      throw SerializationError("cannot encode a value of type " + type_name<T>() + ": " + e.what());
     }
   }
 }
@@ -163,8 +163,7 @@ void decode_value(Reader& r, T& v) {
       auto j = nlohmann::json::from_msgpack(p, p + n);
       v = j.template get<T>();
     } catch (const std::exception& e) {
-      throw SerializationError("cannot decode a value of type " + type_name<T>() + ": " +
-                               e.what());
+      throw SerializationError("cannot decode a value of type " + type_name<T>() + ": " + e.what());
     }
   }
 }
@@ -178,7 +177,7 @@ void encode_current_exception(Writer& w, std::string_view task);
 std::exception_ptr decode_exception(Reader& r);
 
 /// Adds a CFX_EXCEPTION type to the table decode_exception consults.
-void register_exception(const std::type_info& type, std::exception_ptr (*make)(const std::string&,
-                                                                               std::exception_ptr));
+void register_exception(const std::type_info& type,
+                        std::exception_ptr (*make)(const std::string&, std::exception_ptr));
 
 }  // namespace cfx::detail
