@@ -137,7 +137,10 @@ struct WorkerChildSetup {
     ::sigprocmask(SIG_SETMASK, &none, nullptr);  // the I/O thread blocks SIGPIPE
     // Boost 1.81's close_all skips the gaps between whitelisted descriptors; close every
     // descriptor that is not whitelisted ourselves, so nothing of the parent leaks.
-    auto keep = launcher.fd_whitelist;
+    // No allocation here: between fork and exec of a multithreaded parent, malloc can
+    // deadlock on a lock another thread held at the fork (and the parent would wait for
+    // the exec forever). The launcher's whitelist is this child's own copy: sort it in place.
+    auto& keep = launcher.fd_whitelist;
     std::sort(keep.begin(), keep.end());
     unsigned next = 0;
     for (int fd : keep) {
@@ -722,21 +725,26 @@ void ProcessPoolCore::on_exit(const std::shared_ptr<WorkerSlot>& w, int status) 
 
 void ProcessPoolCore::requeue_unstarted(const std::shared_ptr<WorkerSlot>& w) {
   // Calls behind the head never started: run them elsewhere, in their original order.
-  std::lock_guard lock(mutex_);
-  while (!w->in_flight.empty()) {
-    RemoteTask* t = w->in_flight.back();
-    w->in_flight.pop_back();
-    if (dynamic_cast<InitCall*>(t)) {
-      t->drop();
-      continue;
+  // Futures are failed after the lock is released: their callbacks may submit.
+  std::vector<RemoteTask*> dropped;
+  std::optional<std::string> broken;
+  {
+    std::lock_guard lock(mutex_);
+    broken = broken_;
+    while (!w->in_flight.empty()) {
+      RemoteTask* t = w->in_flight.back();
+      w->in_flight.pop_back();
+      if (broken || dynamic_cast<InitCall*>(t)) {
+        dropped.push_back(t);
+        continue;
+      }
+      t->requeued = true;
+      push_front(t);
     }
-    if (broken_) {
-      t->fail(std::make_exception_ptr(BrokenProcessPool(*broken_)));
-      t->drop();
-      continue;
-    }
-    t->requeued = true;
-    push_front(t);
+  }
+  for (RemoteTask* t : dropped) {
+    if (broken) t->fail(std::make_exception_ptr(BrokenProcessPool(*broken)));
+    t->drop();
   }
 }
 
