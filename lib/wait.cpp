@@ -4,10 +4,10 @@
 namespace cfx::detail {
 
 void CompletionQueue::push(std::size_t index) {
-  {
-    std::lock_guard lock(mutex_);
-    indices_.push_back(index);
-  }
+  // Notified under the lock: the consumer may destroy this queue as soon as it sees the
+  // index, so nothing here may touch it after the mutex is released.
+  std::lock_guard lock(mutex_);
+  indices_.push_back(index);
   ready_.notify_one();
 }
 
