@@ -46,6 +46,7 @@
 #include "cfx/errors.hpp"
 #include "cfx/process_pool.hpp"
 #include "lib/cores.hpp"
+#include "lib/intrusive_queue.hpp"
 
 namespace cfx::detail {
 
@@ -242,7 +243,7 @@ class ProcessPoolCore : public std::enable_shared_from_this<ProcessPoolCore> {
     std::lock_guard lock(mutex_);
     if (broken_) throw BrokenProcessPool(*broken_);
     if (shutdown_) throw Error("cannot schedule new futures after shutdown");
-    push_back(task);
+    pending_.push_back(task);
     wake_locked();
   }
 
@@ -257,7 +258,7 @@ class ProcessPoolCore : public std::enable_shared_from_this<ProcessPoolCore> {
       std::lock_guard lock(mutex_);
       first = !shutdown_;
       shutdown_ = true;
-      if (cancel_futures) drained = take_all();
+      if (cancel_futures) drained = pending_.take_all();
     }
     while (drained) {
       RemoteTask* next = drained->next;
@@ -286,34 +287,6 @@ class ProcessPoolCore : public std::enable_shared_from_this<ProcessPoolCore> {
  private:
   // ---- pending queue (mutex_) ----------------------------------------------------------
 
-  void push_back(RemoteTask* t) {
-    t->next = nullptr;
-    if (tail_)
-      tail_->next = t;
-    else
-      head_ = t;
-    tail_ = t;
-    ++pending_;
-  }
-  void push_front(RemoteTask* t) {
-    t->next = head_;
-    head_ = t;
-    if (!tail_) tail_ = t;
-    ++pending_;
-  }
-  RemoteTask* pop_front() {
-    RemoteTask* t = head_;
-    head_ = t->next;
-    if (!head_) tail_ = nullptr;
-    --pending_;
-    return t;
-  }
-  RemoteTask* take_all() {
-    RemoteTask* all = head_;
-    head_ = tail_ = nullptr;
-    pending_ = 0;
-    return all;
-  }
   void wake_locked() {
     if (wake_posted_) return;  // one wake-up covers every submit until dispatch runs
     wake_posted_ = true;
@@ -349,7 +322,7 @@ class ProcessPoolCore : public std::enable_shared_from_this<ProcessPoolCore> {
         if (broken_) break;
         // More work than workers, and room for another: start one (Python spawns on
         // demand too). Spawning blocks this thread for a few ms, so outside the lock.
-        spawn = workers_.size() < max_workers_ && pending_ + in_flight_total() > workers_.size() &&
+        spawn = workers_.size() < max_workers_ && pending_.size() + in_flight_total() > workers_.size() &&
                 !start_failed_;
         if (spawn && Clock::now() < next_spawn_) {
           spawn = false;
@@ -368,12 +341,12 @@ class ProcessPoolCore : public std::enable_shared_from_this<ProcessPoolCore> {
   // Called with mutex_ held: hands queued calls to workers with room, round-robin.
   void fill_windows(std::vector<RemoteTask*>& cancelled) {
     bool progress = true;
-    while (head_ && progress) {
+    while (!pending_.empty() && progress) {
       progress = false;
       for (auto& w : workers_) {
-        if (!head_) break;
+        if (pending_.empty()) break;
         if (w->gone || w->retiring || w->closing || w->in_flight.size() >= w->window()) continue;
-        RemoteTask* t = pop_front();
+        RemoteTask* t = pending_.pop_front();
         progress = true;
         if (!std::exchange(t->requeued, false) && !t->start()) {
           cancelled.push_back(t);  // cancelled while queued: never sent
@@ -471,9 +444,7 @@ class ProcessPoolCore : public std::enable_shared_from_this<ProcessPoolCore> {
   std::mutex join_mutex_;
 
   std::mutex mutex_;  // pending queue, flags and pids_
-  RemoteTask* head_ = nullptr;
-  RemoteTask* tail_ = nullptr;
-  std::size_t pending_ = 0;
+  IntrusiveQueue<RemoteTask> pending_;
   bool wake_posted_ = false;
   bool shutdown_ = false;
   std::optional<std::string> broken_;
@@ -739,7 +710,7 @@ void ProcessPoolCore::requeue_unstarted(const std::shared_ptr<WorkerSlot>& w) {
         continue;
       }
       t->requeued = true;
-      push_front(t);
+      pending_.push_front(t);
     }
   }
   for (RemoteTask* t : dropped) {
@@ -771,7 +742,7 @@ void ProcessPoolCore::break_pool(const std::string& message) {
     std::lock_guard lock(mutex_);
     if (broken_) return;
     broken_ = message;
-    pending = take_all();
+    pending = pending_.take_all();
   }
   // Each future gets its own exception object.
   auto fail = [&](RemoteTask* t) {
@@ -799,7 +770,7 @@ void ProcessPoolCore::begin_drain() {
 void ProcessPoolCore::check_drained() {
   {
     std::lock_guard lock(mutex_);
-    if (head_ && !broken_) return;  // queued work still runs
+    if (!pending_.empty() && !broken_) return;  // queued work still runs
   }
   for (auto& w : workers_)
     if (!w->in_flight.empty()) return;

@@ -21,6 +21,7 @@
 #include "cfx/errors.hpp"
 #include "lib/cores.hpp"
 #include "lib/demangle.hpp"
+#include "lib/intrusive_queue.hpp"
 
 namespace cfx::detail {
 
@@ -64,11 +65,11 @@ class ThreadPoolCore : public std::enable_shared_from_this<ThreadPoolCore> {
       if (broken_) throw BrokenThreadPool(*broken_);
       if (shutdown_) throw Error("cannot schedule new futures after shutdown");
       wake = sleeping_ > 0;
-      if (queued_ + 1 > idle_ && threads_.size() < max_workers_) {
+      if (queue_.size() + 1 > idle_ && threads_.size() < max_workers_) {
         start_thread();  // may throw only when there is no thread at all to run the task
         wake = false;    // the new thread looks at the queue before it sleeps
       }
-      push(task);
+      queue_.push_back(task);
     }
     // Notified outside the lock, so the woken thread does not block on it at once.
     if (wake) work_ready_.notify_one();
@@ -84,7 +85,7 @@ class ThreadPoolCore : public std::enable_shared_from_this<ThreadPoolCore> {
     {
       std::lock_guard lock(mutex_);
       shutdown_ = true;
-      if (cancel_futures) drained = take_all();
+      if (cancel_futures) drained = queue_.take_all();
       work_ready_.notify_all();
     }
     for_each_and_drop(drained, [](LocalTask* t) { t->cancel(); });
@@ -110,31 +111,6 @@ class ThreadPoolCore : public std::enable_shared_from_this<ThreadPoolCore> {
 
  private:
   static thread_local ThreadPoolCore* current_pool;
-
-  void push(LocalTask* task) {
-    task->next = nullptr;
-    if (tail_)
-      tail_->next = task;
-    else
-      head_ = task;
-    tail_ = task;
-    ++queued_;
-  }
-
-  LocalTask* pop() {
-    LocalTask* t = head_;
-    head_ = t->next;
-    if (!head_) tail_ = nullptr;
-    --queued_;
-    return t;
-  }
-
-  LocalTask* take_all() {
-    LocalTask* all = head_;
-    head_ = tail_ = nullptr;
-    queued_ = 0;
-    return all;
-  }
 
   template <class F>
   static void for_each_and_drop(LocalTask* list, F f) {
@@ -178,7 +154,7 @@ class ThreadPoolCore : public std::enable_shared_from_this<ThreadPoolCore> {
       {
         std::lock_guard lock(mutex_);
         broken_ = msg;
-        drained = take_all();
+        drained = queue_.take_all();
         --idle_;
       }
       auto error = std::make_exception_ptr(BrokenThreadPool(msg));
@@ -198,7 +174,7 @@ class ThreadPoolCore : public std::enable_shared_from_this<ThreadPoolCore> {
       {
         std::unique_lock lock(mutex_);
         if (done || std::exchange(skipped, false)) ++idle_;
-        while (!head_ && !shutdown_) {
+        while (queue_.empty() && !shutdown_) {
           if (done) {  // publish before sleeping: never hold a finished result back
             lock.unlock();
             finish(std::exchange(done, nullptr));
@@ -209,8 +185,8 @@ class ThreadPoolCore : public std::enable_shared_from_this<ThreadPoolCore> {
           work_ready_.wait(lock);
           --sleeping_;
         }
-        if (head_) {
-          next = pop();
+        if (!queue_.empty()) {
+          next = queue_.pop_front();
           --idle_;
         }
       }
@@ -237,9 +213,7 @@ class ThreadPoolCore : public std::enable_shared_from_this<ThreadPoolCore> {
 
   std::mutex mutex_;
   std::condition_variable work_ready_;
-  LocalTask* head_ = nullptr;
-  LocalTask* tail_ = nullptr;
-  std::size_t queued_ = 0;
+  IntrusiveQueue<LocalTask> queue_;
   std::size_t idle_ = 0;      // started threads not running a task
   std::size_t sleeping_ = 0;  // threads waiting on work_ready_
   bool shutdown_ = false;
