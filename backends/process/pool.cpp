@@ -322,8 +322,8 @@ class ProcessPoolCore : public std::enable_shared_from_this<ProcessPoolCore> {
         if (broken_) break;
         // More work than workers, and room for another: start one (Python spawns on
         // demand too). Spawning blocks this thread for a few ms, so outside the lock.
-        spawn = workers_.size() < max_workers_ && pending_.size() + in_flight_total() > workers_.size() &&
-                !start_failed_;
+        spawn = workers_.size() < max_workers_ &&
+                pending_.size() + in_flight_total() > workers_.size() && !start_failed_;
         if (spawn && Clock::now() < next_spawn_) {
           spawn = false;
           retry_spawn_later();
