@@ -1,4 +1,4 @@
-#include "lib/cores.hpp"
+#include "cores.hpp"
 
 #include <sched.h>
 

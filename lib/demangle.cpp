@@ -1,4 +1,4 @@
-#include "lib/demangle.hpp"
+#include "demangle.hpp"
 
 #include <cxxabi.h>
 

@@ -12,7 +12,7 @@
 #include <thread>
 
 #include "cfx/errors.hpp"
-#include "lib/demangle.hpp"
+#include "demangle.hpp"
 
 namespace cfx::detail {
 namespace {

@@ -1,7 +1,7 @@
 // Throw-site stack traces for worker processes, by interposing __cxa_throw: the frames are
 // captured (cheaply, as addresses) when an exception is thrown and formatted only when it is
 // sent to the parent. Sanitizers intercept __cxa_throw themselves, so under them this is off.
-#include "lib/stack_trace.hpp"
+#include "stack_trace.hpp"
 
 #include <atomic>
 

@@ -5,6 +5,8 @@
 #include <unordered_map>
 
 #include "cfx/detail/registry.hpp"
+#include "cfx/detail/remote_task.hpp"
+#include "cfx/errors.hpp"
 
 namespace cfx::detail {
 namespace {
@@ -54,6 +56,24 @@ const TaskEntry* find_task(std::string_view name) {
   auto it = r.by_name.find(name);
   if (it == r.by_name.end()) return nullptr;
   return &r.by_address.at(it->second);
+}
+
+const TaskEntry& registered_task(const void* address, const std::type_info& args) {
+  const TaskEntry* e = find_task(address);
+  if (!e)
+    throw Error(
+        "this function is not registered as a task, so it cannot run in a worker process: add "
+        "CFX_TASK(function_name); at namespace scope after its definition (or "
+        "CFX_TASK_AS(&function, \"name\") for overloads and templates)");
+  if (*e->args_type != args)
+    throw Error("task '" + e->name + "' was called through a function pointer of another type");
+  return *e;
+}
+
+void throw_not_a_task() {
+  throw Error(
+      "the process backend runs only functions registered with CFX_TASK(function_name); "
+      "lambdas, functors and bound member functions cannot be sent to a worker process");
 }
 
 }  // namespace cfx::detail

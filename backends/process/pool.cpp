@@ -42,11 +42,13 @@
 #include <boost/process/v2/posix/default_launcher.hpp>
 #include <boost/process/v2/process.hpp>
 
+#include "backends/process/channel.hpp"
 #include "backends/process/worker.hpp"
 #include "cfx/errors.hpp"
 #include "cfx/process_pool.hpp"
 #include "lib/cores.hpp"
 #include "lib/intrusive_queue.hpp"
+#include "lib/remote_exception.hpp"
 
 namespace cfx::detail {
 
@@ -176,8 +178,7 @@ struct WorkerSlot {
 
   std::vector<char> out, writing;  // queued and in-progress writes
   bool write_busy = false;
-  std::vector<char> in = std::vector<char>(1 << 16);
-  std::size_t in_used = 0;
+  FrameSplitter in;
 
   std::size_t calls_sent = 0;
   std::uint64_t replies = 0;                      // answered calls (init included)
@@ -209,10 +210,11 @@ class InitCall final : public RemoteTask {
  public:
   InitCall(const TaskCall& call, std::weak_ptr<ProcessPoolCore> core) : core_(std::move(core)) {
     task = call.task;
-    frame = call.frame;
+    count = 1;
+    args = call.args;
   }
   bool start() noexcept override { return true; }
-  void complete(Reader& r) noexcept override;
+  void complete(Reader& results, std::uint32_t n, std::exception_ptr error) noexcept override;
   void fail(std::exception_ptr) noexcept override {}
   void cancel() noexcept override {}
   void drop() noexcept override { delete this; }
@@ -385,7 +387,7 @@ class ProcessPoolCore : public std::enable_shared_from_this<ProcessPoolCore> {
   void send(const std::shared_ptr<WorkerSlot>& w, RemoteTask* t) {
     w->in_flight.push_back(t);
     if (w->in_flight.size() == 1) head_changed(w);
-    w->out.insert(w->out.end(), t->frame.begin(), t->frame.end());
+    write_call_frame(w->out, *t);
     if (options_.max_tasks_per_child && !dynamic_cast<InitCall*>(t) &&
         ++w->calls_sent >= options_.max_tasks_per_child)
       w->retiring = true;
@@ -463,15 +465,15 @@ class ProcessPoolCore : public std::enable_shared_from_this<ProcessPoolCore> {
   bool spawn_timer_armed_ = false;
 };
 
-void InitCall::complete(Reader& r) noexcept {
+void InitCall::complete(Reader&, std::uint32_t, std::exception_ptr error) noexcept {
+  if (!error) return;
   try {
-    auto count = r.get<std::uint32_t>();
-    if (count != 0) return;
     std::string why = "the process pool's initializer failed";
     try {
-      std::rethrow_exception(read_failure(r));
+      std::rethrow_exception(error);
     } catch (const std::exception& e) {
       why += ": " + std::string(e.what());
+    } catch (...) {
     }
     if (auto core = core_.lock()) core->break_pool(why);
   } catch (...) {
@@ -566,15 +568,15 @@ bool ProcessPoolCore::spawn_worker() {
 }
 
 void ProcessPoolCore::start_reading(const std::shared_ptr<WorkerSlot>& w) {
-  if (w->in_used == w->in.size()) w->in.resize(w->in.size() * 2);
+  auto space = w->in.space();
   w->from.async_read_some(
-      asio::buffer(w->in.data() + w->in_used, w->in.size() - w->in_used),
+      asio::buffer(space.data(), space.size()),
       [self = shared_from_this(), w](boost::system::error_code ec, std::size_t n) {
         if (ec) {
           self->on_eof(w);
           return;
         }
-        w->in_used += n;
+        w->in.commit(n);
         self->on_frames(w);
         if (!w->gone) self->start_reading(w);
         self->dispatch();
@@ -582,44 +584,34 @@ void ProcessPoolCore::start_reading(const std::shared_ptr<WorkerSlot>& w) {
 }
 
 void ProcessPoolCore::on_frames(const std::shared_ptr<WorkerSlot>& w) {
-  std::size_t pos = 0;
-  while (w->in_used - pos >= sizeof(std::uint64_t)) {
-    std::uint64_t len;
-    std::memcpy(&len, w->in.data() + pos, sizeof(len));
-    if (w->in_used - pos - sizeof(len) < len) {
-      if (w->in.size() < len + sizeof(len)) w->in.resize(len + sizeof(len));
-      break;
-    }
-    Reader frame(w->in.data() + pos + sizeof(len), len);
-    pos += sizeof(len) + len;
+  while (auto frame = w->in.next()) {
     try {
-      auto kind = frame.get<FrameKind>();
+      auto kind = frame->get<FrameKind>();
       if (kind == FrameKind::hello) {
         w->ready = true;
         start_failures_ = 0;
         w->timer.cancel();
         head_changed(w);  // arms task_timeout for a call sent before the hello
       } else if (kind == FrameKind::result) {
-        on_result(w, frame);
+        on_result(w, *frame);
       }
     } catch (const std::exception&) {
       kill_worker(w);  // a malformed frame: this channel cannot be trusted any more
       return;
     }
   }
-  std::memmove(w->in.data(), w->in.data() + pos, w->in_used - pos);
-  w->in_used -= pos;
 }
 
-void ProcessPoolCore::on_result(const std::shared_ptr<WorkerSlot>& w, Reader& r) {
+void ProcessPoolCore::on_result(const std::shared_ptr<WorkerSlot>& w, Reader& frame) {
   if (w->in_flight.empty()) throw SerializationError("a reply nobody asked for");
+  Reply reply = read_reply(frame);  // before taking the call: a malformed reply kills the worker
   RemoteTask* t = w->in_flight.front();
   w->in_flight.pop_front();
   ++w->replies;
   double took = std::chrono::duration<double>(Clock::now() - w->head_started).count();
   w->mean_service = w->mean_service > 0 ? 0.8 * w->mean_service + 0.2 * took : took;
   head_changed(w);
-  t->complete(r);
+  t->complete(reply.results, reply.count, std::move(reply.error));
   t->drop();
   if (w->retiring && w->in_flight.empty()) close_channel(w);
 }

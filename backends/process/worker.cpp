@@ -15,8 +15,9 @@
 #include <cstring>
 #include <vector>
 
-#include "cfx/detail/remote_task.hpp"
+#include "backends/process/channel.hpp"
 #include "cfx/errors.hpp"
+#include "lib/remote_exception.hpp"
 #include "lib/stack_trace.hpp"
 
 namespace cfx::detail {
@@ -37,24 +38,44 @@ bool write_all(int fd, const char* data, std::size_t n) {
   return true;
 }
 
-void reply_to_call(Reader& call, Writer& reply) {
+/// Runs the calls of one call frame and writes their result frame into `out`: the results
+/// of the calls that returned, then the exception of the one that threw, which ends the
+/// frame's calls.
+void reply_to_call(Reader& call, std::vector<char>& out) {
   auto count = call.get<std::uint32_t>();
   std::string name(call.get_string());
+  Writer reply(out);
   auto at = begin_frame(reply, FrameKind::result);
+  auto count_at = reply.size();
+  reply.put(std::uint32_t{0});
+  reply.put(std::uint64_t{0});
+  auto results_at = reply.size();
+  std::vector<char> failure;
+  Writer failed(failure);
+  std::uint32_t done = 0;
   const TaskEntry* task = find_task(name);
-  if (task) {
-    task->serve(task->address, *task, call, count, reply);
-  } else {
-    reply.put(std::uint32_t{0});
-    reply.put(std::uint8_t{1});
-    try {
+  try {
+    if (!task)
       throw Error("task '" + name +
                   "' is not registered in the worker process: register it with CFX_TASK at "
                   "namespace scope in a file linked into this program");
-    } catch (...) {
-      encode_current_exception(reply, name);
+    for (; done < count; ++done) {
+      auto mark = reply.size();
+      try {
+        task->run(*task, call, reply);
+      } catch (...) {
+        out.resize(mark);  // drop a partly written result
+        throw;
+      }
     }
+  } catch (...) {
+    encode_current_exception(failed, name);
   }
+  std::uint64_t results = reply.size() - results_at;
+  std::memcpy(out.data() + count_at, &done, sizeof(done));
+  std::memcpy(out.data() + count_at + sizeof(done), &results, sizeof(results));
+  reply.put(static_cast<std::uint8_t>(failure.empty() ? 0 : 1));
+  reply.put_bytes(failure.data(), failure.size());
   finish_frame(reply, at);
 }
 
@@ -87,38 +108,23 @@ int serve_worker(int in_fd, int out_fd, int counter_fd) {
   if (!write_all(out_fd, out.data(), out.size())) return 1;
   out.clear();
 
-  std::vector<char> in(1 << 16);
-  std::size_t begin = 0, end = 0;
+  FrameSplitter frames;
   for (;;) {
-    while (end - begin >= sizeof(std::uint64_t)) {
-      std::uint64_t len;
-      std::memcpy(&len, in.data() + begin, sizeof(len));
-      if (end - begin - sizeof(len) < len) {
-        if (in.size() < len + sizeof(len)) in.resize(len + sizeof(len));  // a large frame
-        break;
-      }
-      Reader frame(in.data() + begin + sizeof(len), len);
-      if (frame.get<FrameKind>() == FrameKind::call) {
-        started->fetch_add(1, std::memory_order_relaxed);
-        reply_to_call(frame, reply);
-        if (!write_all(out_fd, out.data(), out.size())) return 1;
-        out.clear();
-      }
-      begin += sizeof(len) + len;
+    while (auto frame = frames.next()) {
+      if (frame->get<FrameKind>() != FrameKind::call) continue;
+      started->fetch_add(1, std::memory_order_relaxed);
+      reply_to_call(*frame, out);
+      if (!write_all(out_fd, out.data(), out.size())) return 1;
+      out.clear();
     }
-    if (begin > 0) {
-      std::memmove(in.data(), in.data() + begin, end - begin);
-      end -= begin;
-      begin = 0;
-    }
-    if (end == in.size()) in.resize(in.size() * 2);
-    ssize_t n = ::read(in_fd, in.data() + end, in.size() - end);
+    auto space = frames.space();
+    ssize_t n = ::read(in_fd, space.data(), space.size());
     if (n == 0) return 0;  // the parent closed the channel: shut down
     if (n < 0) {
       if (errno == EINTR) continue;
       return 1;
     }
-    end += static_cast<std::size_t>(n);
+    frames.commit(static_cast<std::size_t>(n));
   }
 }
 

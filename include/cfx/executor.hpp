@@ -13,6 +13,7 @@
 
 #include <chrono>
 #include <cstddef>
+#include <cstdint>
 #include <functional>
 #include <memory>
 #include <mutex>
@@ -23,6 +24,7 @@
 #include <tuple>
 #include <type_traits>
 #include <utility>
+#include <variant>
 #include <vector>
 
 #include "cfx/detail/local_task.hpp"
@@ -54,7 +56,7 @@ struct ExecutorLink {
 
 template <class F, class... Args>
 using submit_result_t =
-    std::remove_cvref_t<std::invoke_result_t<std::decay_t<F>&, std::decay_t<Args>&...>>;
+    std::remove_cvref_t<std::invoke_result_t<std::decay_t<F>, std::decay_t<Args>...>>;
 
 }  // namespace detail
 
@@ -65,25 +67,18 @@ class Executor {
   /// Backends shut down (wait = true) in their destructors.
   virtual ~Executor();
 
-  /// Schedules fn(args...) and returns its Future. Arguments are decayed and stored by
-  /// value. Throws cfx::Error after shutdown, BrokenExecutor if the pool is broken.
+  /// Schedules fn(args...) and returns its Future. As std::async: the callable and the
+  /// arguments are decayed and stored by value, then passed to the call as rvalues, once.
+  /// Throws cfx::Error after shutdown, BrokenExecutor if the pool is broken; an executor
+  /// whose tasks run in other processes throws cfx::Error for a callable it cannot send.
   template <class F, class... Args>
   Future<detail::submit_result_t<F, Args...>> submit(F&& fn, Args&&... args) {
     using R = detail::submit_result_t<F, Args...>;
-    if (remote_) {
-      using Fn = std::decay_t<F>;
-      if constexpr (detail::is_fn_ptr_v<Fn>) {
-        using Tuple = typename detail::fn_traits<Fn>::args;
-        std::vector<Tuple> one;
-        one.emplace_back(std::forward<Args>(args)...);
-        return submit_remote<R>(detail::registered_task(Fn(fn)), one);
-      } else {
-        detail::registered_task(fn);  // throws: not a registered function
-      }
-    }
-    auto call = [fn = std::forward<F>(fn),
-                 args = std::make_tuple(std::forward<Args>(args)...)]() mutable -> R {
-      return std::apply(fn, args);
+    if (remote_) return submit_registered<R, std::decay_t<F>>(fn, std::forward<Args>(args)...);
+    auto call =
+        [fn = std::decay_t<F>(std::forward<F>(fn)),
+         args = std::tuple<std::decay_t<Args>...>(std::forward<Args>(args)...)]() mutable -> R {
+      return std::apply(std::move(fn), std::move(args));
     };
     return submit_local<R>(std::move(call));
   }
@@ -141,14 +136,34 @@ class Executor {
     return future;
   }
 
-  /// Encodes a call of `task` on `items` (argument tuples) and queues it. An encoding
-  /// failure fails the returned future with SerializationError; the pool is not involved.
+  /// Sends fn(args...) to an executor whose tasks run in other processes: fn must be a
+  /// registered function pointer. An encoding failure fails the returned future with
+  /// SerializationError; the pool is not involved.
+  template <class R, class Fn, class... Args>
+  Future<R> submit_registered(const Fn& fn, Args&&... args) {
+    if constexpr (!detail::is_fn_ptr_v<Fn>) {
+      detail::throw_not_a_task();
+    } else {
+      const detail::TaskEntry& task = detail::registered_task(fn);
+      using Tuple = typename detail::fn_traits<Fn>::args;
+      if constexpr (std::is_constructible_v<Tuple, Args&&...>) {
+        const Tuple one(std::forward<Args>(args)...);
+        return submit_remote<R>(task, &one, 1);
+      } else {
+        throw Error("the arguments given for task '" + task.name +
+                    "' do not convert to its parameter types");
+      }
+    }
+  }
+
+  /// Encodes `count` argument tuples of `task` as one call and queues it.
   template <class R, class Tuple>
-  Future<R> submit_remote(const detail::TaskEntry& task, const std::vector<Tuple>& items) {
+  Future<R> submit_remote(const detail::TaskEntry& task, const Tuple* tuples, std::size_t count) {
     auto* call = new detail::RemoteCall<R>(&task);
     auto future = detail::make_future<R>(detail::Ref<detail::SharedState<R>>::adopt(call));
+    call->count = static_cast<std::uint32_t>(count);
     try {
-      call->frame = detail::call_frame(task, items);
+      call->args = detail::encode_args(task, tuples, count);
     } catch (const SerializationError&) {
       call->fail(std::current_exception());
       call->drop();
@@ -178,22 +193,7 @@ class Executor {
   /// Submits one chunk of items as a single task.
   template <bool Star, class V, class Fn, class Item>
   Future<detail::ChunkResult<V>> submit_chunk(const Fn& fn, std::vector<Item> items) {
-    if (remote_) {
-      if constexpr (detail::is_fn_ptr_v<Fn>) {
-        using Tuple = typename detail::fn_traits<Fn>::args;
-        std::vector<Tuple> tuples;
-        tuples.reserve(items.size());
-        for (auto& item : items) {
-          if constexpr (Star)
-            tuples.push_back(std::make_from_tuple<Tuple>(std::move(item)));
-          else
-            tuples.emplace_back(std::move(item));
-        }
-        return submit_remote<detail::ChunkResult<V>>(detail::registered_task(fn), tuples);
-      } else {
-        detail::registered_task(fn);  // throws: not a registered function
-      }
-    }
+    if (remote_) return submit_remote_chunk<Star, V>(fn, items);
     return submit_local<detail::ChunkResult<V>>([fn, items = std::move(items)]() mutable {
       detail::ChunkResult<V> out;
       out.values.reserve(items.size());
@@ -213,6 +213,36 @@ class Executor {
       }
       return out;
     });
+  }
+
+  template <bool Star, class V, class Fn, class Item>
+  Future<detail::ChunkResult<V>> submit_remote_chunk(const Fn& fn, std::vector<Item>& items) {
+    if constexpr (!detail::is_fn_ptr_v<Fn>) {
+      detail::throw_not_a_task();
+    } else {
+      const detail::TaskEntry& task = detail::registered_task(fn);
+      using Tuple = typename detail::fn_traits<Fn>::args;
+      constexpr bool convertible = Star ? requires(Item & i) {
+        std::make_from_tuple<Tuple>(std::move(i));
+      }
+                                        : std::is_constructible_v<Tuple, Item&&>;
+                                        if constexpr (convertible) {
+                                          std::vector<Tuple> tuples;
+                                          tuples.reserve(items.size());
+                                          for (auto& item : items) {
+                                            if constexpr (Star)
+                                              tuples.push_back(
+                                                  std::make_from_tuple<Tuple>(std::move(item)));
+                                            else
+                                              tuples.emplace_back(std::move(item));
+                                          }
+                                          return submit_remote<detail::ChunkResult<V>>(
+                                              task, tuples.data(), tuples.size());
+                                        } else {
+                                          throw Error("the items given for task '" + task.name +
+                                                      "' do not convert to its parameter types");
+                                        }
+    }
   }
 
   template <bool Star, class V, class Fn, class View>

@@ -41,22 +41,6 @@ enum class OnWorkerCrash {
   break_pool,  ///< Python's behaviour: every pending future and later submit: BrokenProcessPool
 };
 
-/// A registered task and its arguments, e.g. for ProcessPoolOptions::initializer.
-struct TaskCall {
-  const detail::TaskEntry* task = nullptr;
-  std::vector<char> frame{};
-};
-
-/// Binds a registered function to arguments: cfx::task_call(set_up, "config.json").
-template <class Fn, class... Args>
-TaskCall task_call(Fn fn, Args&&... args) {
-  using Tuple = typename detail::fn_traits<Fn>::args;
-  const auto& entry = detail::registered_task(fn);
-  std::vector<Tuple> one;
-  one.emplace_back(std::forward<Args>(args)...);
-  return TaskCall{&entry, detail::call_frame(entry, one)};
-}
-
 /// Options of ProcessPoolExecutor; an aggregate for designated initializers.
 struct ProcessPoolOptions {
   /// Most worker processes at once; 0: the number of usable cores.

@@ -1,9 +1,15 @@
 // The task registry's entries. Internal: register with CFX_TASK (cfx/task.hpp).
+//
+// An entry is type-erased: CFX_TASK instantiates, in the user's translation unit, the codec
+// of the function's argument and result types and stores pointers to it here, so that
+// Executor::submit and the worker reach it through plain function pointers and neither has
+// to compile nlohmann::json.
 #pragma once
 
-#include <cstdint>
+#include <cstddef>
 #include <string>
 #include <string_view>
+#include <typeinfo>
 
 namespace cfx::detail {
 
@@ -11,14 +17,29 @@ class Reader;
 class Writer;
 struct TaskEntry;
 
-/// Runs `count` calls of a registered function in a worker (see serve_calls).
-using ServeFn = void (*)(const void* fn, const TaskEntry& task, Reader& args, std::uint32_t count,
-                         Writer& reply);
+/// Encodes `count` argument tuples (`const Args*`, Args = std::tuple of the decayed
+/// parameters) after each other; throws SerializationError naming the task and the type.
+using EncodeArgsFn = void (*)(const TaskEntry& task, Writer& out, const void* tuples,
+                              std::size_t count);
+/// Encodes one argument tuple read from a JSON array (`const nlohmann::json*`), for
+/// initializers named in a config file; throws ConfigError naming what did not fit.
+using EncodeJsonArgsFn = void (*)(const TaskEntry& task, Writer& out, const void* json);
+/// Decodes one result into `out` (a `std::optional<Result>*`, Result the decayed result
+/// type; nothing is read for void); throws SerializationError.
+using DecodeResultFn = void (*)(const TaskEntry& task, Reader& in, void* out);
+/// Worker side: decodes one argument tuple, runs the function, encodes its result. Throws
+/// whatever the function or the codec throws.
+using RunFn = void (*)(const TaskEntry& task, Reader& args, Writer& result);
 
 struct TaskEntry {
   std::string name;
   const void* address = nullptr;
-  ServeFn serve = nullptr;
+  const std::type_info* args_type = nullptr;    // std::tuple<std::decay_t<P>...>
+  const std::type_info* result_type = nullptr;  // std::decay_t<R> (void for void)
+  EncodeArgsFn encode_args = nullptr;
+  EncodeJsonArgsFn encode_json_args = nullptr;
+  DecodeResultFn decode_result = nullptr;
+  RunFn run = nullptr;
 };
 
 /// Adds an entry at static-initialisation time; a second name for the same function, or the

@@ -23,64 +23,10 @@
 
 #include <nlohmann/json.hpp>
 
+#include "cfx/detail/bytes.hpp"
 #include "cfx/errors.hpp"
 
 namespace cfx::detail {
-
-/// Appends little-endian fixed-size values and length-prefixed strings to a byte buffer.
-class Writer {
- public:
-  explicit Writer(std::vector<char>& out) : out_(out) {}
-  template <class T>
-  void put(const T& v) {
-    static_assert(std::is_trivially_copyable_v<T>);
-    auto at = out_.size();
-    out_.resize(at + sizeof(T));
-    std::memcpy(out_.data() + at, &v, sizeof(T));
-  }
-  void put_bytes(const void* data, std::size_t n) {
-    auto at = out_.size();
-    out_.resize(at + n);
-    if (n) std::memcpy(out_.data() + at, data, n);
-  }
-  void put_string(std::string_view s) {
-    put(static_cast<std::uint32_t>(s.size()));
-    put_bytes(s.data(), s.size());
-  }
-  std::size_t size() const { return out_.size(); }
-  std::vector<char>& buffer() { return out_; }
-
- private:
-  std::vector<char>& out_;
-};
-
-/// Reads what Writer wrote; throws SerializationError on truncated input.
-class Reader {
- public:
-  Reader(const char* data, std::size_t size) : p_(data), end_(data + size) {}
-  template <class T>
-  T get() {
-    T v;
-    std::memcpy(&v, take(sizeof(T)), sizeof(T));
-    return v;
-  }
-  const char* take(std::size_t n) {
-    if (static_cast<std::size_t>(end_ - p_) < n)
-      throw SerializationError("truncated message from the other process");
-    auto* at = p_;
-    p_ += n;
-    return at;
-  }
-  std::string_view get_string() {
-    auto n = get<std::uint32_t>();
-    return {take(n), n};
-  }
-  std::size_t remaining() const { return static_cast<std::size_t>(end_ - p_); }
-
- private:
-  const char* p_;
-  const char* end_;
-};
 
 // ---- raw encoding -------------------------------------------------------------------
 
@@ -147,36 +93,44 @@ void encode_value(Writer& w, const T& v) {
       std::memcpy(w.buffer().data() + at, &n, sizeof(n));
     } catch (const std::exception& e) {
       throw SerializationError("cannot encode a value of type " + type_name<T>() + ": " + e.what());
+    } catch (...) {
+      throw SerializationError("cannot encode a value of type " + type_name<T>() +
+                               ": to_json threw an exception not derived from std::exception");
     }
   }
 }
 
 /// Decodes one value written by encode_value; throws SerializationError naming the type.
+/// T need not be default-constructible when its from_json returns it (adl_serializer).
 template <class T>
-void decode_value(Reader& r, T& v) {
+T decode_value(Reader& r) {
   if constexpr (is_raw_v<T>) {
+    T v;
     raw_get(r, v);
+    return v;
   } else {
     try {
       auto n = r.get<std::uint32_t>();
       const char* p = r.take(n);
-      auto j = nlohmann::json::from_msgpack(p, p + n);
-      v = j.template get<T>();
+      return nlohmann::json::from_msgpack(p, p + n).template get<T>();
     } catch (const std::exception& e) {
       throw SerializationError("cannot decode a value of type " + type_name<T>() + ": " + e.what());
+    } catch (...) {
+      throw SerializationError("cannot decode a value of type " + type_name<T>() +
+                               ": from_json threw an exception not derived from std::exception");
     }
   }
 }
 
+/// As above, into an existing value.
+template <class T>
+void decode_value(Reader& r, T& v) {
+  v = decode_value<T>(r);
+}
+
 // ---- exceptions -----------------------------------------------------------------------
 
-/// Writes the exception being handled (call inside a catch block) with its remote context.
-void encode_current_exception(Writer& w, std::string_view task);
-/// Rebuilds an exception written by encode_current_exception: the same standard or
-/// registered type where possible, else RemoteError; the context is nested in it.
-std::exception_ptr decode_exception(Reader& r);
-
-/// Adds a CFX_EXCEPTION type to the table decode_exception consults.
+/// Adds a CFX_EXCEPTION type to the table that rebuilds remote exceptions by type.
 void register_exception(const std::type_info& type,
                         std::exception_ptr (*make)(const std::string&, std::exception_ptr));
 

@@ -11,10 +11,12 @@
 #include <string>
 #include <unordered_map>
 
+#include "remote_exception.hpp"
+
 #include "cfx/errors.hpp"
 #include "cfx/task.hpp"
-#include "lib/demangle.hpp"
-#include "lib/stack_trace.hpp"
+#include "demangle.hpp"
+#include "stack_trace.hpp"
 
 namespace cfx::detail {
 namespace {

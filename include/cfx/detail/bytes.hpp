@@ -1,0 +1,71 @@
+// Byte buffers for the wire format: Writer appends, Reader reads back. Internal.
+//
+// Kept apart from the value codec (wire.hpp, which needs nlohmann::json) so that the
+// executor's headers can hand encoded bytes around without compiling the codec.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <string_view>
+#include <type_traits>
+#include <vector>
+
+#include "cfx/errors.hpp"
+
+namespace cfx::detail {
+
+/// Appends fixed-size values (host byte order) and length-prefixed strings to a buffer.
+class Writer {
+ public:
+  explicit Writer(std::vector<char>& out) : out_(out) {}
+  template <class T>
+  void put(const T& v) {
+    static_assert(std::is_trivially_copyable_v<T>);
+    put_bytes(&v, sizeof(T));
+  }
+  void put_bytes(const void* data, std::size_t n) {
+    auto at = out_.size();
+    out_.resize(at + n);
+    if (n) std::memcpy(out_.data() + at, data, n);
+  }
+  void put_string(std::string_view s) {
+    put(static_cast<std::uint32_t>(s.size()));
+    put_bytes(s.data(), s.size());
+  }
+  std::size_t size() const { return out_.size(); }
+  std::vector<char>& buffer() { return out_; }
+
+ private:
+  std::vector<char>& out_;
+};
+
+/// Reads what Writer wrote; throws SerializationError on truncated input.
+class Reader {
+ public:
+  Reader(const char* data, std::size_t size) : p_(data), end_(data + size) {}
+  template <class T>
+  T get() {
+    static_assert(std::is_trivially_copyable_v<T>);
+    T v;
+    std::memcpy(&v, take(sizeof(T)), sizeof(T));
+    return v;
+  }
+  const char* take(std::size_t n) {
+    if (static_cast<std::size_t>(end_ - p_) < n)
+      throw SerializationError("truncated message from the other process");
+    auto* at = p_;
+    p_ += n;
+    return at;
+  }
+  std::string_view get_string() {
+    auto n = get<std::uint32_t>();
+    return {take(n), n};
+  }
+
+ private:
+  const char* p_;
+  const char* end_;
+};
+
+}  // namespace cfx::detail
