@@ -297,19 +297,25 @@ void peer_rows(const bench::Table& table, Cells cells) {
   for (const auto& p : kPeers) peer_row(table, p.name, p.key, cells);
 }
 
+/// cfx's rate, then each Python peer's (its figure "<key><suffix>"), with cfx/peer.
+void rate_table(const char* unit, const char* cfx_name, double cfx, const bench::Figures& py,
+                const std::string& suffix) {
+  bench::Table table({kName, {unit, 14}, {"cfx/peer", 10}});
+  table.header();
+  table.row({cfx_name, bench::rate(cfx), ""});
+  peer_rows(table, [&](const std::string& key) -> std::vector<std::string> {
+    auto v = bench::lookup(py, key + suffix);
+    return {bench::rate(v), ratio(cfx, v)};
+  });
+}
+
 double submit_section(const Config& c, const bench::Figures& py) {
   double cfx = cfx_submit_all(c);
   std::printf(
       "== 1. submit + result of no-op tasks: submit N, then take every result "
       "(cfx %zu, Python %zu) ==\n",
       c.tasks, c.py_tasks);
-  bench::Table table({kName, {"tasks/s", 14}, {"cfx/peer", 10}});
-  table.header();
-  table.row({"cfx::ProcessPoolExecutor (spawn)", bench::rate(cfx), ""});
-  peer_rows(table, [&](const std::string& key) -> std::vector<std::string> {
-    auto v = bench::lookup(py, key + "_submit_all_per_s");
-    return {bench::rate(v), ratio(cfx, v)};
-  });
+  rate_table("tasks/s", "cfx::ProcessPoolExecutor (spawn)", cfx, py, "_submit_all_per_s");
   return cfx;
 }
 
@@ -342,13 +348,7 @@ double map_section(const Config& c, const bench::Figures& py) {
   double cfx = cfx_map(c);
   std::printf("\n== 3. map of %zu no-op int items, chunksize %zu (Python %zu items) ==\n",
               c.map_items, c.chunksize, c.py_map_items);
-  bench::Table table({kName, {"items/s", 14}, {"cfx/peer", 10}});
-  table.header();
-  table.row({"cfx map(noop_int, items, {.chunksize})", bench::rate(cfx), ""});
-  peer_rows(table, [&](const std::string& key) -> std::vector<std::string> {
-    auto v = bench::lookup(py, key + "_map_items_per_s");
-    return {bench::rate(v), ratio(cfx, v)};
-  });
+  rate_table("items/s", "cfx map(noop_int, items, {.chunksize})", cfx, py, "_map_items_per_s");
   return cfx;
 }
 
