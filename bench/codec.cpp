@@ -3,7 +3,7 @@
 // BJData and UBJSON, on the payloads a task call typically carries, and cfx's raw fast path
 // (numbers and tuples of numbers copied as bytes) beside MessagePack for the same values.
 //
-//   codec [--repeat N] [--min-ms N] [--ints N]
+//   codec [--repeat N] [--min-ms N] [--ints N]   (--help lists them)
 //
 // Each figure is the best of --repeat (default 3) batches of at least --min-ms (default 50)
 // milliseconds. Encode = C++ value -> json -> bytes (into a reused buffer); decode = bytes ->
@@ -11,7 +11,6 @@
 // checked against the original (a mismatch exits 1).
 #include <algorithm>
 #include <array>
-#include <chrono>
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
@@ -25,6 +24,8 @@
 
 #include <cfx/cfx.hpp>
 #include <nlohmann/json.hpp>
+
+#include "common.hpp"
 
 namespace bench {
 
@@ -41,30 +42,20 @@ NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE(Reading, name, values)
 namespace {
 
 using json = nlohmann::json;
-using Clock = std::chrono::steady_clock;
 
 struct Config {
   int repeat = 3;
-  double min_seconds = 0.05;
+  std::size_t min_ms = 50;
   std::size_t ints = 1000;
 };
 
 Config parse_args(int argc, char** argv) {
   Config c;
-  for (int i = 1; i < argc; ++i) {
-    std::string arg = argv[i];
-    auto value = [&] { return i + 1 < argc ? std::strtoull(argv[++i], nullptr, 10) : 0ULL; };
-    if (arg == "--repeat")
-      c.repeat = static_cast<int>(value());
-    else if (arg == "--min-ms")
-      c.min_seconds = static_cast<double>(value()) / 1e3;
-    else if (arg == "--ints")
-      c.ints = value();
-    else {
-      std::fprintf(stderr, "unknown argument %s (see the comment atop codec.cpp)\n", arg.c_str());
-      std::exit(2);
-    }
-  }
+  bench::Flags("codec", "nlohmann::json's binary formats and cfx's wire path on typical payloads")
+      .value("--repeat", c.repeat, "batches per figure, the best is printed")
+      .value("--min-ms", c.min_ms, "milliseconds a batch lasts at least")
+      .value("--ints", c.ints, "ints in the vector payload")
+      .parse(argc, argv);
   c.repeat = std::max(c.repeat, 1);
   return c;
 }
@@ -79,20 +70,15 @@ void keep(const T& v) {
 /// best of `repeat` batches of that size (noise only ever adds time).
 double ns_per_op(const Config& c, const std::function<void()>& op) {
   std::size_t batch = 1;
-  double secs = 0;
-  for (;;) {
-    auto t0 = Clock::now();
+  auto run_batch = [&] {
+    auto t0 = bench::Clock::now();
     for (std::size_t i = 0; i < batch; ++i) op();
-    secs = std::chrono::duration<double>(Clock::now() - t0).count();
-    if (secs >= c.min_seconds) break;
-    batch *= 2;
-  }
-  double best = secs;
-  for (int r = 1; r < c.repeat; ++r) {
-    auto t0 = Clock::now();
-    for (std::size_t i = 0; i < batch; ++i) op();
-    best = std::min(best, std::chrono::duration<double>(Clock::now() - t0).count());
-  }
+    return bench::seconds_since(t0);
+  };
+  double secs = run_batch();
+  for (; secs < static_cast<double>(c.min_ms) / 1e3; secs = run_batch()) batch *= 2;
+  // The batch that reached min_ms counts as the first of the `repeat`.
+  double best = std::min(secs, bench::best_of(c.repeat - 1, run_batch));
   return best * 1e9 / static_cast<double>(batch);
 }
 
@@ -120,6 +106,14 @@ struct Cell {
   double ns = 0;  // encode + decode
   std::size_t bytes = 0;
 };
+
+const bench::Table kPayloadTable({{"payload", 28, bench::Align::left},
+                                  {"format", 20, bench::Align::left},
+                                  {"bytes", 7},
+                                  {"encode ns", 11},
+                                  {"decode ns", 11},
+                                  {"round trips", 12},
+                                  {"time vs MP", 12}});
 
 // results[payload][format]
 std::vector<std::array<Cell, kFormats.size()>> results;
@@ -152,14 +146,9 @@ void measure_payload(const Config& c, const char* label, const T& value) {
     double total = enc + dec;
     if (f == 0) msgpack_ns = total;
     row[f] = {total, bytes.size()};
-    double per_s = 1e9 / total;
-    std::array<char, 32> rate{};
-    if (per_s >= 1e6)
-      std::snprintf(rate.data(), rate.size(), "%.2f M/s", per_s / 1e6);
-    else
-      std::snprintf(rate.data(), rate.size(), "%.1f k/s", per_s / 1e3);
-    std::printf("%-28s %-20s %7zu %11.0f %11.0f %12s %11.2fx\n", f == 0 ? label : "", fmt.name,
-                bytes.size(), enc, dec, rate.data(), total / msgpack_ns);
+    kPayloadTable.row({f == 0 ? label : "", fmt.name, std::to_string(bytes.size()),
+                       bench::fmt("%.0f", enc), bench::fmt("%.0f", dec), bench::rate(1e9 / total),
+                       bench::times(total / msgpack_ns)});
   }
   results.push_back(row);
 }
@@ -209,43 +198,43 @@ Cell round_trip(const Config& c, const T& value, Put put, Get get) {
   return {ns, bytes};
 }
 
+const bench::Table kWireTable({{"value", 28, bench::Align::left},
+                               {"path", 36, bench::Align::left},
+                               {"bytes", 7},
+                               {"round ns", 11},
+                               {"MP/this", 11}});
+
 void fast_path_row(const char* label, const char* how, Cell fast, Cell msgpack) {
-  std::printf("%-28s %-36s %7zu %11.1f %10.1fx\n", label, how, fast.bytes, fast.ns,
-              msgpack.ns / fast.ns);
+  kWireTable.row({label, how, std::to_string(fast.bytes), bench::fmt("%.1f", fast.ns),
+                  bench::times(msgpack.ns / fast.ns, 1)});
 }
 
-}  // namespace
+/// Payloads on which MessagePack is the fastest format.
+std::size_t msgpack_wins() {
+  std::size_t wins = 0;
+  for (const auto& row : results) {
+    std::size_t fastest = 0;
+    for (std::size_t f = 1; f < kFormats.size(); ++f)
+      if (row[f].ns < row[fastest].ns) fastest = f;
+    wins += fastest == 0;
+  }
+  return wins;
+}
 
-int main(int argc, char** argv) {
-  cfx::init(argc, argv);
-  Config c = parse_args(argc, argv);
-  std::printf(
-      "codec: nlohmann::json %d.%d.%d binary formats on cfx's typical payloads; best of %d "
-      "batches of >= %.0f ms\n\n",
-      NLOHMANN_JSON_VERSION_MAJOR, NLOHMANN_JSON_VERSION_MINOR, NLOHMANN_JSON_VERSION_PATCH,
-      c.repeat, c.min_seconds * 1e3);
+/// How MessagePack's size compares; `fewest`: the smallest geometric mean of bytes vs MP.
+std::string size_note(double fewest) {
+  if (fewest >= 1.0) return "the fewest bytes on the geometric mean";
+  return bench::fmt("bytes within %.0f%% of the fewest", 100.0 * (1.0 / fewest - 1.0));
+}
 
-  // The payloads. Doubles that float32 cannot hold exactly (nlohmann writes float32 when it
-  // can), and ints spread over +-1,000,000 (a mix of 1-, 2-, 3- and 5-byte encodings).
-  std::tuple<std::uint64_t> call{42};
-  std::pair<std::uint64_t, int> result{8400511, 685};
-  bench::Reading reading{"sensor-17/temperature", {}};
-  for (int i = 0; i < 10; ++i) reading.values.push_back(20.0 + i * 0.1 + 1.0 / 3.0);
-  std::vector<int> ints(c.ints);
-  for (std::size_t i = 0; i < ints.size(); ++i)
-    ints[i] = static_cast<int>((i * 2654435761u) % 2'000'001) - 1'000'000;
-
-  std::printf("== 1. encode + decode through nlohmann::json (C++ value <-> json <-> bytes) ==\n");
-  std::printf("%-28s %-20s %7s %11s %11s %12s %12s\n", "payload", "format", "bytes", "encode ns",
-              "decode ns", "round trips", "time vs MP");
-  measure_payload(c, "(a) call args [42]", call);
-  measure_payload(c, "(b) result pair<u64,int>", result);
-  measure_payload(c, "(c) {name, values[10 dbl]}", reading);
-  std::string ints_label = "(d) vector<int>(" + std::to_string(c.ints) + ")";
-  measure_payload(c, ints_label.c_str(), ints);
-
-  // Geometric means over the payloads, relative to MessagePack.
-  std::printf("\n%-28s %-20s %12s %12s\n", "geometric mean vs MP", "format", "time", "bytes");
+/// Geometric means over the payloads, relative to MessagePack, and what they recommend.
+void means_section() {
+  bench::Table table({{"geometric mean vs MP", 28, bench::Align::left},
+                      {"format", 20, bench::Align::left},
+                      {"time", 12},
+                      {"bytes", 12}});
+  std::printf("\n");
+  table.header();
   std::size_t best = 0;
   std::array<double, kFormats.size()> time_gm{}, bytes_gm{};
   for (std::size_t f = 0; f < kFormats.size(); ++f) {
@@ -257,39 +246,29 @@ int main(int argc, char** argv) {
     time_gm[f] = std::exp(lt / static_cast<double>(results.size()));
     bytes_gm[f] = std::exp(lb / static_cast<double>(results.size()));
     if (time_gm[f] < time_gm[best]) best = f;
-    std::printf("%-28s %-20s %11.2fx %11.2fx\n", "", kFormats[f].name, time_gm[f], bytes_gm[f]);
+    table.row({"", kFormats[f].name, bench::times(time_gm[f]), bench::times(bytes_gm[f])});
   }
-  std::size_t wins = 0;  // payloads on which MessagePack is the fastest
-  for (const auto& row : results) {
-    std::size_t fastest = 0;
-    for (std::size_t f = 1; f < kFormats.size(); ++f)
-      if (row[f].ns < row[fastest].ns) fastest = f;
-    wins += fastest == 0;
-  }
-  double fewest = *std::min_element(bytes_gm.begin(), bytes_gm.end());
-  std::array<char, 64> size_note{};
-  if (fewest >= 1.0)
-    std::snprintf(size_note.data(), size_note.size(), "the fewest bytes on the geometric mean");
-  else
-    std::snprintf(size_note.data(), size_note.size(), "bytes within %.0f%% of the fewest",
-                  100.0 * (1.0 / fewest - 1.0));
   // 5%: below what run-to-run noise on this machine can tell apart.
   if (best == 0 || time_gm[best] > 0.95)
     std::printf(
         "RECOMMENDATION: keep MessagePack (fastest on %zu of %zu payloads, no format more than "
         "5%% faster on the geometric mean, %s): the measurement supports wire.hpp's choice.\n",
-        wins, results.size(), size_note.data());
+        msgpack_wins(), results.size(),
+        size_note(*std::min_element(bytes_gm.begin(), bytes_gm.end())).c_str());
   else
     std::printf(
         "RECOMMENDATION: %s is %.0f%% faster than MessagePack on the geometric mean (bytes "
         "%.2fx): the measurement does not support wire.hpp's choice of MessagePack.\n",
         kFormats[best].name, 100.0 * (1.0 - time_gm[best]), bytes_gm[best]);
+}
 
+/// cfx's raw fast path beside MessagePack for the same values.
+void wire_section(const Config& c, const std::pair<std::uint64_t, int>& result,
+                  const std::vector<int>& ints, const std::string& ints_label) {
   std::printf(
       "\n== 2. cfx's wire path (detail::encode_value / decode_value, Writer / Reader) vs "
       "MessagePack ==\n");
-  std::printf("%-28s %-36s %7s %11s %11s\n", "value", "path", "bytes", "round ns",
-              "MP/this");
+  kWireTable.header();
   auto raw_put = [](cfx::detail::Writer& w, const auto& v) { cfx::detail::encode_value(w, v); };
   auto raw_get = [](cfx::detail::Reader& r, auto& v) { cfx::detail::decode_value(r, v); };
   auto mp_put = [](cfx::detail::Writer& w, const auto& v) { msgpack_put(w, v); };
@@ -306,7 +285,8 @@ int main(int argc, char** argv) {
   fast_path_row("pair<uint64,int> (a result)", "MessagePack (u32 length + json)", p_mp, p_mp);
   fast_path_row("", "cfx encode_value: raw bytes", round_trip(c, result, raw_put, raw_get), p_mp);
   Cell v_mp = round_trip(c, ints, mp_put, mp_get);
-  fast_path_row(ints_label.c_str(), "cfx encode_value: MessagePack", round_trip(c, ints, raw_put, raw_get), v_mp);
+  fast_path_row(ints_label.c_str(), "cfx encode_value: MessagePack",
+                round_trip(c, ints, raw_put, raw_get), v_mp);
   // Not in cfx: what a raw path for vectors of numbers would cost, for scale.
   auto vec_put = [](cfx::detail::Writer& w, const std::vector<int>& v) {
     w.put(static_cast<std::uint32_t>(v.size()));
@@ -322,5 +302,38 @@ int main(int argc, char** argv) {
   std::printf(
       "  MP/this: how many times faster than the MessagePack path for the same value. A map "
       "chunk of\n  1000 ints is 1000 raw values (each item encoded alone), not one vector.\n");
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  cfx::init(argc, argv);
+  Config c = parse_args(argc, argv);
+  std::printf(
+      "codec: nlohmann::json %d.%d.%d binary formats on cfx's typical payloads; best of %d "
+      "batches of >= %zu ms\n\n",
+      NLOHMANN_JSON_VERSION_MAJOR, NLOHMANN_JSON_VERSION_MINOR, NLOHMANN_JSON_VERSION_PATCH,
+      c.repeat, c.min_ms);
+
+  // The payloads. Doubles that float32 cannot hold exactly (nlohmann writes float32 when it
+  // can), and ints spread over +-1,000,000 (a mix of 1-, 2-, 3- and 5-byte encodings).
+  std::tuple<std::uint64_t> call{42};
+  std::pair<std::uint64_t, int> result{8400511, 685};
+  bench::Reading reading{"sensor-17/temperature", {}};
+  for (int i = 0; i < 10; ++i) reading.values.push_back(20.0 + i * 0.1 + 1.0 / 3.0);
+  std::vector<int> ints(c.ints);
+  for (std::size_t i = 0; i < ints.size(); ++i)
+    ints[i] = static_cast<int>((i * 2654435761u) % 2'000'001) - 1'000'000;
+
+  std::printf("== 1. encode + decode through nlohmann::json (C++ value <-> json <-> bytes) ==\n");
+  kPayloadTable.header();
+  measure_payload(c, "(a) call args [42]", call);
+  measure_payload(c, "(b) result pair<u64,int>", result);
+  measure_payload(c, "(c) {name, values[10 dbl]}", reading);
+  std::string ints_label = "(d) vector<int>(" + std::to_string(c.ints) + ")";
+  measure_payload(c, ints_label.c_str(), ints);
+
+  means_section();
+  wire_section(c, result, ints, ints_label);
   return 0;
 }

@@ -2,6 +2,7 @@
 // pools and on oneTBB, beside Python's ProcessPoolExecutor on a smaller limit, all from one run.
 //
 //   collatz [--limit N] [--workers N] [--repeat N] [--blocks-per-worker N] [--py-limit N]
+//           (--help lists them)
 //
 // --limit defaults to 10,000,000 (answer: start 8400511, length 685), --workers to 2,
 // --repeat to 3 (C++ figures are the best of 3; Python's are single runs), --py-limit to
@@ -9,11 +10,8 @@
 // The cfx::ProcessPoolExecutor row times the pool's whole life (construction, worker start,
 // the job, shutdown), as Python's `with ProcessPoolExecutor() as ex:` row does.
 #include <algorithm>
-#include <array>
-#include <chrono>
 #include <cstdint>
 #include <cstdio>
-#include <cstdlib>
 #include <functional>
 #include <map>
 #include <optional>
@@ -29,13 +27,12 @@
 #include <cfx/cfx.hpp>
 
 #include "collatz.hpp"
+#include "common.hpp"
 
 // The process backend finds the task by name in its workers (which re-run this program).
 CFX_TASK_AS(&collatz::longest_in, "collatz_longest_in");
 
 namespace {
-
-using Clock = std::chrono::steady_clock;
 
 struct Config {
   std::uint64_t limit = 10'000'000;
@@ -47,24 +44,13 @@ struct Config {
 
 Config parse_args(int argc, char** argv) {
   Config c;
-  for (int i = 1; i < argc; ++i) {
-    std::string arg = argv[i];
-    auto value = [&] { return i + 1 < argc ? std::strtoull(argv[++i], nullptr, 10) : 0ULL; };
-    if (arg == "--limit")
-      c.limit = value();
-    else if (arg == "--workers")
-      c.workers = value();
-    else if (arg == "--repeat")
-      c.repeat = static_cast<int>(value());
-    else if (arg == "--blocks-per-worker")
-      c.blocks_per_worker = value();
-    else if (arg == "--py-limit")
-      c.py_limit = value();
-    else {
-      std::fprintf(stderr, "unknown argument %s (see the comment atop collatz.cpp)\n", arg.c_str());
-      std::exit(2);
-    }
-  }
+  bench::Flags("collatz", "Project Euler 14 on cfx's pools, oneTBB and Python")
+      .value("--limit", c.limit, "starts 1..N-1")
+      .value("--workers", c.workers, "threads or processes per pool")
+      .value("--repeat", c.repeat, "runs per C++ figure, the best is printed")
+      .value("--blocks-per-worker", c.blocks_per_worker, "ranges per worker for starmap")
+      .value("--py-limit", c.py_limit, "the Python peer's limit, 0 skips it")
+      .parse(argc, argv);
   c.limit = std::max<std::uint64_t>(c.limit, 2);
   c.workers = std::max<std::size_t>(c.workers, 1);
   c.repeat = std::max(c.repeat, 1);
@@ -84,13 +70,11 @@ std::optional<collatz::Best> known_answer(std::uint64_t limit) {
 /// The best of `repeat` timings of job(), and the answer of the last run.
 std::pair<collatz::Best, double> best_time(int repeat, const std::function<collatz::Best()>& job) {
   collatz::Best answer{0, 0};
-  double best = 1e300;
-  for (int i = 0; i < repeat; ++i) {
-    auto t0 = Clock::now();
+  double secs = bench::best_time(repeat, [&](const std::function<void()>& start) {
+    start();
     answer = job();
-    best = std::min(best, std::chrono::duration<double>(Clock::now() - t0).count());
-  }
-  return {answer, best};
+  });
+  return {answer, secs};
 }
 
 /// [1, limit) cut into `blocks` ranges of about equal size.
@@ -121,43 +105,32 @@ collatz::Best solve_tbb(std::uint64_t limit) {
       collatz::better);
 }
 
-/// Runs bench/peers/py_collatz.py; its "key value..." lines by key (empty if it failed).
-std::map<std::string, std::vector<double>> run_python(const Config& c) {
-  const char* python = std::getenv("CFX_BENCH_PYTHON");
-  std::string cmd = std::string(python ? python : "/usr/bin/python3") +
-                    " " CFX_BENCH_PEERS "/py_collatz.py --limit " + std::to_string(c.py_limit) +
-                    " --workers " + std::to_string(c.workers);
-  std::map<std::string, std::vector<double>> out;
-  FILE* pipe = popen(cmd.c_str(), "r");
-  if (!pipe) return out;
-  std::array<char, 256> line{};
-  while (std::fgets(line.data(), line.size(), pipe)) {
-    std::array<char, 64> key{};
-    double a = 0, b = 0;
-    int n = std::sscanf(line.data(), "%63s %lf %lf", key.data(), &a, &b);
-    if (n >= 2) out[key.data()] = n == 3 ? std::vector<double>{a, b} : std::vector<double>{a};
-  }
-  if (pclose(pipe) != 0) std::fprintf(stderr, "python peer failed: %s\n", cmd.c_str());
-  return out;
-}
-
 bool wrong = false;  // any backend's answer was wrong: the exit status says so
+
+const bench::Table kTable({{"", 40, bench::Align::left},
+                           {"start", 8},
+                           {"len", 4},
+                           {"seconds", 9},
+                           {"speedup", 8},
+                           {"eff/worker", 10},
+                           {"ns/start", 9},
+                           {"", 0, bench::Align::left, 2}});
 
 void row(const char* name, collatz::Best answer, collatz::Best expected, double secs, double base,
          std::size_t workers, std::uint64_t limit) {
   bool ok = answer == expected;
   wrong = wrong || !ok;
-  std::printf("%-40s %8llu %4d %9.3f %8.2f %10.2f %9.1f  %s\n", name,
-              static_cast<unsigned long long>(answer.first), answer.second, secs, base / secs,
-              base / secs / static_cast<double>(workers),
-              secs * 1e9 / static_cast<double>(limit - 1), ok ? "ok" : "WRONG");
+  kTable.row(
+      {name, bench::fmt("%llu", static_cast<unsigned long long>(answer.first)),
+       bench::fmt("%d", answer.second), bench::fmt("%.3f", secs), bench::fmt("%.2f", base / secs),
+       bench::fmt("%.2f", base / secs / static_cast<double>(workers)),
+       bench::fmt("%.1f", secs * 1e9 / static_cast<double>(limit - 1)), ok ? "ok" : "WRONG"});
 }
 
 void header(std::uint64_t limit, std::size_t workers) {
   std::printf("\n-- starts 1..%llu, %zu workers --\n", static_cast<unsigned long long>(limit - 1),
               workers);
-  std::printf("%-40s %8s %4s %9s %8s %10s %9s\n", "", "start", "len", "seconds", "speedup",
-              "eff/worker", "ns/start");
+  kTable.header();
 }
 
 /// What the machine allows: `workers` threads each running the whole job at once, with no
@@ -216,7 +189,7 @@ CfxTiming cpp_rows(const Config& c, std::uint64_t limit) {
 
 /// Python's rows on its smaller limit, beside cfx on that same limit for the per-start ratio.
 void python_rows(const Config& c) {
-  auto py = run_python(c);
+  auto py = bench::run_peer("py_collatz.py", {{"--limit", c.py_limit}, {"--workers", c.workers}});
   if (!py.count("pool_seconds") || !py.count("sequential_seconds")) {
     std::printf("(Python peer unavailable)\n");
     return;
@@ -225,14 +198,14 @@ void python_rows(const Config& c) {
   small.limit = c.py_limit;
   CfxTiming cfx = cpp_rows(small, c.py_limit);
   collatz::Best expected = known_answer(c.py_limit).value_or(collatz::longest_in(1, c.py_limit));
-  auto best_of = [&](const char* key) {
+  auto answer = [&](const char* key) {
     const auto& v = py[key];
     return collatz::Best{static_cast<std::uint64_t>(v.at(0)), static_cast<int>(v.at(1))};
   };
   double base = py["sequential_seconds"][0];
   double pool = py["pool_seconds"][0];
-  row("Python sequential (1 run)", best_of("sequential_best"), expected, base, base, 1, c.py_limit);
-  row("Python ProcessPoolExecutor (1 run)", best_of("pool_best"), expected, pool, base, c.workers,
+  row("Python sequential (1 run)", answer("sequential_best"), expected, base, base, 1, c.py_limit);
+  row("Python ProcessPoolExecutor (1 run)", answer("pool_best"), expected, pool, base, c.workers,
       c.py_limit);
   std::printf(
       "  same starts, per start: Python ProcessPoolExecutor is %.0fx slower than "
@@ -254,12 +227,12 @@ int main(int argc, char** argv) {
       "\nGOAL cfx speedup >= 1.9 with 2 workers (starts 1..%llu, %zu workers): %.3f  %s\n"
       "     (%zu raw std::threads with no pool reach %.3f on this machine)\n",
       static_cast<unsigned long long>(c.limit - 1), c.workers, cfx.speedup,
-      cfx.speedup >= 1.9 ? "PASS" : "MISS", c.workers, cfx.ceiling_speedup);
+      bench::verdict(cfx.speedup >= 1.9), c.workers, cfx.ceiling_speedup);
   std::printf(
       "GOAL cfx process speedup >= 1.85 with 2 workers, pool start included (starts 1..%llu): "
       "%.3f  %s\n",
       static_cast<unsigned long long>(c.limit - 1), cfx.process_speedup,
-      cfx.process_speedup >= 1.85 ? "PASS" : "MISS");
+      bench::verdict(cfx.process_speedup >= 1.85));
   if (wrong) std::printf("WRONG ANSWER from at least one backend (see above)\n");
   return wrong ? 1 : 0;
 }

@@ -5,7 +5,7 @@
 //
 //   process_overhead [--tasks N] [--round-trips N] [--map-items N] [--chunksize N]
 //                    [--repeat N] [--py-tasks N] [--py-round-trips N] [--py-map-items N]
-//                    [--no-python]
+//                    [--no-python]   (--help lists them)
 //
 // Throughput and start/shutdown figures are the best of --repeat runs (default 3); latencies
 // are the median and p99 of one series of --round-trips samples. Goals are printed as
@@ -18,32 +18,37 @@
 #include <array>
 #include <atomic>
 #include <chrono>
+#include <cstdint>
 #include <cstdio>
 #include <cstdlib>
-#include <cstring>
-#include <functional>
-#include <map>
 #include <optional>
 #include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include <cfx/cfx.hpp>
+
+#include "common.hpp"
 
 // ---- the tasks (registered: workers re-run this program and look them up by name) ----------
 
 void noop() {}
 CFX_TASK(noop);
 
-int noop_int(int x) { return x; }
+int noop_int(int x) {
+  return x;
+}
 CFX_TASK(noop_int);
 
-void nap_ms(int ms) { std::this_thread::sleep_for(std::chrono::milliseconds(ms)); }
+void nap_ms(int ms) {
+  std::this_thread::sleep_for(std::chrono::milliseconds(ms));
+}
 CFX_TASK(nap_ms);
 
 namespace {
 
-using Clock = std::chrono::steady_clock;
+using bench::Clock;
 constexpr std::size_t kWorkers = 2;
 
 struct Config {
@@ -60,54 +65,22 @@ struct Config {
 
 Config parse_args(int argc, char** argv) {
   Config c;
-  for (int i = 1; i < argc; ++i) {
-    std::string arg = argv[i];
-    auto value = [&] { return i + 1 < argc ? std::strtoull(argv[++i], nullptr, 10) : 0ULL; };
-    if (arg == "--tasks")
-      c.tasks = value();
-    else if (arg == "--round-trips")
-      c.round_trips = value();
-    else if (arg == "--map-items")
-      c.map_items = value();
-    else if (arg == "--chunksize")
-      c.chunksize = value();
-    else if (arg == "--repeat")
-      c.repeat = static_cast<int>(value());
-    else if (arg == "--py-tasks")
-      c.py_tasks = value();
-    else if (arg == "--py-round-trips")
-      c.py_round_trips = value();
-    else if (arg == "--py-map-items")
-      c.py_map_items = value();
-    else if (arg == "--no-python")
-      c.python = false;
-    else {
-      std::fprintf(stderr, "unknown argument %s (see the comment atop process_overhead.cpp)\n",
-                   arg.c_str());
-      std::exit(2);
-    }
-  }
+  bench::Flags("process_overhead", "what a task in another process costs, cfx beside Python")
+      .value("--tasks", c.tasks, "no-op tasks submitted before taking every result")
+      .value("--round-trips", c.round_trips, "(submit, result) samples for the latencies")
+      .value("--map-items", c.map_items, "ints for map")
+      .value("--chunksize", c.chunksize, "map chunk size, cfx's and the peers'")
+      .value("--repeat", c.repeat, "runs per throughput figure, the best is printed")
+      .value("--py-tasks", c.py_tasks, "tasks for the Python peers")
+      .value("--py-round-trips", c.py_round_trips, "round-trip samples for the Python peers")
+      .value("--py-map-items", c.py_map_items, "map items for the Python peers")
+      .flag("--no-python", c.python, false, "skip the Python peers")
+      .parse(argc, argv);
   c.repeat = std::max(c.repeat, 1);
   c.tasks = std::max<std::size_t>(c.tasks, 1);
   c.round_trips = std::max<std::size_t>(c.round_trips, 1);
   c.chunksize = std::max<std::size_t>(c.chunksize, 1);
   return c;
-}
-
-double seconds_since(Clock::time_point t0) {
-  return std::chrono::duration<double>(Clock::now() - t0).count();
-}
-
-/// The shortest of `repeat` timings of job(start): job calls start() right before the part
-/// to time (its setup is untimed), and the clock stops when job returns.
-double best_time(int repeat, const std::function<void(const std::function<void()>&)>& job) {
-  double best = 1e300;
-  for (int i = 0; i < repeat; ++i) {
-    Clock::time_point t0;
-    job([&] { t0 = Clock::now(); });
-    best = std::min(best, seconds_since(t0));
-  }
-  return best;
 }
 
 /// Median and p99 of samples in µs.
@@ -119,7 +92,8 @@ struct Latency {
 Latency summarise(std::vector<double>& us) {
   std::sort(us.begin(), us.end());
   auto at = [&](double q) {
-    return us[std::min(us.size() - 1, static_cast<std::size_t>(q * static_cast<double>(us.size())))];
+    return us[std::min(us.size() - 1,
+                       static_cast<std::size_t>(q * static_cast<double>(us.size())))];
   };
   return {at(0.5), at(0.99)};
 }
@@ -140,7 +114,7 @@ void warm_up(cfx::ProcessPoolExecutor& ex) {
 double cfx_submit_all(const Config& c) {
   cfx::ProcessPoolExecutor ex(options());
   warm_up(ex);
-  return static_cast<double>(c.tasks) / best_time(c.repeat, [&](const auto& start) {
+  return static_cast<double>(c.tasks) / bench::best_time(c.repeat, [&](const auto& start) {
            std::vector<cfx::Future<void>> fs;
            fs.reserve(c.tasks);
            start();
@@ -159,7 +133,7 @@ Latency cfx_round_trip(const Config& c) {
   for (std::size_t i = 0; i < c.round_trips; ++i) {
     auto t0 = Clock::now();
     ex.submit(noop).result();
-    us.push_back(seconds_since(t0) * 1e6);
+    us.push_back(bench::seconds_since(t0) * 1e6);
   }
   return summarise(us);
 }
@@ -169,17 +143,12 @@ double cfx_map(const Config& c) {
   warm_up(ex);
   std::vector<int> items(c.map_items);
   for (std::size_t i = 0; i < items.size(); ++i) items[i] = static_cast<int>(i);
-  const std::uint64_t want = std::uint64_t{c.map_items} * (c.map_items - 1) / 2;
-  return static_cast<double>(c.map_items) / best_time(c.repeat, [&](const auto& start) {
+  return static_cast<double>(c.map_items) / bench::best_time(c.repeat, [&](const auto& start) {
            start();
            std::uint64_t sum = 0;
            for (int v : ex.map(noop_int, items, {.chunksize = c.chunksize}))
              sum += static_cast<std::uint64_t>(v);
-           if (sum != want) {
-             std::fprintf(stderr, "cfx map: wrong sum %llu\n",
-                          static_cast<unsigned long long>(sum));
-             std::exit(1);
-           }
+           bench::check_sum("cfx map", sum, c.map_items);
          });
 }
 
@@ -268,7 +237,7 @@ Latency pipe_ping_pong(std::size_t n, bool relay) {
     } else {
       exchange();
     }
-    if (i >= 1000) us.push_back(seconds_since(t0) * 1e6);
+    if (i >= 1000) us.push_back(bench::seconds_since(t0) * 1e6);
   }
   if (relay) {
     turn.store(3);
@@ -281,71 +250,15 @@ Latency pipe_ping_pong(std::size_t n, bool relay) {
   return summarise(us);
 }
 
-// ---- Python peers ---------------------------------------------------------------------------
-
-std::map<std::string, double> run_python(const Config& c) {
-  const char* python = std::getenv("CFX_BENCH_PYTHON");
-  std::string cmd = std::string(python ? python : "/usr/bin/python3") +
-                    " " CFX_BENCH_PEERS "/py_process_overhead.py --workers 2 --tasks " +
-                    std::to_string(c.py_tasks) + " --round-trips " +
-                    std::to_string(c.py_round_trips) + " --map-items " +
-                    std::to_string(c.py_map_items) + " --chunksize " +
-                    std::to_string(c.chunksize) + " --repeat " + std::to_string(c.repeat);
-  std::map<std::string, double> out;
-  std::fflush(nullptr);
-  FILE* pipe = popen(cmd.c_str(), "r");
-  if (!pipe) return out;
-  std::array<char, 256> line{};
-  while (std::fgets(line.data(), line.size(), pipe)) {
-    std::array<char, 64> key{};
-    double value = 0;
-    if (std::sscanf(line.data(), "%63s %lf", key.data(), &value) == 2) out[key.data()] = value;
-  }
-  if (pclose(pipe) != 0) std::fprintf(stderr, "python peer failed: %s\n", cmd.c_str());
-  return out;
-}
-
 // ---- report ---------------------------------------------------------------------------------
 
-std::string fmt(const char* format, double v) {
-  std::array<char, 64> buf{};
-  std::snprintf(buf.data(), buf.size(), format, v);
-  return buf.data();
-}
-
-std::string rate(std::optional<double> per_s) {
-  if (!per_s) return "n/a";
-  if (*per_s >= 1e6) return fmt("%.2f M/s", *per_s / 1e6);
-  return fmt("%.1f k/s", *per_s / 1e3);
-}
-
 std::string num(std::optional<double> v, const char* format) {
-  return v ? fmt(format, *v) : "n/a";
+  return v ? bench::fmt(format, *v) : "n/a";
 }
 
+/// cfx/peer; three decimals below 0.1, where Python's start and shutdown ratios fall.
 std::string ratio(double cfx, std::optional<double> peer) {
-  if (!peer || *peer <= 0) return "n/a";
-  double r = cfx / *peer;
-  return fmt(r < 0.1 ? "%.3fx" : "%.2fx", r);
-}
-
-std::optional<double> lookup(const std::map<std::string, double>& m, const std::string& key) {
-  auto it = m.find(key);
-  if (it == m.end()) return std::nullopt;
-  return it->second;
-}
-
-/// printf width for `s` padded to `width` columns: "µ" takes two bytes but one column.
-int width_for(const std::string& s, int width) {
-  int extra = 0;
-  for (std::size_t at = s.find("µ"); at != std::string::npos; at = s.find("µ", at + 1)) ++extra;
-  return width + extra;
-}
-
-/// met: nullopt when the figure could not be measured (no Python peer): SKIP.
-void goal(const char* what, std::optional<bool> met, const std::string& figure) {
-  std::printf("GOAL %-*s %-*s %s\n", width_for(what, 56), what, width_for(figure, 28),
-              figure.c_str(), !met ? "SKIP" : *met ? "PASS" : "MISS");
+  return bench::ratio(cfx, peer, 3);
 }
 
 struct Peer {
@@ -360,6 +273,134 @@ const std::array<Peer, 4> kPeers = {{
     {"Python pebble.ProcessPool", "pebble"},
 }};
 
+/// cfx's figures that the goals are about.
+struct CfxFigures {
+  double submit_all = 0;  // tasks/s
+  Latency round_trip;
+  Latency raw_pipes;
+  double map = 0;          // items/s
+  double spawn_start = 0;  // ms
+};
+
+const bench::Column kName = {"", 48, bench::Align::left};
+
+/// A peer's row: its name, then cells(key), made from its figures under `key`.
+template <class Cells>
+void peer_row(const bench::Table& table, const char* name, const std::string& key, Cells cells) {
+  std::vector<std::string> row = cells(key);
+  row.insert(row.begin(), name);
+  table.row(row);
+}
+
+template <class Cells>
+void peer_rows(const bench::Table& table, Cells cells) {
+  for (const auto& p : kPeers) peer_row(table, p.name, p.key, cells);
+}
+
+/// cfx's rate, then each Python peer's (its figure "<key><suffix>"), with cfx/peer.
+void rate_table(const char* unit, const char* cfx_name, double cfx, const bench::Figures& py,
+                const std::string& suffix) {
+  bench::Table table({kName, {unit, 14}, {"cfx/peer", 10}});
+  table.header();
+  table.row({cfx_name, bench::rate(cfx), ""});
+  peer_rows(table, [&](const std::string& key) -> std::vector<std::string> {
+    auto v = bench::lookup(py, key + suffix);
+    return {bench::rate(v), ratio(cfx, v)};
+  });
+}
+
+double submit_section(const Config& c, const bench::Figures& py) {
+  double cfx = cfx_submit_all(c);
+  std::printf(
+      "== 1. submit + result of no-op tasks: submit N, then take every result "
+      "(cfx %zu, Python %zu) ==\n",
+      c.tasks, c.py_tasks);
+  rate_table("tasks/s", "cfx::ProcessPoolExecutor (spawn)", cfx, py, "_submit_all_per_s");
+  return cfx;
+}
+
+void round_trip_section(const Config& c, const bench::Figures& py, CfxFigures& cfx) {
+  cfx.round_trip = cfx_round_trip(c);
+  cfx.raw_pipes = pipe_ping_pong(c.round_trips, false);
+  Latency relayed = pipe_ping_pong(c.round_trips, true);
+  std::printf(
+      "\n== 2. round trip, one task in flight: submit, result, repeat (cfx %zu, Python %zu "
+      "samples) ==\n",
+      c.round_trips, c.py_round_trips);
+  bench::Table table({kName, {"median µs", 10}, {"p99 µs", 10}, {"cfx/peer", 10}});
+  table.header("(cfx/peer: below 1 is cfx faster)");
+  double base = cfx.round_trip.median_us;
+  auto row = [&](const char* name, Latency l, const std::string& vs) {
+    table.row({name, bench::fmt("%.1f", l.median_us), bench::fmt("%.1f", l.p99_us), vs});
+  };
+  row("cfx::ProcessPoolExecutor (spawn)", cfx.round_trip, "");
+  row("floor: raw pipe ping-pong, 2 processes", cfx.raw_pipes,
+      ratio(base, cfx.raw_pipes.median_us));
+  row("floor + a thread hand-off each way (cfx's shape)", relayed, ratio(base, relayed.median_us));
+  peer_rows(table, [&](const std::string& key) -> std::vector<std::string> {
+    auto median = bench::lookup(py, key + "_rt_median_us");
+    return {num(median, "%.1f"), num(bench::lookup(py, key + "_rt_p99_us"), "%.1f"),
+            ratio(base, median)};
+  });
+}
+
+double map_section(const Config& c, const bench::Figures& py) {
+  double cfx = cfx_map(c);
+  std::printf("\n== 3. map of %zu no-op int items, chunksize %zu (Python %zu items) ==\n",
+              c.map_items, c.chunksize, c.py_map_items);
+  rate_table("items/s", "cfx map(noop_int, items, {.chunksize})", cfx, py, "_map_items_per_s");
+  return cfx;
+}
+
+/// Returns cfx's spawn start in ms.
+double start_section(const Config& c, const bench::Figures& py) {
+  auto [spawn_start, spawn_stop] = cfx_start_stop(c.repeat, cfx::StartMethod::spawn);
+  auto [fork_start, fork_stop] = cfx_start_stop(c.repeat, cfx::StartMethod::fork);
+  std::printf(
+      "\n== 4. pool start to first result (construct, submit one no-op, result) and "
+      "shutdown(wait) ==\n");
+  bench::Table table(
+      {kName, {"start ms", 10}, {"cfx/peer", 10}, {"shutdown ms", 12}, {"cfx/peer", 10}});
+  table.header("(below 1 is cfx faster)");
+  table.row({"cfx::ProcessPoolExecutor (spawn)", bench::fmt("%.2f", spawn_start), "",
+             bench::fmt("%.2f", spawn_stop)});
+  table.row({"cfx::ProcessPoolExecutor (fork)", bench::fmt("%.2f", fork_start), "",
+             bench::fmt("%.2f", fork_stop)});
+  auto cells = [&](const std::string& key) -> std::vector<std::string> {
+    auto start = bench::lookup(py, key + "_start_ms");
+    auto stop = bench::lookup(py, key + "_shutdown_ms");
+    return {num(start, "%.2f"), ratio(spawn_start, start), num(stop, "%.2f"),
+            ratio(spawn_stop, stop)};
+  };
+  peer_rows(table, cells);
+  peer_row(table, "Python ProcessPoolExecutor (spawn context)", "ppe_spawn", cells);
+  std::printf(
+      "  Python peers use their Linux defaults (fork; loky: its own fork+exec) unless marked; "
+      "cfx/peer is\n  against cfx spawn. cfx starts workers on demand: one task starts one "
+      "worker.\n\n");
+  return spawn_start;
+}
+
+/// A goal on cfx/peer >= at_least; SKIP when the peer did not run.
+void ratio_goal(const bench::Goals& goal, const std::string& what, double cfx,
+                std::optional<double> peer, double at_least, int digits) {
+  if (!peer) return goal(what, std::nullopt, "n/a (no Python)");
+  double r = cfx / *peer;
+  goal(what, r >= at_least, bench::times(r, digits));
+}
+
+void print_goals(const CfxFigures& cfx, const bench::Figures& py) {
+  bench::Goals goal(56, 28);
+  ratio_goal(goal, "cfx submit+result >= 30x Python ProcessPoolExecutor", cfx.submit_all,
+             bench::lookup(py, "ppe_submit_all_per_s"), 30, 1);
+  goal("cfx round trip < 25 µs (median)", cfx.round_trip.median_us < 25,
+       bench::fmt("%.1f µs (raw pipes %.1f)", cfx.round_trip.median_us, cfx.raw_pipes.median_us));
+  ratio_goal(goal, "cfx map >= 3x multiprocessing.Pool.map", cfx.map,
+             bench::lookup(py, "pool_map_items_per_s"), 3, 2);
+  goal("cfx start to first result < 20 ms (spawn)", cfx.spawn_start < 20,
+       bench::fmt("%.2f ms", cfx.spawn_start));
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -367,99 +408,19 @@ int main(int argc, char** argv) {
   Config c = parse_args(argc, argv);
   std::printf("process_overhead: %zu worker processes, C++ figures best of %d runs\n\n", kWorkers,
               c.repeat);
-
-  std::map<std::string, double> py;
-  if (c.python) py = run_python(c);
-
-  // ---- 1. submit + result
-  double cfx_all = cfx_submit_all(c);
-  std::printf(
-      "== 1. submit + result of no-op tasks: submit N, then take every result "
-      "(cfx %zu, Python %zu) ==\n",
-      c.tasks, c.py_tasks);
-  std::printf("%-48s %14s %10s\n", "", "tasks/s", "cfx/peer");
-  std::printf("%-48s %14s %10s\n", "cfx::ProcessPoolExecutor (spawn)", rate(cfx_all).c_str(), "");
-  for (const auto& p : kPeers) {
-    auto v = lookup(py, std::string(p.key) + "_submit_all_per_s");
-    std::printf("%-48s %14s %10s\n", p.name, rate(v).c_str(), ratio(cfx_all, v).c_str());
-  }
-
-  // ---- 2. round trip
-  Latency cfx_rt = cfx_round_trip(c);
-  Latency raw = pipe_ping_pong(c.round_trips, false);
-  Latency relayed = pipe_ping_pong(c.round_trips, true);
-  std::printf(
-      "\n== 2. round trip, one task in flight: submit, result, repeat (cfx %zu, Python %zu "
-      "samples) ==\n",
-      c.round_trips, c.py_round_trips);
-  // "µ" is two bytes: one more in the width keeps the columns aligned.
-  std::printf("%-48s %11s %11s %10s   (cfx/peer: below 1 is cfx faster)\n", "", "median µs",
-              "p99 µs", "cfx/peer");
-  std::printf("%-48s %10.1f %10.1f %10s\n", "cfx::ProcessPoolExecutor (spawn)", cfx_rt.median_us,
-              cfx_rt.p99_us, "");
-  std::printf("%-48s %10.1f %10.1f %10s\n", "floor: raw pipe ping-pong, 2 processes",
-              raw.median_us, raw.p99_us, ratio(cfx_rt.median_us, raw.median_us).c_str());
-  std::printf("%-48s %10.1f %10.1f %10s\n", "floor + a thread hand-off each way (cfx's shape)",
-              relayed.median_us, relayed.p99_us, ratio(cfx_rt.median_us, relayed.median_us).c_str());
-  for (const auto& p : kPeers) {
-    auto med = lookup(py, std::string(p.key) + "_rt_median_us");
-    auto p99 = lookup(py, std::string(p.key) + "_rt_p99_us");
-    std::printf("%-48s %10s %10s %10s\n", p.name, num(med, "%.1f").c_str(),
-                num(p99, "%.1f").c_str(), ratio(cfx_rt.median_us, med).c_str());
-  }
-
-  // ---- 3. map
-  double cfx_map_rate = cfx_map(c);
-  std::printf("\n== 3. map of %zu no-op int items, chunksize %zu (Python %zu items) ==\n",
-              c.map_items, c.chunksize, c.py_map_items);
-  std::printf("%-48s %14s %10s\n", "", "items/s", "cfx/peer");
-  std::printf("%-48s %14s %10s\n", "cfx map(noop_int, items, {.chunksize})",
-              rate(cfx_map_rate).c_str(), "");
-  for (const auto& p : kPeers) {
-    auto v = lookup(py, std::string(p.key) + "_map_items_per_s");
-    std::printf("%-48s %14s %10s\n", p.name, rate(v).c_str(), ratio(cfx_map_rate, v).c_str());
-  }
-
-  // ---- 4. start and shutdown
-  auto [spawn_start, spawn_stop] = cfx_start_stop(c.repeat, cfx::StartMethod::spawn);
-  auto [fork_start, fork_stop] = cfx_start_stop(c.repeat, cfx::StartMethod::fork);
-  std::printf(
-      "\n== 4. pool start to first result (construct, submit one no-op, result) and "
-      "shutdown(wait) ==\n");
-  std::printf("%-48s %10s %10s %12s %10s   (below 1 is cfx faster)\n", "", "start ms",
-              "cfx/peer", "shutdown ms", "cfx/peer");
-  std::printf("%-48s %10.2f %10s %12.2f %10s\n", "cfx::ProcessPoolExecutor (spawn)", spawn_start,
-              "", spawn_stop, "");
-  std::printf("%-48s %10.2f %10s %12.2f %10s\n", "cfx::ProcessPoolExecutor (fork)", fork_start,
-              "", fork_stop, "");
-  auto start_row = [&](const char* name, const std::string& key) {
-    auto s = lookup(py, key + "_start_ms");
-    auto d = lookup(py, key + "_shutdown_ms");
-    std::printf("%-48s %10s %10s %12s %10s\n", name, num(s, "%.2f").c_str(),
-                ratio(spawn_start, s).c_str(), num(d, "%.2f").c_str(),
-                ratio(spawn_stop, d).c_str());
-  };
-  for (const auto& p : kPeers) start_row(p.name, p.key);
-  start_row("Python ProcessPoolExecutor (spawn context)", "ppe_spawn");
-  std::printf(
-      "  Python peers use their Linux defaults (fork; loky: its own fork+exec) unless marked; "
-      "cfx/peer is\n  against cfx spawn. cfx starts workers on demand: one task starts one "
-      "worker.\n\n");
-
-  auto ppe_all = lookup(py, "ppe_submit_all_per_s");
-  auto pool_map = lookup(py, "pool_map_items_per_s");
-  auto met = [](std::optional<double> peer, double r, double at_least) -> std::optional<bool> {
-    if (!peer) return std::nullopt;
-    return r >= at_least;
-  };
-  goal("cfx submit+result >= 30x Python ProcessPoolExecutor",
-       met(ppe_all, ppe_all ? cfx_all / *ppe_all : 0, 30),
-       ppe_all ? fmt("%.1fx", cfx_all / *ppe_all) : "n/a (no Python)");
-  goal("cfx round trip < 25 µs (median)", cfx_rt.median_us < 25,
-       fmt("%.1f µs", cfx_rt.median_us) + fmt(" (raw pipes %.1f)", raw.median_us));
-  goal("cfx map >= 3x multiprocessing.Pool.map",
-       met(pool_map, pool_map ? cfx_map_rate / *pool_map : 0, 3),
-       pool_map ? fmt("%.2fx", cfx_map_rate / *pool_map) : "n/a (no Python)");
-  goal("cfx start to first result < 20 ms (spawn)", spawn_start < 20, fmt("%.2f ms", spawn_start));
+  bench::Figures py;
+  if (c.python)
+    py = bench::run_peer("py_process_overhead.py", {{"--workers", kWorkers},
+                                                    {"--tasks", c.py_tasks},
+                                                    {"--round-trips", c.py_round_trips},
+                                                    {"--map-items", c.py_map_items},
+                                                    {"--chunksize", c.chunksize},
+                                                    {"--repeat", c.repeat}});
+  CfxFigures cfx;
+  cfx.submit_all = submit_section(c, py);
+  round_trip_section(c, py, cfx);
+  cfx.map = map_section(c, py);
+  cfx.spawn_start = start_section(c, py);
+  print_goals(cfx, py);
   return 0;
 }

@@ -3,21 +3,19 @@
 // the cfx/peer ratios stay meaningful on a noisy machine even when the absolute figures drift.
 //
 //   thread_overhead [--tasks N] [--one-at-a-time N] [--map-items N] [--pending N] [--repeat N]
-//                   [--py-tasks N] [--py-map-items N] [--no-python]
+//                   [--py-tasks N] [--py-map-items N] [--no-python]   (--help lists them)
 //
 // Every figure is the best of --repeat runs (default 3). Goals from the issue are printed as
 // PASS/MISS; they do not change the exit status (a slow run is data, not a failure).
 #include <malloc.h>
 
-#include <array>
-#include <chrono>
+#include <algorithm>
+#include <cstdint>
 #include <cstdio>
 #include <cstdlib>
-#include <cstring>
 #include <functional>
 #include <future>
 #include <latch>
-#include <map>
 #include <optional>
 #include <ranges>
 #include <string>
@@ -33,9 +31,10 @@
 #include <cfx/cfx.hpp>
 #include <thread_pool/thread_pool.hpp>
 
+#include "common.hpp"
+
 namespace {
 
-using Clock = std::chrono::steady_clock;
 constexpr std::size_t kWorkers = 2;
 
 struct Config {
@@ -53,48 +52,18 @@ struct Config {
 
 Config parse_args(int argc, char** argv) {
   Config c;
-  for (int i = 1; i < argc; ++i) {
-    std::string arg = argv[i];
-    auto value = [&] { return i + 1 < argc ? std::strtoull(argv[++i], nullptr, 10) : 0ULL; };
-    if (arg == "--tasks")
-      c.tasks = value();
-    else if (arg == "--one-at-a-time")
-      c.one_at_a_time = value();
-    else if (arg == "--map-items")
-      c.map_items = value();
-    else if (arg == "--pending")
-      c.pending = value();
-    else if (arg == "--repeat")
-      c.repeat = static_cast<int>(value());
-    else if (arg == "--py-tasks")
-      c.py_tasks = value();
-    else if (arg == "--py-map-items")
-      c.py_map_items = value();
-    else if (arg == "--no-python")
-      c.python = false;
-    else {
-      std::fprintf(stderr, "unknown argument %s (see the comment atop thread_overhead.cpp)\n",
-                   arg.c_str());
-      std::exit(2);
-    }
-  }
-  if (c.repeat < 1) c.repeat = 1;
+  bench::Flags("thread_overhead", "what a future costs, cfx::ThreadPoolExecutor beside its peers")
+      .value("--tasks", c.tasks, "no-op tasks submitted before taking every result")
+      .value("--one-at-a-time", c.one_at_a_time, "(submit, result) round trips")
+      .value("--map-items", c.map_items, "items for map")
+      .value("--pending", c.pending, "futures queued behind a blocked worker")
+      .value("--repeat", c.repeat, "runs per figure, the best is printed")
+      .value("--py-tasks", c.py_tasks, "tasks for the Python peer")
+      .value("--py-map-items", c.py_map_items, "map items for the Python peer")
+      .flag("--no-python", c.python, false, "skip the Python peer")
+      .parse(argc, argv);
+  c.repeat = std::max(c.repeat, 1);
   return c;
-}
-
-/// Seconds taken by job(), which does its own untimed setup through `start`: job calls
-/// start() right before the part to time, and the clock stops when job returns.
-double timed(const std::function<void(const std::function<void()>& start)>& job) {
-  Clock::time_point t0;
-  job([&] { t0 = Clock::now(); });
-  return std::chrono::duration<double>(Clock::now() - t0).count();
-}
-
-/// The shortest of `repeat` timings: noise on a shared machine only ever adds time.
-double best_time(int repeat, const std::function<void(const std::function<void()>&)>& job) {
-  double best = 1e300;
-  for (int i = 0; i < repeat; ++i) best = std::min(best, timed(job));
-  return best;
 }
 
 // Lambdas, not functions: a thread pool's usual task, and the same callable for every peer.
@@ -235,16 +204,6 @@ void tp_one_at_a_time(std::size_t n, const std::function<void()>& start) {
 
 // ---- 2. map with chunks -------------------------------------------------------------------
 
-std::uint64_t expected_sum(std::size_t n) {
-  return std::uint64_t{n} * (n - 1) / 2;
-}
-
-void check_sum(const char* who, std::uint64_t sum, std::size_t n) {
-  if (sum == expected_sum(n)) return;
-  std::fprintf(stderr, "%s: wrong map result %llu\n", who, static_cast<unsigned long long>(sum));
-  std::exit(1);
-}
-
 constexpr auto identity = [](int x) { return x; };
 
 void cfx_map(std::size_t n, std::size_t chunk, const std::function<void()>& start) {
@@ -254,7 +213,7 @@ void cfx_map(std::size_t n, std::size_t chunk, const std::function<void()>& star
   std::uint64_t sum = 0;
   for (int v : ex.map(identity, std::views::iota(0, static_cast<int>(n)), {.chunksize = chunk}))
     sum += static_cast<std::uint64_t>(v);
-  check_sum("cfx map", sum, n);
+  bench::check_sum("cfx map", sum, n);
 }
 
 /// One packaged_task per chunk writing its slice; results are read chunk by chunk, in order,
@@ -278,7 +237,7 @@ void asio_map(std::size_t n, std::size_t chunk, const std::function<void()>& sta
     for (std::size_t i = c * chunk; i < std::min(n, (c + 1) * chunk); ++i)
       sum += static_cast<std::uint64_t>(out[i]);
   }
-  check_sum("asio map", sum, n);
+  bench::check_sum("asio map", sum, n);
 }
 
 void tbb_map(std::size_t n, std::size_t chunk, const std::function<void()>& start) {
@@ -295,7 +254,7 @@ void tbb_map(std::size_t n, std::size_t chunk, const std::function<void()>& star
   });
   std::uint64_t sum = 0;
   for (int v : out) sum += static_cast<std::uint64_t>(v);
-  check_sum("tbb map", sum, n);
+  bench::check_sum("tbb map", sum, n);
 }
 
 // ---- 3. memory per pending future ---------------------------------------------------------
@@ -376,55 +335,9 @@ double tp_pending(std::size_t n) {
       });
 }
 
-double best_pending(int repeat, double (*measure)(std::size_t), std::size_t n) {
-  double best = 1e300;
-  for (int i = 0; i < repeat; ++i) best = std::min(best, measure(n));
-  return best;
-}
-
-// ---- Python peer --------------------------------------------------------------------------
-
-/// Runs bench/peers/py_thread_overhead.py and returns its "key value" lines; empty if it
-/// could not run (the C++ figures are still worth printing).
-std::map<std::string, double> run_python(const Config& c) {
-  const char* python = std::getenv("CFX_BENCH_PYTHON");
-  std::string cmd = std::string(python ? python : "/usr/bin/python3") +
-                    " " CFX_BENCH_PEERS "/py_thread_overhead.py --workers 2 --tasks " +
-                    std::to_string(c.py_tasks) + " --one-at-a-time " +
-                    std::to_string(c.py_one_at_a_time) + " --map-items " +
-                    std::to_string(c.py_map_items) + " --chunksize " + std::to_string(c.chunksize) +
-                    " --repeat " + std::to_string(c.repeat);
-  std::map<std::string, double> out;
-  FILE* pipe = popen(cmd.c_str(), "r");
-  if (!pipe) return out;
-  std::array<char, 256> line{};
-  while (std::fgets(line.data(), line.size(), pipe)) {
-    std::array<char, 64> key{};
-    double value = 0;
-    if (std::sscanf(line.data(), "%63s %lf", key.data(), &value) == 2) out[key.data()] = value;
-  }
-  if (pclose(pipe) != 0) std::fprintf(stderr, "python peer failed: %s\n", cmd.c_str());
-  return out;
-}
-
 // ---- Report -------------------------------------------------------------------------------
 
-std::string rate(double per_s) {
-  std::array<char, 32> buf{};
-  if (per_s >= 1e6)
-    std::snprintf(buf.data(), buf.size(), "%7.2f M/s", per_s / 1e6);
-  else
-    std::snprintf(buf.data(), buf.size(), "%7.1f k/s", per_s / 1e3);
-  return buf.data();
-}
-
-std::string ratio(double cfx, std::optional<double> peer) {
-  if (!peer) return "       n/a";
-  std::array<char, 32> buf{};
-  std::snprintf(buf.data(), buf.size(), "%9.2fx", cfx / *peer);
-  return buf.data();
-}
-
+/// Rows of section 1; the first is cfx, the base of the ratios.
 struct Row {
   const char* name;
   std::optional<double> all;  // tasks/s, submit all then results
@@ -432,60 +345,43 @@ struct Row {
 };
 
 void print_rows(const std::vector<Row>& rows) {
-  std::printf("%-46s %12s %10s   %12s %10s\n", "", "submit all", "cfx/peer", "one by one",
-              "cfx/peer");
+  bench::Table table({{"", 46, bench::Align::left},
+                      {"submit all", 12},
+                      {"cfx/peer", 10},
+                      {"one by one", 12, bench::Align::right, 3},
+                      {"cfx/peer", 10}});
+  table.header();
   double cfx_all = *rows.front().all;
   double cfx_one = *rows.front().one;
   for (const auto& r : rows)
-    std::printf("%-46s %12s %10s   %12s %10s\n", r.name, r.all ? rate(*r.all).c_str() : "n/a",
-                ratio(cfx_all, r.all).c_str(), r.one ? rate(*r.one).c_str() : "n/a",
-                ratio(cfx_one, r.one).c_str());
+    table.row({r.name, bench::rate(r.all), bench::ratio(cfx_all, r.all), bench::rate(r.one),
+               bench::ratio(cfx_one, r.one)});
 }
 
-void goal(const char* what, bool met, const char* figure) {
-  std::printf("GOAL %-52s %-22s %s\n", what, figure, met ? "PASS" : "MISS");
+/// Tasks per second of `job` on `n` tasks, the best of c.repeat runs.
+double per_s(const Config& c, std::size_t n,
+             void (*job)(std::size_t, const std::function<void()>&)) {
+  return static_cast<double>(n) /
+         bench::best_time(c.repeat, [&](const std::function<void()>& start) { job(n, start); });
 }
 
-std::string fmt(const char* format, double v) {
-  std::array<char, 64> buf{};
-  std::snprintf(buf.data(), buf.size(), format, v);
-  return buf.data();
-}
-
-std::optional<double> lookup(const std::map<std::string, double>& m, const char* key) {
-  auto it = m.find(key);
-  if (it == m.end()) return std::nullopt;
-  return it->second;
-}
-
-}  // namespace
-
-int main(int argc, char** argv) {
-  Config c = parse_args(argc, argv);
-  auto per_s = [&](std::size_t n, void (*job)(std::size_t, const std::function<void()>&)) {
-    return static_cast<double>(n) /
-           best_time(c.repeat, [&](const std::function<void()>& start) { job(n, start); });
-  };
-  std::printf("thread_overhead: %zu workers, best of %d runs per figure\n\n", kWorkers, c.repeat);
-
+std::vector<Row> submit_section(const Config& c, const bench::Figures& py) {
   std::printf(
       "== 1. submit + result of no-op tasks: %zu submitted, then every result; "
       "one by one: %zu x (submit, result) ==\n",
       c.tasks, c.one_at_a_time);
-  std::map<std::string, double> py;
-  if (c.python) py = run_python(c);
   std::vector<Row> rows = {
-      {"cfx::ThreadPoolExecutor", per_s(c.tasks, cfx_submit_all),
-       per_s(c.one_at_a_time, cfx_one_at_a_time)},
-      {"Boost.Asio thread_pool + std::packaged_task", per_s(c.tasks, asio_submit_all),
-       per_s(c.one_at_a_time, asio_one_at_a_time)},
-      {"oneTBB task_group raw (no futures)", per_s(c.tasks, tbb_raw_submit_all), std::nullopt},
-      {"oneTBB task_group + std::promise", per_s(c.tasks, tbb_promise_submit_all),
-       per_s(c.one_at_a_time, tbb_promise_one_at_a_time)},
-      {"thread_pool 4.0 (Debian libthread-pool-dev)", per_s(c.tasks, tp_submit_all),
-       per_s(c.one_at_a_time, tp_one_at_a_time)},
-      {"Python ThreadPoolExecutor(2)", lookup(py, "submit_all_per_s"),
-       lookup(py, "one_at_a_time_per_s")},
+      {"cfx::ThreadPoolExecutor", per_s(c, c.tasks, cfx_submit_all),
+       per_s(c, c.one_at_a_time, cfx_one_at_a_time)},
+      {"Boost.Asio thread_pool + std::packaged_task", per_s(c, c.tasks, asio_submit_all),
+       per_s(c, c.one_at_a_time, asio_one_at_a_time)},
+      {"oneTBB task_group raw (no futures)", per_s(c, c.tasks, tbb_raw_submit_all), std::nullopt},
+      {"oneTBB task_group + std::promise", per_s(c, c.tasks, tbb_promise_submit_all),
+       per_s(c, c.one_at_a_time, tbb_promise_one_at_a_time)},
+      {"thread_pool 4.0 (Debian libthread-pool-dev)", per_s(c, c.tasks, tp_submit_all),
+       per_s(c, c.one_at_a_time, tp_one_at_a_time)},
+      {"Python ThreadPoolExecutor(2)", bench::lookup(py, "submit_all_per_s"),
+       bench::lookup(py, "one_at_a_time_per_s")},
   };
   print_rows(rows);
   std::printf(
@@ -493,51 +389,84 @@ int main(int argc, char** argv) {
       "main); raw: main also runs tasks in wait(); one by one n/a (wait() runs the task "
       "inline).\n  Python: %zu tasks, %zu one by one (smaller counts: CPython is far slower).\n\n",
       c.py_tasks, c.py_one_at_a_time);
+  return rows;
+}
 
+void map_section(const Config& c, const bench::Figures& py) {
   std::printf("== 2. map of %zu no-op items, chunksize %zu ==\n", c.map_items, c.chunksize);
   auto per_item = [&](void (*job)(std::size_t, std::size_t, const std::function<void()>&)) {
     return static_cast<double>(c.map_items) /
-           best_time(c.repeat, [&](const std::function<void()>& start) {
+           bench::best_time(c.repeat, [&](const std::function<void()>& start) {
              job(c.map_items, c.chunksize, start);
            });
   };
-  double cfx_map_rate = per_item(cfx_map);
-  double asio_map_rate = per_item(asio_map);
-  double tbb_map_rate = per_item(tbb_map);
-  auto py_map = lookup(py, "map_items_per_s");
-  std::printf("%-46s %12s %10s\n", "", "items", "cfx/peer");
-  std::printf("%-46s %12s %10s\n", "cfx map(chunksize)", rate(cfx_map_rate).c_str(), "");
-  std::printf("%-46s %12s %10s\n", "Asio packaged_task per chunk into a vector",
-              rate(asio_map_rate).c_str(), ratio(cfx_map_rate, asio_map_rate).c_str());
-  std::printf("%-46s %12s %10s\n", "oneTBB parallel_for grain (simple_partitioner)",
-              rate(tbb_map_rate).c_str(), ratio(cfx_map_rate, tbb_map_rate).c_str());
-  std::printf("%-46s %12s %10s\n", "Python ThreadPoolExecutor.map(chunksize)",
-              py_map ? rate(*py_map).c_str() : "n/a", ratio(cfx_map_rate, py_map).c_str());
+  double cfx_rate = per_item(cfx_map);
+  double asio_rate = per_item(asio_map);
+  double tbb_rate = per_item(tbb_map);
+  auto py_rate = bench::lookup(py, "map_items_per_s");
+  bench::Table table({{"", 46, bench::Align::left}, {"items", 12}, {"cfx/peer", 10}});
+  table.header();
+  table.row({"cfx map(chunksize)", bench::rate(cfx_rate), ""});
+  table.row({"Asio packaged_task per chunk into a vector", bench::rate(asio_rate),
+             bench::ratio(cfx_rate, asio_rate)});
+  table.row({"oneTBB parallel_for grain (simple_partitioner)", bench::rate(tbb_rate),
+             bench::ratio(cfx_rate, tbb_rate)});
+  table.row({"Python ThreadPoolExecutor.map(chunksize)", bench::rate(py_rate),
+             bench::ratio(cfx_rate, py_rate)});
   std::printf(
       "  Python: %zu items; its ThreadPoolExecutor ignores chunksize (one task per item)."
       "\n\n",
       c.py_map_items);
+}
 
+/// Returns cfx's bytes per pending future, for its goal.
+double pending_section(const Config& c) {
   std::printf(
       "== 3. heap per pending future: %zu no-op submits behind a blocked 1-worker pool "
       "(mallinfo2, handles excluded) ==\n",
       c.pending);
-  double cfx_bytes = best_pending(c.repeat, cfx_pending, c.pending);
-  double asio_bytes = best_pending(c.repeat, asio_pending, c.pending);
-  double tp_bytes = best_pending(c.repeat, tp_pending, c.pending);
-  std::printf("%-46s %9.1f B  (+ %zu B handle)\n", "cfx::ThreadPoolExecutor", cfx_bytes,
-              sizeof(cfx::Future<void>));
-  std::printf("%-46s %9.1f B  (+ %zu B handle)\n", "Boost.Asio thread_pool + std::packaged_task",
-              asio_bytes, sizeof(std::future<void>));
-  std::printf("%-46s %9.1f B  (+ %zu B handle)\n\n", "thread_pool 4.0 (Debian libthread-pool-dev)",
-              tp_bytes, sizeof(std::future<void>));
+  auto bytes = [&](double (*measure)(std::size_t)) {
+    return bench::best_of(c.repeat, [&] { return measure(c.pending); });
+  };
+  double cfx_bytes = bytes(cfx_pending);
+  double asio_bytes = bytes(asio_pending);
+  double tp_bytes = bytes(tp_pending);
+  bench::Table table({{"", 46, bench::Align::left}, {"", 9}, {"", 0, bench::Align::left}});
+  auto row = [&](const char* name, double b, std::size_t handle) {
+    table.row({name, bench::fmt("%.1f", b), bench::fmt("B  (+ %zu B handle)", handle)});
+  };
+  row("cfx::ThreadPoolExecutor", cfx_bytes, sizeof(cfx::Future<void>));
+  row("Boost.Asio thread_pool + std::packaged_task", asio_bytes, sizeof(std::future<void>));
+  row("thread_pool 4.0 (Debian libthread-pool-dev)", tp_bytes, sizeof(std::future<void>));
+  std::printf("\n");
+  return cfx_bytes;
+}
 
+void print_goals(const std::vector<Row>& rows, double cfx_bytes) {
   double vs_asio = *rows[0].all / *rows[1].all;
   double vs_tbb = *rows[0].all / *rows[2].all;
-  goal("cfx >= 2x the tasks/s of Asio + packaged_task", vs_asio >= 2.0,
-       fmt("%.2fx", vs_asio).c_str());
-  goal("cfx >= 0.5x the tasks/s of raw oneTBB task_group", vs_tbb >= 0.5,
-       fmt("%.2fx", vs_tbb).c_str());
-  goal("< 128 bytes of heap per pending future", cfx_bytes < 128, fmt("%.1f B", cfx_bytes).c_str());
+  bench::Goals goal(52, 22);
+  goal("cfx >= 2x the tasks/s of Asio + packaged_task", vs_asio >= 2.0, bench::times(vs_asio));
+  goal("cfx >= 0.5x the tasks/s of raw oneTBB task_group", vs_tbb >= 0.5, bench::times(vs_tbb));
+  goal("< 128 bytes of heap per pending future", cfx_bytes < 128, bench::fmt("%.1f B", cfx_bytes));
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  Config c = parse_args(argc, argv);
+  std::printf("thread_overhead: %zu workers, best of %d runs per figure\n\n", kWorkers, c.repeat);
+  bench::Figures py;
+  if (c.python)
+    py = bench::run_peer("py_thread_overhead.py", {{"--workers", kWorkers},
+                                                   {"--tasks", c.py_tasks},
+                                                   {"--one-at-a-time", c.py_one_at_a_time},
+                                                   {"--map-items", c.py_map_items},
+                                                   {"--chunksize", c.chunksize},
+                                                   {"--repeat", c.repeat}});
+  std::vector<Row> rows = submit_section(c, py);
+  map_section(c, py);
+  double cfx_bytes = pending_section(c);
+  print_goals(rows, cfx_bytes);
   return 0;
 }

@@ -6,8 +6,9 @@ Python is ~100x slower than C++, so the C++ side passes a smaller --limit and co
 per start rather than total time.
 """
 import argparse
-import time
 from concurrent.futures import ProcessPoolExecutor
+
+from common import report, timed
 
 
 def chain_length(n):
@@ -43,12 +44,6 @@ def on_pool(limit, workers, blocks):
     return best
 
 
-def timed(job):
-    start = time.perf_counter()
-    result = job()
-    return result, time.perf_counter() - start
-
-
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("--limit", type=int, default=1_000_000)
@@ -59,12 +54,12 @@ def main():
     # Each figure is from a single run: a repeat costs seconds of pure Python.
     (start, length), secs = timed(
         lambda: on_pool(a.limit, a.workers, a.workers * a.blocks_per_worker))
-    print(f"pool_seconds {secs:.6f}", flush=True)
-    print(f"pool_best {start} {length}", flush=True)
+    report("pool_seconds", secs)
+    report("pool_best", start, length)
     if not a.no_sequential:
         (start, length), secs = timed(lambda: longest_in(1, a.limit))
-        print(f"sequential_seconds {secs:.6f}", flush=True)
-        print(f"sequential_best {start} {length}", flush=True)
+        report("sequential_seconds", secs)
+        report("sequential_best", start, length)
 
 
 if __name__ == "__main__":

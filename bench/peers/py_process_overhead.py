@@ -17,6 +17,8 @@ import statistics
 import time
 from concurrent.futures import ProcessPoolExecutor
 
+from common import best_of, check_sum, report
+
 try:
     import loky  # a standalone loky, if installed
 except ImportError:
@@ -83,23 +85,12 @@ class MpPool:
         self.pool.join()
 
 
-class Loky:
+class Loky(Ppe):
+    """loky's executor has concurrent.futures' interface: only the construction differs."""
+
     def __init__(self, workers):
         # reuse=False: a fresh executor each time, so that start and shutdown are measured.
         self.ex = loky.get_reusable_executor(max_workers=workers, reuse=False)
-
-    def submit(self, fn, *args):
-        return self.ex.submit(fn, *args)
-
-    @staticmethod
-    def get(h):
-        return h.result()
-
-    def map(self, fn, n, chunksize):
-        return self.ex.map(fn, range(n), chunksize=chunksize)
-
-    def stop(self):
-        self.ex.shutdown(wait=True)
 
 
 class Pebble:
@@ -119,16 +110,6 @@ class Pebble:
     def stop(self):
         self.pool.close()
         self.pool.join()
-
-
-def best_of(repeat, job):
-    """Shortest wall time of `repeat` runs of job(); the machine is noisy."""
-    best = float("inf")
-    for _ in range(repeat):
-        start = time.perf_counter()
-        job()
-        best = min(best, time.perf_counter() - start)
-    return best
 
 
 def warm_up(p, workers):
@@ -155,8 +136,7 @@ def round_trips(p, n):
 
 
 def map_chunked(p, n, chunksize):
-    total = sum(p.map(noop_int, n, chunksize))
-    assert total == n * (n - 1) // 2, total
+    check_sum(sum(p.map(noop_int, n, chunksize)), n)
 
 
 def start_and_stop(make, workers, repeat):
@@ -172,10 +152,6 @@ def start_and_stop(make, workers, repeat):
         best_start = min(best_start, (t1 - t0) * 1e3)
         best_stop = min(best_stop, (t2 - t1) * 1e3)
     return best_start, best_stop
-
-
-def out(key, value):
-    print(f"{key} {value:.3f}", flush=True)
 
 
 def main():
@@ -201,21 +177,21 @@ def main():
         pool = make(a.workers)
         try:
             warm_up(pool, a.workers)
-            out(f"{key}_submit_all_per_s", a.tasks / best_of(a.repeat, lambda: submit_all(pool, a.tasks)))
+            report(f"{key}_submit_all_per_s", a.tasks / best_of(a.repeat, lambda: submit_all(pool, a.tasks)))
             median, p99 = round_trips(pool, a.round_trips)
-            out(f"{key}_rt_median_us", median)
-            out(f"{key}_rt_p99_us", p99)
-            out(f"{key}_map_items_per_s",
+            report(f"{key}_rt_median_us", median)
+            report(f"{key}_rt_p99_us", p99)
+            report(f"{key}_map_items_per_s",
                 a.map_items / best_of(a.repeat, lambda: map_chunked(pool, a.map_items, a.chunksize)))
         finally:
             pool.stop()
         start_ms, stop_ms = start_and_stop(make, a.workers, a.repeat)
-        out(f"{key}_start_ms", start_ms)
-        out(f"{key}_shutdown_ms", stop_ms)
+        report(f"{key}_start_ms", start_ms)
+        report(f"{key}_shutdown_ms", stop_ms)
     if not a.only or "ppe" in a.only.split(","):
         start_ms, stop_ms = start_and_stop(lambda w: Ppe(w, "spawn"), a.workers, a.repeat)
-        out("ppe_spawn_start_ms", start_ms)
-        out("ppe_spawn_shutdown_ms", stop_ms)
+        report("ppe_spawn_start_ms", start_ms)
+        report("ppe_spawn_shutdown_ms", stop_ms)
 
 
 if __name__ == "__main__":

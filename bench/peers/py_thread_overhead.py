@@ -9,6 +9,8 @@ import argparse
 import time
 from concurrent.futures import ThreadPoolExecutor
 
+from common import best_of, check_sum, report
+
 
 def noop():
     pass
@@ -16,16 +18,6 @@ def noop():
 
 def identity(x):
     return x
-
-
-def best_of(repeat, job):
-    """Shortest wall time of `repeat` runs of job(); the machine is noisy."""
-    best = float("inf")
-    for _ in range(repeat):
-        start = time.perf_counter()
-        job()
-        best = min(best, time.perf_counter() - start)
-    return best
 
 
 def submit_all(ex, n):
@@ -41,8 +33,7 @@ def one_at_a_time(ex, n):
 
 def map_chunked(ex, n, chunksize):
     # ThreadPoolExecutor ignores chunksize (only ProcessPoolExecutor uses it): one task per item.
-    total = sum(ex.map(identity, range(n), chunksize=chunksize))
-    assert total == n * (n - 1) // 2
+    check_sum(sum(ex.map(identity, range(n), chunksize=chunksize)), n)
 
 
 def main():
@@ -59,11 +50,11 @@ def main():
         for f in [ex.submit(time.sleep, 0.01) for _ in range(a.workers)]:
             f.result()
         s = best_of(a.repeat, lambda: submit_all(ex, a.tasks))
-        print(f"submit_all_per_s {a.tasks / s:.1f}", flush=True)
+        report("submit_all_per_s", a.tasks / s)
         s = best_of(a.repeat, lambda: one_at_a_time(ex, a.one_at_a_time))
-        print(f"one_at_a_time_per_s {a.one_at_a_time / s:.1f}", flush=True)
+        report("one_at_a_time_per_s", a.one_at_a_time / s)
         s = best_of(a.repeat, lambda: map_chunked(ex, a.map_items, a.chunksize))
-        print(f"map_items_per_s {a.map_items / s:.1f}", flush=True)
+        report("map_items_per_s", a.map_items / s)
 
 
 if __name__ == "__main__":
