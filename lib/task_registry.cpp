@@ -43,7 +43,7 @@ void register_task(TaskEntry entry) {
   r.by_address.emplace(entry.address, std::move(entry));
 }
 
-const TaskEntry* find_task(const void* address) {
+const TaskEntry* find_task_at(const void* address) {
   auto& r = registry();
   std::lock_guard lock(r.mutex);
   auto it = r.by_address.find(address);
@@ -59,7 +59,7 @@ const TaskEntry* find_task(std::string_view name) {
 }
 
 const TaskEntry& registered_task(const void* address, const std::type_info& args) {
-  const TaskEntry* e = find_task(address);
+  const TaskEntry* e = find_task_at(address);
   if (!e)
     throw Error(
         "this function is not registered as a task, so it cannot run in a worker process: add "

@@ -316,15 +316,13 @@ TEST_CASE("future: a second set_result or set_exception throws InvalidStateError
   cfx::Promise<int> p;
   p.set_result(1);
   CHECK_THROWS_AS(p.set_result(2), cfx::InvalidStateError);
-  CHECK_THROWS_AS(p.set_exception(std::make_exception_ptr(CannedError())),
-                  cfx::InvalidStateError);
+  CHECK_THROWS_AS(p.set_exception(std::make_exception_ptr(CannedError())), cfx::InvalidStateError);
   CHECK(p.get_future().done());
   CHECK(p.get_future().result() == 1);
 
   cfx::Promise<int> q;
   q.set_exception(std::make_exception_ptr(std::invalid_argument("first")));
-  CHECK_THROWS_AS(q.set_exception(std::make_exception_ptr(CannedError())),
-                  cfx::InvalidStateError);
+  CHECK_THROWS_AS(q.set_exception(std::make_exception_ptr(CannedError())), cfx::InvalidStateError);
   CHECK_THROWS_AS(q.set_result(1), cfx::InvalidStateError);
   CHECK_THROWS_WITH_AS(q.get_future().result(), "first", std::invalid_argument);
 
@@ -386,8 +384,10 @@ TEST_CASE("future: set_running_or_notify_cancel racing cancel never throws") {
   a.join();
   int threw = 0, inconsistent = 0;
   for (int i = 0; i < kRounds; ++i) {
-    if (started[i] < 0) ++threw;
-    else if (started[i] == cancelled[i]) ++inconsistent;
+    if (started[i] < 0)
+      ++threw;
+    else if (started[i] == cancelled[i])
+      ++inconsistent;
   }
   CHECK(threw == 0);
   CHECK(inconsistent == 0);
@@ -408,7 +408,8 @@ TEST_CASE("future: an enormous timeout means no timeout") {
   auto [done, not_done] = cfx::wait(std::vector{f}, std::chrono::hours::max());
   CHECK(done.size() == 1);
   int n = 0;
-  for (auto& g : cfx::as_completed(std::vector{f}, std::chrono::nanoseconds::max())) n += g.result();
+  for (auto& g : cfx::as_completed(std::vector{f}, std::chrono::nanoseconds::max()))
+    n += g.result();
   CHECK(n == 3);
 }
 
@@ -481,15 +482,17 @@ TEST_CASE("future: error hierarchy") {
 }
 
 namespace {
-int twice(int x) { return 2 * x; }
+int twice(int x) {
+  return 2 * x;
+}
 CFX_TASK(twice);
 }  // namespace
 
 TEST_CASE("registry") {
-  auto* e = cfx::detail::find_task(reinterpret_cast<const void*>(&twice));
+  auto* e = cfx::detail::find_task_at(reinterpret_cast<const void*>(&twice));
   REQUIRE(e != nullptr);
   CHECK(e->name == "twice");
-  auto* gate = cfx::detail::find_task(reinterpret_cast<const void*>(&cfx_test::wait_gate));
+  auto* gate = cfx::detail::find_task_at(reinterpret_cast<const void*>(&cfx_test::wait_gate));
   REQUIRE(gate != nullptr);
   CHECK(gate->name == "cfx_test::wait_gate");
   // (A string literal would pick the address overload: const char* -> const void*.)

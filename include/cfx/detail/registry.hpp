@@ -45,8 +45,9 @@ struct TaskEntry {
 /// Adds an entry at static-initialisation time; a second name for the same function, or the
 /// same name for two functions, is reported on stderr and the first registration kept.
 void register_task(TaskEntry entry);
-/// The entry for a function address, or nullptr.
-const TaskEntry* find_task(const void* address);
+/// The entry for a function address, or nullptr. (Named apart from find_task: a string
+/// literal would otherwise pick this overload.)
+const TaskEntry* find_task_at(const void* address);
 /// The entry for a name, or nullptr.
 const TaskEntry* find_task(std::string_view name);
 

@@ -13,7 +13,7 @@
 #include <thread>
 #include <vector>
 
-#include "backends.hpp"
+#include "conformance/backends.hpp"
 
 using namespace conf;
 
@@ -105,7 +105,8 @@ TEST_CASE("thread pool: never more threads than max_workers") {
   Gate gate;
   auto fs = occupy(ex, 4, gate);
   for (int i = 0; i < 56; ++i)
-    fs.push_back(ex.submit(cfx_test::notify_then_wait, std::string("/nonexistent"), gate.path(), i));
+    fs.push_back(
+        ex.submit(cfx_test::notify_then_wait, std::string("/nonexistent"), gate.path(), i));
   CHECK(ex.thread_count() == 4);
   gate.open();
   for (std::size_t i = 0; i < fs.size(); ++i)
@@ -201,8 +202,9 @@ TEST_CASE("thread pool: the initializer runs once in each thread before any task
 // FailingInitializerMixin.test_initializer [CORE]
 TEST_CASE("thread pool: a failing initializer breaks the pool") {
   StderrCapture err;
-  cfx::ThreadPoolExecutor ex(
-      {.max_workers = 2, .initializer = [] { throw std::invalid_argument("error in initializer"); }});
+  cfx::ThreadPoolExecutor ex({.max_workers = 2, .initializer = [] {
+                                throw std::invalid_argument("error in initializer");
+                              }});
   // The first submit starts the first thread: its initializer fails and fails the task.
   auto f = ex.submit(mul, 1, 2);
   CHECK_THROWS_AS(f.result(), cfx::BrokenThreadPool);
