@@ -27,17 +27,15 @@ void print_in_completion_order() {
       {1, 1'000'000}, {1, 20'000}, {1, 500'000}, {1, 2'000}, {1, 100'000}};
   cfx::ThreadPoolExecutor pool({.max_workers = ranges.size()});
 
-  // Python's idiom: a dict from future to its input, to know what each result belongs to.
+  // Python's idiom, {pool.submit(fn, r): r for r in ranges}: a map from future to its input,
+  // to know what each result belongs to. as_completed takes the map and yields its keys.
   std::unordered_map<cfx::Future<collatz::Best>, Range> input_of;
-  std::vector<cfx::Future<collatz::Best>> futures;
-  for (const Range& r : ranges) {
-    futures.push_back(pool.submit(collatz::longest_in, r.first, r.second));
-    input_of[futures.back()] = r;
-  }
-  for (auto& f : cfx::as_completed(futures)) {
+  for (const Range& r : ranges)
+    input_of.emplace(pool.submit(collatz::longest_in, r.first, r.second), r);
+  for (auto& f : cfx::as_completed(input_of)) {
     auto [start, length] = f.result();
     std::printf("  starts below %9llu: longest chain from %llu, %d steps\n",
-                static_cast<unsigned long long>(input_of[f].second),
+                static_cast<unsigned long long>(input_of.at(f).second),
                 static_cast<unsigned long long>(start), length);
   }
 }
@@ -55,7 +53,7 @@ void timeout_expires() {
       }),
   };
   // Let the two quick tasks finish first, so what follows does not depend on timing.
-  cfx::wait(std::vector{futures[0], futures[1]});
+  cfx::wait({futures[0], futures[1]});
   try {
     for (auto& f : cfx::as_completed(futures, std::chrono::milliseconds(200)))
       std::printf("  completed: %d\n", f.result());

@@ -4,11 +4,15 @@
 // cancellation. Executors create them; Promise is the producer side, public so that users
 // (and tests) can make futures of their own, as Python's Future() + set_result() allows.
 //
+// Futures compare (==, <=>) and hash (std::hash) by the task they refer to, so they can key
+// a std::unordered_map or std::map, or fill a set.
+//
 // Thread safety: every member of Future and Promise may be called from any thread, on
 // the same or different handles, concurrently.
 #pragma once
 
 #include <chrono>
+#include <compare>
 #include <cstddef>
 #include <exception>
 #include <functional>
@@ -98,9 +102,16 @@ class [[nodiscard]] Future {
     return state_->wait_for(timeout);
   }
 
-  /// Handles to the same task compare equal.
+  /// Handles to the same task compare equal. With std::hash<Future<T>>, futures can key a
+  /// std::unordered_map, as in Python's `{executor.submit(fn, x): x for x in xs}`.
   friend bool operator==(const Future& a, const Future& b) noexcept {
     return a.state_.get() == b.state_.get();
+  }
+  /// A total order over tasks, consistent with ==, so that futures can key a std::map or fill
+  /// a std::set. The order is arbitrary (it is not submission or completion order) but fixed
+  /// for as long as the futures exist. Beyond the contract (Python futures are not ordered).
+  friend std::strong_ordering operator<=>(const Future& a, const Future& b) noexcept {
+    return std::compare_three_way{}(a.state_.get(), b.state_.get());
   }
 
  private:
@@ -194,6 +205,7 @@ T take_result(Future<T>& f, const std::optional<std::chrono::steady_clock::time_
 
 }  // namespace cfx
 
+/// Hashes the task a future refers to: copies of one future hash equal.
 template <class T>
 struct std::hash<cfx::Future<T>> {
   std::size_t operator()(const cfx::Future<T>& f) const noexcept {

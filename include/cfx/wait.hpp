@@ -1,5 +1,11 @@
 // cfx::as_completed and cfx::wait (API.md section 3).
 //
+// Both take any input range of cfx::Future<T> (vector, list, set, unordered_set, a view, a
+// braced list) or a map keyed by futures, whose keys are used: Python's
+// `{executor.submit(fn, x): x for x in xs}` is a std::unordered_map<cfx::Future<R>, X> (or a
+// std::map), and the futures they hand back can be looked up in it. The concepts
+// cfx::FutureRange and cfx::FutureMap say what is accepted.
+//
 // Both install one small waiter node on every unfinished future; a completing future pushes
 // its index into one shared queue, so the cost is O(n) in the number of futures, as in
 // CPython's _base.py. Cancellation counts as done at once and wakes the waiters.
@@ -8,17 +14,44 @@
 #include <chrono>
 #include <condition_variable>
 #include <cstddef>
+#include <initializer_list>
 #include <iterator>
 #include <mutex>
 #include <optional>
 #include <ranges>
 #include <string>
+#include <type_traits>
 #include <unordered_set>
+#include <utility>
 #include <vector>
 
 #include "cfx/future.hpp"
 
 namespace cfx {
+
+namespace detail {
+template <class F>
+inline constexpr bool is_future_v = false;
+template <class T>
+inline constexpr bool is_future_v<Future<T>> = true;
+}  // namespace detail
+
+/// An input range whose elements are cfx::Future<T>: a std::vector, std::list, std::set,
+/// std::unordered_set, std::span, a view (std::views::filter, transform...), ...
+template <class Range>
+concept FutureRange = std::ranges::input_range<Range> &&
+    detail::is_future_v<std::remove_cv_t<std::ranges::range_value_t<Range>>>;
+
+/// An input range of pairs whose `first` is a cfx::Future<T>: a std::unordered_map or std::map
+/// keyed by futures (or a range of such pairs). as_completed and wait use the keys.
+template <class Range>
+concept FutureMap = std::ranges::input_range<Range> && requires {
+  typename std::ranges::range_value_t<Range>::first_type;
+} && detail::is_future_v<std::remove_cv_t<typename std::ranges::range_value_t<Range>::first_type>>;
+
+/// What cfx::as_completed and cfx::wait accept.
+template <class Range>
+concept FutureRangeOrMap = FutureRange<Range> || FutureMap<Range>;
 
 /// When cfx::wait returns.
 enum class ReturnWhen { first_completed, first_exception, all_completed };
@@ -56,17 +89,41 @@ struct QueueWaiter final : WaiterNode {
 /// The message of as_completed's TimeoutError.
 std::string unfinished_message(std::size_t pending, std::size_t total);
 
-/// Copies a range of futures, dropping duplicates but keeping first-seen order.
+/// The future in an element of a FutureRange (the element) or of a FutureMap (its key).
+template <class E>
+auto& future_in(E& element) noexcept {
+  if constexpr (is_future_v<std::remove_cv_t<E>>)
+    return element;
+  else
+    return element.first;
+}
+
+/// Whether unique_futures may move the futures out of `Range` rather than copy them: its
+/// elements are temporaries (a transform view's), or it is a container handed over as an
+/// rvalue. Never the futures behind a view or a borrowed range: they belong to someone else.
+template <class Range>
+inline constexpr bool may_take_futures_v =
+    !std::is_lvalue_reference_v<std::ranges::range_reference_t<Range>> ||
+    (!std::is_lvalue_reference_v<Range> && !std::ranges::view<std::remove_cvref_t<Range>> &&
+     !std::ranges::borrowed_range<Range>);
+
+/// Copies (or takes) the futures of a FutureRange or the keys of a FutureMap, dropping
+/// duplicates but keeping first-seen order.
 template <class T, class Range>
 std::vector<Future<T>> unique_futures(Range&& futures) {
   std::vector<Future<T>> out;
   std::unordered_set<const void*> seen;
-  for (auto&& f : futures) {
+  if constexpr (std::ranges::sized_range<Range>) {
+    out.reserve(static_cast<std::size_t>(std::ranges::size(futures)));
+    seen.reserve(static_cast<std::size_t>(std::ranges::size(futures)));
+  }
+  for (auto&& element : futures) {
+    auto& f = future_in(element);
     if (!seen.insert(state_of(f)).second) continue;
-    if constexpr (std::is_lvalue_reference_v<Range>)
-      out.push_back(f);
+    if constexpr (may_take_futures_v<Range>)
+      out.push_back(std::move(f));  // a copy where f is const (a map's key, a set's element)
     else
-      out.push_back(std::move(f));  // a range handed over: take its futures, not copies
+      out.push_back(f);
   }
   return out;
 }
@@ -105,7 +162,19 @@ class WaiterSet {
 };
 
 template <class Range>
-using range_future_value_t = typename std::ranges::range_value_t<Range>::value_type;
+struct future_type_of;
+template <FutureRange Range>
+struct future_type_of<Range> {
+  using type = std::remove_cv_t<std::ranges::range_value_t<Range>>;
+};
+template <FutureMap Range>
+struct future_type_of<Range> {
+  using type = std::remove_cv_t<typename std::ranges::range_value_t<Range>::first_type>;
+};
+
+/// R for a range of Future<R> or a map keyed by Future<R>.
+template <FutureRangeOrMap Range>
+using range_future_value_t = typename future_type_of<Range>::type::value_type;
 
 }  // namespace detail
 
@@ -139,7 +208,8 @@ class AsCompleted {
     AsCompleted* owner_ = nullptr;
   };
 
-  template <class Range>
+  /// Use cfx::as_completed rather than this.
+  template <FutureRangeOrMap Range>
   AsCompleted(Range&& futures, std::optional<std::chrono::steady_clock::time_point> deadline)
       : futures_(detail::unique_futures<T>(std::forward<Range>(futures))),
         deadline_(deadline),
@@ -199,18 +269,35 @@ class AsCompleted {
   bool finished_ = false;
 };
 
-/// Yields the futures of `futures` (a range of Future<T>) as they complete.
-template <class Range>
+/// Yields the futures of `futures` as they complete, each as a `Future<T>&`. `futures` is a
+/// range of Future<T> or a map keyed by Future<T> (its keys are yielded, so `m.at(f)` finds
+/// a yielded future's value). The futures are copied from an lvalue range; from a container
+/// handed over as an rvalue they may be moved. Thread-safe: any thread may call it; the
+/// object it returns is used by one thread.
+template <FutureRangeOrMap Range>
 AsCompleted<detail::range_future_value_t<Range>> as_completed(Range&& futures) {
   return {std::forward<Range>(futures), std::nullopt};
 }
 
 /// As above, throwing TimeoutError from the iteration once `timeout`, counted from this
 /// call, passes with futures still unfinished.
-template <class Range, class Rep, class Period>
+template <FutureRangeOrMap Range, class Rep, class Period>
 AsCompleted<detail::range_future_value_t<Range>> as_completed(
     Range&& futures, std::chrono::duration<Rep, Period> timeout) {
   return {std::forward<Range>(futures), detail::StateBase::deadline_after(timeout)};
+}
+
+/// As above, on a braced list: `cfx::as_completed({f1, f2})`.
+template <class T>
+AsCompleted<T> as_completed(std::initializer_list<Future<T>> futures) {
+  return {futures, std::nullopt};
+}
+
+/// As above, on a braced list, with a timeout.
+template <class T, class Rep, class Period>
+AsCompleted<T> as_completed(std::initializer_list<Future<T>> futures,
+                            std::chrono::duration<Rep, Period> timeout) {
+  return {futures, detail::StateBase::deadline_after(timeout)};
 }
 
 namespace detail {
@@ -246,9 +333,11 @@ DoneAndNotDone<T> wait_impl(std::vector<Future<T>> fs, ReturnWhen when,
 
 }  // namespace detail
 
-/// Waits until the condition `when` holds for `futures` (a range of Future<T>); returns
-/// the done and not-done futures, duplicates removed.
-template <class Range>
+/// Waits until the condition `when` holds for `futures` (a range of Future<T>, or a map
+/// keyed by Future<T>, whose keys are used); returns the done and not-done futures, in input
+/// order, duplicates removed. The futures are copied from an lvalue range; from a container
+/// handed over as an rvalue they may be moved. Thread-safe: any thread may call it.
+template <FutureRangeOrMap Range>
 DoneAndNotDone<detail::range_future_value_t<Range>> wait(
     Range&& futures, ReturnWhen when = ReturnWhen::all_completed) {
   using T = detail::range_future_value_t<Range>;
@@ -257,12 +346,28 @@ DoneAndNotDone<detail::range_future_value_t<Range>> wait(
 }
 
 /// As above, returning (without throwing) when `timeout` passes first.
-template <class Range, class Rep, class Period>
+template <FutureRangeOrMap Range, class Rep, class Period>
 DoneAndNotDone<detail::range_future_value_t<Range>> wait(
     Range&& futures, std::chrono::duration<Rep, Period> timeout,
     ReturnWhen when = ReturnWhen::all_completed) {
   using T = detail::range_future_value_t<Range>;
   return detail::wait_impl<T>(detail::unique_futures<T>(std::forward<Range>(futures)), when,
+                              detail::StateBase::deadline_after(timeout));
+}
+
+/// As above, on a braced list: `cfx::wait({f1, f2})`.
+template <class T>
+DoneAndNotDone<T> wait(std::initializer_list<Future<T>> futures,
+                       ReturnWhen when = ReturnWhen::all_completed) {
+  return detail::wait_impl<T>(detail::unique_futures<T>(futures), when, std::nullopt);
+}
+
+/// As above, on a braced list, with a timeout.
+template <class T, class Rep, class Period>
+DoneAndNotDone<T> wait(std::initializer_list<Future<T>> futures,
+                       std::chrono::duration<Rep, Period> timeout,
+                       ReturnWhen when = ReturnWhen::all_completed) {
+  return detail::wait_impl<T>(detail::unique_futures<T>(futures), when,
                               detail::StateBase::deadline_after(timeout));
 }
 

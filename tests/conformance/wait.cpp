@@ -4,11 +4,20 @@
 // cfx differs from CPython on purpose: a cancelled future is done for wait/as_completed at
 // once (no CANCELLED vs CANCELLED_AND_NOTIFIED), so the ported tests expect the cancelled
 // canned future in `done`.
+#include <deque>
+#include <functional>
 #include <latch>
+#include <list>
+#include <map>
 #include <memory>
 #include <ranges>
+#include <set>
+#include <span>
 #include <string>
 #include <thread>
+#include <unordered_map>
+#include <unordered_set>
+#include <utility>
 #include <vector>
 
 #include "backends.hpp"
@@ -18,8 +27,62 @@ using namespace conf;
 namespace {
 
 /// Raises std::runtime_error(message).
-int fail_with(std::string message) { throw std::runtime_error(message); }
+int fail_with(std::string message) {
+  throw std::runtime_error(message);
+}
 CFX_TASK(fail_with);
+
+// What as_completed and wait accept, checked where the compiler decides it.
+template <class R>
+concept as_completed_takes = requires(R&& r) {
+  cfx::as_completed(std::forward<R>(r));
+};
+template <class R>
+concept as_completed_with_timeout_takes = requires(R&& r) {
+  cfx::as_completed(std::forward<R>(r), 1s);
+};
+template <class R>
+concept wait_takes = requires(R&& r) {
+  cfx::wait(std::forward<R>(r));
+};
+template <class R>
+concept wait_with_timeout_takes = requires(R&& r) {
+  cfx::wait(std::forward<R>(r), 1s, cfx::ReturnWhen::first_completed);
+};
+template <class R>
+concept all_take = as_completed_takes<R> && as_completed_with_timeout_takes<R> && wait_takes<R> &&
+    wait_with_timeout_takes<R>;
+template <class R>
+concept none_takes = !as_completed_takes<R> && !as_completed_with_timeout_takes<R> &&
+                     !wait_takes<R> && !wait_with_timeout_takes<R>;
+
+using F = cfx::Future<int>;
+constexpr auto keep_all = [](const F&) { return true; };
+using Filtered = decltype(std::declval<std::vector<F>&>() | std::views::filter(keep_all));
+
+// Ranges of futures, as lvalues and as rvalues.
+static_assert(all_take<std::vector<F>&> && all_take<std::vector<F>>);
+static_assert(all_take<const std::vector<F>&>);
+static_assert(all_take<std::list<F>&> && all_take<std::deque<F>>);
+static_assert(all_take<std::set<F>&> && all_take<const std::unordered_set<F>&>);
+static_assert(all_take<std::span<F>> && all_take<std::initializer_list<F>>);
+static_assert(all_take<Filtered> && all_take<Filtered&>);
+// Maps keyed by futures (their keys are used), whatever the mapped type.
+static_assert(all_take<std::unordered_map<F, int>&> && all_take<std::unordered_map<F, int>>);
+static_assert(all_take<const std::map<F, std::string>&> && all_take<std::map<F, std::string>>);
+static_assert(all_take<std::vector<std::pair<F, int>>&>);
+// Anything else is refused by the constraint, not by an error deep in the library.
+static_assert(none_takes<std::vector<int>&>);
+static_assert(none_takes<std::map<int, F>&>);  // futures as values, not keys
+static_assert(none_takes<F&>);
+static_assert(none_takes<std::vector<F*>&>);
+static_assert(!cfx::FutureRange<std::map<F, int>> && cfx::FutureMap<std::map<F, int>>);
+static_assert(cfx::FutureRange<std::set<F>> && !cfx::FutureMap<std::set<F>>);
+// What iterating yields and what wait returns, for a map.
+static_assert(
+    std::is_same_v<decltype(*cfx::as_completed(std::declval<std::map<F, int>&>()).begin()), F&>);
+static_assert(std::is_same_v<decltype(cfx::wait(std::declval<std::unordered_map<F, int>&>())),
+                             cfx::DoneAndNotDone<int>>);
 
 }  // namespace
 
@@ -47,8 +110,8 @@ TEST_CASE("wait: an empty input returns at once in every mode") {
 // test_first_completed_some_already_completed [CORE]
 TEST_CASE("wait: first_completed with some already completed returns at once") {
   Canned c;
-  auto [done, not_done] = cfx::wait(std::vector{c.cancelled, c.success, c.pending},
-                                    cfx::ReturnWhen::first_completed);
+  auto [done, not_done] =
+      cfx::wait(std::vector{c.cancelled, c.success, c.pending}, cfx::ReturnWhen::first_completed);
   CHECK(as_set(done) == set_of({c.cancelled, c.success}));
   CHECK(as_set(not_done) == set_of({c.pending}));
 }
@@ -56,8 +119,8 @@ TEST_CASE("wait: first_completed with some already completed returns at once") {
 // test_first_exception_one_already_failed
 TEST_CASE("wait: first_exception with one already failed returns at once") {
   Canned c;
-  auto [done, not_done] = cfx::wait(std::vector{c.exception, c.pending, c.running},
-                                    cfx::ReturnWhen::first_exception);
+  auto [done, not_done] =
+      cfx::wait(std::vector{c.exception, c.pending, c.running}, cfx::ReturnWhen::first_exception);
   CHECK(as_set(done) == set_of({c.exception}));
   CHECK(as_set(not_done) == set_of({c.pending, c.running}));
 }
@@ -77,9 +140,9 @@ TEST_CASE("wait: a timeout returns the unfinished futures in not_done, without t
   Canned c;
   auto start = std::chrono::steady_clock::now();
   cfx::DoneAndNotDone<int> r;
-  CHECK_NOTHROW(r = cfx::wait(std::vector{c.cancelled, c.exception, c.success, c.pending,
-                                          c.running},
-                              50ms, cfx::ReturnWhen::all_completed));
+  CHECK_NOTHROW(
+      r = cfx::wait(std::vector{c.cancelled, c.exception, c.success, c.pending, c.running}, 50ms,
+                    cfx::ReturnWhen::all_completed));
   CHECK(seconds_since(start) >= 0.05);
   CHECK(as_set(r.done) == set_of({c.cancelled, c.exception, c.success}));
   CHECK(as_set(r.not_done) == set_of({c.pending, c.running}));
@@ -236,6 +299,130 @@ TEST_CASE("as_completed: holds no reference to a future it has yielded") {
   for (auto& w : values) CHECK(w.expired());
 }
 
+TEST_CASE("as_completed and wait: futures key maps and sets (==, std::hash, <=>)") {
+  Canned c;
+  cfx::Future<int> copy = c.success;
+  std::hash<cfx::Future<int>> hash;
+  // Copies: equal, equal hashes, equivalent in the order.
+  CHECK(copy == c.success);
+  CHECK(hash(copy) == hash(c.success));
+  CHECK((copy <=> c.success) == std::strong_ordering::equal);
+  CHECK_FALSE(copy < c.success);
+  CHECK_FALSE(c.success < copy);
+  // Different tasks: unequal, and exactly one comes first.
+  CHECK(c.success != c.exception);
+  CHECK((c.success <=> c.exception) != std::strong_ordering::equal);
+  CHECK((c.success < c.exception) != (c.exception < c.success));
+  cfx::Promise<int> p;
+  CHECK(p.get_future() == p.get_future());  // two handles from one promise: one task
+  CHECK(hash(p.get_future()) == hash(p.get_future()));
+  CHECK(p.get_future() != c.pending);
+  // So both kinds of map and set see one key per task.
+  std::vector all{c.pending, c.running, c.cancelled, c.exception, c.success, copy, c.pending};
+  CHECK(std::set<cfx::Future<int>>(all.begin(), all.end()).size() == 5);
+  CHECK(std::unordered_set<cfx::Future<int>>(all.begin(), all.end()).size() == 5);
+  std::unordered_map<cfx::Future<int>, std::string> u{{c.success, "success"},
+                                                      {c.exception, "exception"}};
+  std::map<cfx::Future<int>, std::string> m{{c.success, "success"}, {c.exception, "exception"}};
+  CHECK(u.at(copy) == "success");
+  CHECK(m.at(copy) == "success");
+  CHECK(u.at(c.exception) == "exception");
+  CHECK(m.at(c.exception) == "exception");
+  CHECK_FALSE(u.contains(c.pending));
+  CHECK_FALSE(m.contains(c.pending));
+}
+
+TEST_CASE("wait: takes any range of futures, a braced list, or a map's keys") {
+  Canned c;
+  auto check = [&](const cfx::DoneAndNotDone<int>& r) {
+    CHECK(r.done.size() == 2);
+    CHECK(as_set(r.done) == set_of({c.success, c.cancelled}));
+    CHECK(as_set(r.not_done) == set_of({c.pending}));
+  };
+  std::list<cfx::Future<int>> list{c.success, c.pending, c.cancelled, c.success};
+  std::deque<cfx::Future<int>> deque(list.begin(), list.end());
+  std::set<cfx::Future<int>> set(list.begin(), list.end());
+  std::unordered_set<cfx::Future<int>> uset(list.begin(), list.end());
+  std::vector<cfx::Future<int>> vec(list.begin(), list.end());
+  std::map<cfx::Future<int>, int> map{{c.success, 1}, {c.pending, 2}, {c.cancelled, 3}};
+  std::unordered_map<cfx::Future<int>, int> umap(map.begin(), map.end());
+  std::vector<std::pair<cfx::Future<int>, int>> pairs(map.begin(), map.end());
+  SUBCASE("list") {
+    check(cfx::wait(list, 0s));
+  }
+  SUBCASE("deque") {
+    check(cfx::wait(deque, 0s));
+  }
+  SUBCASE("set") {
+    check(cfx::wait(set, 0s));
+  }
+  SUBCASE("unordered_set") {
+    check(cfx::wait(uset, 0s));
+  }
+  SUBCASE("span") {
+    check(cfx::wait(std::span(vec), 0s));
+  }
+  SUBCASE("braced list") {
+    check(cfx::wait({c.success, c.pending, c.cancelled, c.success}, 0s));
+    check(cfx::wait({c.success, c.pending, c.cancelled}, 0s, cfx::ReturnWhen::first_completed));
+  }
+  SUBCASE("map") {
+    check(cfx::wait(map, 0s));
+  }
+  SUBCASE("unordered_map") {
+    check(cfx::wait(umap, 0s));
+  }
+  SUBCASE("const map") {
+    check(cfx::wait(std::as_const(map), 0s));
+  }
+  SUBCASE("map handed over") {
+    check(cfx::wait(std::move(map), 0s));
+  }
+  SUBCASE("vector of pairs") {
+    check(cfx::wait(pairs, 0s));
+  }
+  SUBCASE("filter view") {
+    auto not_running = [&](const cfx::Future<int>& f) { return f != c.running; };
+    vec.push_back(c.running);
+    check(cfx::wait(vec | std::views::filter(not_running), 0s));
+  }
+}
+
+TEST_CASE("as_completed: takes a braced list and a map's keys") {
+  Canned c;
+  std::vector<cfx::Future<int>> seen;
+  for (cfx::Future<int>& f : cfx::as_completed({c.success, c.exception, c.success}))
+    seen.push_back(f);
+  CHECK(seen.size() == 2);
+  CHECK(as_set(seen) == set_of({c.success, c.exception}));
+
+  std::map<cfx::Future<int>, std::string> names{
+      {c.success, "success"}, {c.exception, "exception"}, {c.cancelled, "cancelled"}};
+  std::set<std::string> yielded;
+  for (cfx::Future<int>& f : cfx::as_completed(names, 0s)) yielded.insert(names.at(f));
+  CHECK(yielded == std::set<std::string>{"success", "exception", "cancelled"});
+  CHECK(names.size() == 3);  // the map itself is untouched
+}
+
+TEST_CASE("as_completed and wait: never take the futures behind a view") {
+  Canned c;
+  std::vector fs{c.success, c.exception, c.cancelled};
+  auto all = [](const cfx::Future<int>&) { return true; };
+  // An rvalue view is handed over, but its elements still belong to fs.
+  int n = 0;
+  for (cfx::Future<int>& f : cfx::as_completed(fs | std::views::filter(all))) {
+    CHECK(f.done());
+    ++n;
+  }
+  CHECK(n == 3);
+  auto [done, not_done] = cfx::wait(fs | std::views::filter(all));
+  CHECK(done.size() == 3);
+  auto again = cfx::wait(std::views::all(fs));
+  CHECK(again.done.size() == 3);
+  CHECK(fs == std::vector{c.success, c.exception, c.cancelled});
+  for (auto& f : fs) CHECK(f.valid());
+}
+
 // ---- On futures of every backend
 
 // test_20369 [CORE]
@@ -362,7 +549,8 @@ TEST_CASE_TEMPLATE("as_completed: no timeout", Backend, CFX_BACKENDS) {
   auto f1 = ex->submit(mul, 2, 3);
   auto f2 = ex->submit(mul, 3, 4);
   std::vector<cfx::Future<int>> seen;
-  for (cfx::Future<int>& f : cfx::as_completed(std::vector{c.cancelled, c.exception, c.success, f1, f2}))
+  for (cfx::Future<int>& f :
+       cfx::as_completed(std::vector{c.cancelled, c.exception, c.success, f1, f2}))
     seen.push_back(f);
   CHECK(seen.size() == 5);
   CHECK(as_set(seen) == set_of({c.cancelled, c.exception, c.success, f1, f2}));
@@ -441,4 +629,112 @@ TEST_CASE_TEMPLATE("wait and as_completed on Future<void>", Backend, CFX_BACKEND
   }
   CHECK(n == 5);
   CHECK(sig.drain().size() == 5);
+}
+
+// Python's {executor.submit(fn, x): x for x in xs} with as_completed.
+TEST_CASE_TEMPLATE("as_completed: an unordered_map keyed by futures", Backend, CFX_BACKENDS) {
+  auto ex = Backend::make(2);
+  Gate gate;
+  std::unordered_map<cfx::Future<int>, int> m;
+  for (int x = 1; x <= 8; ++x) m.emplace(ex->submit(mul, x, 3), x);
+  m.emplace(ex->submit(value_after_gate, gate.path(), -3), -1);  // last: it blocks a worker
+  REQUIRE(m.size() == 9);
+  std::vector<int> xs;
+  for (cfx::Future<int>& f : cfx::as_completed(m, kLong)) {
+    CHECK(f.result() == m.at(f) * 3);
+    xs.push_back(m.at(f));
+    if (xs.size() == 8) gate.open();  // the gated one can only come last
+  }
+  REQUIRE(xs.size() == 9);
+  CHECK(xs.back() == -1);
+  CHECK(std::unordered_set<int>(xs.begin(), xs.end()).size() == 9);
+  CHECK(m.size() == 9);
+  for (auto& [f, x] : m) CHECK(f.valid());  // an lvalue map keeps its keys
+}
+
+// Python's {executor.submit(fn, x): x for x in xs} with wait.
+TEST_CASE_TEMPLATE("wait: an unordered_map keyed by futures", Backend, CFX_BACKENDS) {
+  auto ex = Backend::make(2);
+  Gate gate;
+  std::unordered_map<cfx::Future<int>, int> m;
+  for (int x = 0; x < 4; ++x) m.emplace(ex->submit(mul, x, x), x);
+  auto blocked = ex->submit(value_after_gate, gate.path(), -1);
+  m.emplace(blocked, -1);
+  for (auto& [f, x] : m)
+    if (x >= 0) REQUIRE(f.wait_for(kLong));
+  auto [done, not_done] = cfx::wait(m, 0s);
+  CHECK(done.size() == 4);
+  for (cfx::Future<int>& f : done) CHECK(f.result() == m.at(f) * m.at(f));
+  REQUIRE(not_done.size() == 1);
+  CHECK(not_done[0] == blocked);
+  CHECK(m.at(not_done[0]) == -1);
+  gate.open();
+  auto all = cfx::wait(m, kLong, cfx::ReturnWhen::all_completed);
+  CHECK(all.done.size() == 5);
+  CHECK(all.not_done.empty());
+  CHECK(m.at(blocked) == blocked.result());
+}
+
+TEST_CASE_TEMPLATE("as_completed and wait: a std::map keyed by futures", Backend, CFX_BACKENDS) {
+  auto ex = Backend::make(2);
+  std::map<cfx::Future<int>, std::string> m;
+  for (int x = 1; x <= 6; ++x) m.emplace(ex->submit(mul, x, 10), std::to_string(x));
+  REQUIRE(m.size() == 6);
+  std::set<std::string> seen;
+  for (cfx::Future<int>& f : cfx::as_completed(m, kLong)) {
+    CHECK(std::to_string(f.result()) == m.at(f) + "0");
+    seen.insert(m[f]);
+  }
+  CHECK(seen.size() == 6);
+  CHECK(m.size() == 6);  // m[f] found every key: nothing was inserted
+  auto [done, not_done] = cfx::wait(m, 0s);
+  CHECK(done.size() == 6);
+  CHECK(not_done.empty());
+  for (cfx::Future<int>& f : done) CHECK(m.contains(f));
+}
+
+TEST_CASE_TEMPLATE("as_completed and wait: a std::set of futures", Backend, CFX_BACKENDS) {
+  auto ex = Backend::make(2);
+  std::set<cfx::Future<int>> s;
+  for (int x = 0; x < 5; ++x) {
+    auto f = ex->submit(ipow, 2, x);
+    s.insert(f);
+    s.insert(f);  // a copy is the same key
+  }
+  REQUIRE(s.size() == 5);
+  std::set<int> results;
+  for (cfx::Future<int>& f : cfx::as_completed(s, kLong)) {
+    CHECK(s.contains(f));
+    results.insert(f.result());
+  }
+  CHECK(results == std::set<int>{1, 2, 4, 8, 16});
+  auto [done, not_done] = cfx::wait(s, 0s);
+  CHECK(done.size() == 5);
+  CHECK(not_done.empty());
+}
+
+TEST_CASE_TEMPLATE("as_completed and wait: a filter view over futures", Backend, CFX_BACKENDS) {
+  auto ex = Backend::make(2);
+  Gate gate;
+  std::vector<cfx::Future<int>> fs;
+  for (int x = 0; x < 6; ++x) fs.push_back(ex->submit(inc, x));
+  auto blocked = ex->submit(value_after_gate, gate.path(), -1);
+  fs.push_back(blocked);
+  auto unblocked = [&](const cfx::Future<int>& f) { return f != blocked; };
+  // If the filter were ignored, both would wait for `blocked` until kLong and fail.
+  std::set<int> results;
+  for (cfx::Future<int>& f : cfx::as_completed(fs | std::views::filter(unblocked), kLong))
+    results.insert(f.result());
+  CHECK(results == std::set<int>{1, 2, 3, 4, 5, 6});
+  auto view = fs | std::views::filter(unblocked);
+  auto [done, not_done] = cfx::wait(view, kLong);
+  CHECK(done.size() == 6);
+  CHECK(not_done.empty());
+  CHECK(as_set(done).count(blocked) == 0);
+  // The view's futures were copied, never taken from fs.
+  REQUIRE(fs.size() == 7);
+  for (auto& f : fs) CHECK(f.valid());
+  CHECK(fs.back() == blocked);
+  gate.open();
+  CHECK(blocked.result() == -1);
 }
