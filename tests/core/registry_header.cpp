@@ -9,6 +9,7 @@ int one(int x) { return x; }
 int two(int x) { return x * 2; }
 }  // namespace registry_test
 
+
 CFX_TASK_AS(&registry_test::from_cpp, "registry_test::from_cpp");  // line 13, as in the header
 CFX_TASK_AS(&registry_test::one, "registry_test::one"); CFX_TASK_AS(&registry_test::two, "registry_test::two");
 // clang-format on
