@@ -1,4 +1,4 @@
-// Choosing a backend by configuration (API.md section 4):
+// Choosing a backend by configuration (docs/config.md):
 //
 //   auto ex = cfx::make_executor({{"backend", "process"}, {"max_workers", 4}});
 //   auto ex = cfx::make_executor_from_file("pool.json");
@@ -8,6 +8,9 @@
 // CFX_BACKEND and CFX_MAX_WORKERS override the configuration. Anything unknown, of the wrong
 // type or out of range throws ConfigError naming the key, the value and what is allowed.
 // docs/config.md lists every key.
+//
+// Thread safety: make_executor and make_executor_from_file may be called from any thread;
+// each call reads the environment when it is made.
 #pragma once
 
 #include <memory>

@@ -1,8 +1,11 @@
-// cfx error hierarchy (API.md section 5).
+// cfx error hierarchy (docs/errors.md).
 //
 // Everything cfx throws derives from cfx::Error, itself a std::runtime_error, so a single
 // `catch (const cfx::Error&)` catches every library error while task exceptions (which
 // come back with their own types) pass through untouched.
+//
+// Thread safety: errors are immutable once thrown; distinct and shared objects: safe (an
+// exception held by a Future is rethrown to every thread that asks for its result).
 #pragma once
 
 #include <stdexcept>

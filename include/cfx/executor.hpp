@@ -1,4 +1,4 @@
-// cfx::Executor, the abstract pool that returns Futures (API.md section 4).
+// cfx::Executor, the abstract pool that returns Futures (docs/concepts.md, "Executors").
 //
 // The templates here turn a call into one type-erased unit of work; a backend implements
 // only the small virtual part (enqueue, shutdown, max_workers, backend), as concurrencpp's
@@ -6,9 +6,12 @@
 // out-of-process backends receive a detail::RemoteTask: a registered function's name and
 // its encoded arguments.
 //
-// Thread safety: submit, map, starmap, map_unordered, shutdown and the queries may be
-// called from any thread, including from tasks and done-callbacks of the same executor
-// (but see shutdown).
+// Thread safety:
+//  - Distinct objects: safe.
+//  - Shared objects: safe. submit, map, starmap, map_unordered, shutdown and the queries
+//    may be called from any thread at once, including from tasks and done-callbacks of the
+//    same executor (but see shutdown). The object returned by map is not shared: iterate it
+//    from one thread at a time.
 #pragma once
 
 #include <chrono>

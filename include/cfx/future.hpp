@@ -1,4 +1,4 @@
-// cfx::Future<T> and cfx::Promise<T> (API.md section 2).
+// cfx::Future<T> and cfx::Promise<T> (docs/concepts.md, "Futures").
 //
 // A Future is a copyable handle to the outcome of one task: a value, an exception, or
 // cancellation. Executors create them; Promise is the producer side, public so that users
@@ -7,8 +7,14 @@
 // Futures compare (==, <=>) and hash (std::hash) by the task they refer to, so they can key
 // a std::unordered_map or std::map, or fill a set.
 //
-// Thread safety: every member of Future and Promise may be called from any thread, on
-// the same or different handles, concurrently.
+// Thread safety, as Asio states it:
+//  - Distinct objects: safe. Any number of handles to the same task may be used from any
+//    number of threads at once; that is what they are for.
+//  - Shared objects (one Future or Promise object used from several threads): the const
+//    members and cancel(), add_done_callback(), set_result(), set_exception() and
+//    set_running_or_notify_cancel() are safe to call concurrently. Assigning to, moving
+//    from or destroying that object while another thread uses it is not, as for
+//    std::shared_ptr: give each thread its own copy.
 #pragma once
 
 #include <chrono>

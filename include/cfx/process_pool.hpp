@@ -1,4 +1,4 @@
-// cfx::ProcessPoolExecutor: tasks run in worker processes (API.md sections 1, 4, 5), and
+// cfx::ProcessPoolExecutor: tasks run in worker processes (docs/process-backend.md), and
 // cfx::init, which a program that uses it calls first in main.
 //
 // Tasks are functions registered with CFX_TASK; their arguments and results cross the
@@ -7,6 +7,11 @@
 //
 // Beyond Python: on_worker_crash = respawn (the default) fails only the futures of the
 // worker that died and replaces it; task_timeout kills a task that runs too long.
+//
+// Thread safety: as cfx::Executor (distinct objects: safe; shared objects: safe), and
+// worker_pids() may be called from any thread. cfx::init must run first in main(), before
+// the program starts threads. The destructor must not run while another thread still calls
+// the executor.
 #pragma once
 
 #include <chrono>

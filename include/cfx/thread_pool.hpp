@@ -1,4 +1,9 @@
-// cfx::ThreadPoolExecutor: tasks run on a pool of threads in this process (API.md section 4).
+// cfx::ThreadPoolExecutor: tasks run on a pool of threads in this process
+// (docs/thread-vs-process.md).
+//
+// Thread safety: as cfx::Executor (distinct objects: safe; shared objects: safe), and
+// thread_count() may be called from any thread. The destructor must not run while another
+// thread still calls the executor.
 #pragma once
 
 #include <cstddef>

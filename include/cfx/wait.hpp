@@ -1,4 +1,4 @@
-// cfx::as_completed and cfx::wait (API.md section 3).
+// cfx::as_completed and cfx::wait (docs/concepts.md, "as_completed" and "wait").
 //
 // Both take any input range of cfx::Future<T> (vector, list, set, unordered_set, a view, a
 // braced list) or a map keyed by futures, whose keys are used: Python's
@@ -9,6 +9,10 @@
 // Both install one small waiter node on every unfinished future; a completing future pushes
 // its index into one shared queue, so the cost is O(n) in the number of futures, as in
 // CPython's _base.py. Cancellation counts as done at once and wakes the waiters.
+//
+// Thread safety: as_completed and wait may be called from any thread, and several may
+// watch the same futures at once. The object as_completed returns is not shared: iterate
+// it from one thread (distinct objects: safe; shared objects: unsafe).
 #pragma once
 
 #include <chrono>
@@ -183,6 +187,8 @@ using range_future_value_t = typename future_type_of<Range>::type::value_type;
 /// then the others in completion order. With a timeout, counted from the as_completed()
 /// call, the iteration throws TimeoutError("N (of M) futures unfinished") once it would
 /// have to wait past the deadline.
+///
+/// Thread safety: distinct objects: safe; shared objects: unsafe.
 template <class T>
 class AsCompleted {
  public:

@@ -1,4 +1,4 @@
-// A task's exception comes back from result() with its type and what() (API.md section 5).
+// A task's exception comes back from result() with its type and what() (docs/errors.md).
 #include <new>
 #include <stdexcept>
 #include <string>
@@ -52,7 +52,7 @@ std::string kind_of(const std::exception& e) {
 }
 
 /// Checks that f's result() rethrows an exception of kind `kind` with `message`; across
-/// processes, with the remote context nested in it (API.md section 5).
+/// processes, with the remote context nested in it (docs/errors.md).
 template <class Backend>
 void check_rethrown(cfx::Future<int> f, const std::string& kind, const std::string& message) {
   CAPTURE(kind);

@@ -121,7 +121,13 @@ TEST_CASE("CFX_BACKEND and CFX_MAX_WORKERS override the configuration") {
     ScopedEnv backend("CFX_BACKEND", "thread");
     auto ex = cfx::make_executor({{"backend", "process"}, {"max_tasks_per_child", 5}});
     CHECK(ex->backend() == "thread");  // the process-only key is dropped, not an error
+    // A key that no backend reads is still an error, whatever CFX_BACKEND says.
+    CHECK(contains(config_error({{"backend", "process"}, {"task_timout_s", 5}}),
+                   "unknown config key 'task_timout_s'"));
+    // Without the override, a key of the other backend is an error (docs/config.md).
   }
+  CHECK(contains(config_error({{"backend", "thread"}, {"task_timeout_s", 5}}),
+                 "applies only to backend 'process'"));
   {
     ScopedEnv workers("CFX_MAX_WORKERS", "many");
     auto e = config_error(json::object());

@@ -191,6 +191,9 @@ namespace cfx {
 
 /// The result of Executor::map, starmap and map_unordered: an input range, consumed once.
 /// Move-only. Destroying it cancels the chunks that have not started.
+///
+/// Thread safety: distinct objects: safe; shared objects: unsafe (iterate it from one thread
+/// at a time). It may outlive its executor, which then submits no further chunk.
 template <class V>
 class MapResult {
  public:
