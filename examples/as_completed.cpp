@@ -13,7 +13,9 @@
 #include <utility>
 #include <vector>
 
-#include <cfx/cfx.hpp>
+// A thread-only program includes only what it uses: no codec, no Boost, no JSON.
+#include <cfx/thread_pool.hpp>
+#include <cfx/wait.hpp>
 
 #include "collatz.hpp"
 
@@ -66,8 +68,8 @@ void timeout_expires() {
 
 }  // namespace
 
-int main(int argc, char** argv) {
-  cfx::init(argc, argv);  // in a worker process: serve tasks and exit here
+int main() {
+  // Threads only, so no cfx::init: that is for programs that start process pools.
   print_in_completion_order();
   timeout_expires();
 }
