@@ -7,6 +7,7 @@
 #include "cfx/detail/registry.hpp"
 #include "cfx/detail/remote_task.hpp"
 #include "cfx/errors.hpp"
+#include "stack_trace.hpp"
 
 namespace cfx::detail {
 namespace {
@@ -60,11 +61,14 @@ const TaskEntry* find_task(std::string_view name) {
 
 const TaskEntry& registered_task(const void* address, const std::type_info& args) {
   const TaskEntry* e = find_task_at(address);
-  if (!e)
-    throw Error(
-        "this function is not registered as a task, so it cannot run in a worker process: add "
-        "CFX_TASK(function_name); at namespace scope after its definition (or "
-        "CFX_TASK_AS(&function, \"name\") for overloads and templates)");
+  if (!e) {
+    std::string name = function_name(address);
+    std::string which = name.empty() ? "this function" : "function '" + name + "'";
+    throw Error(which +
+                " is not registered as a task, so it cannot run in a worker process: add "
+                "CFX_TASK(function_name); at namespace scope after its definition (or "
+                "CFX_TASK_AS(&function, \"name\") for overloads and templates)");
+  }
   if (*e->args_type != args)
     throw Error("task '" + e->name + "' was called through a function pointer of another type");
   return *e;

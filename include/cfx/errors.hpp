@@ -110,7 +110,8 @@ class RemoteError : public Error {
   const std::string& task() const noexcept { return task_; }
   /// The worker's process id (context only; else 0).
   int pid() const noexcept { return pid_; }
-  /// The worker's stack where the exception was caught, where available.
+  /// The worker's stack where the exception was thrown, where available (see
+  /// docs/errors.md, "Throw-site stack traces").
   const std::string& stack_trace() const noexcept { return stack_trace_; }
 
  private:

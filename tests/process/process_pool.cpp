@@ -1,6 +1,7 @@
 // Process-backend behaviour beyond the conformance suite: the four serialisation points,
 // exceptions by kind, registration errors, crashes of every kind, leaks, start methods,
 // timeouts, recycling, the initializer, and where the worker marker may not go.
+#include <dlfcn.h>
 #include <doctest/doctest.h>
 #include <fcntl.h>
 #include <sys/wait.h>
@@ -12,6 +13,7 @@
 #include <new>
 #include <set>
 
+#include "lib/stack_trace.hpp"
 #include "support/gate.hpp"
 #include "tasks.hpp"
 
@@ -83,6 +85,15 @@ int throw_kind(std::string kind) {
   return 0;
 }
 CFX_TASK(throw_kind);
+
+// Where throw_here throws, for the stack-trace test. Not inlined, so that it keeps a frame of
+// its own in the trace whatever the optimisation level.
+constexpr int throw_here_line = __LINE__ + 2;
+[[gnu::noinline]] int throw_here(int x) {
+  if (x > 0) throw std::domain_error("thrown here");
+  return x;
+}
+CFX_TASK(throw_here);
 
 // ---- crashes ------------------------------------------------------------------------------
 
@@ -238,6 +249,48 @@ TEST_CASE("exceptions come back by type with their remote context nested") {
       CHECK(std::string(context.what()).find("throw_kind") != std::string::npos);
     }
   }
+}
+
+TEST_CASE("the remote context carries the throw site's function and file:line") {
+  if (!cfx::detail::throw_stack_traces_compiled()) {
+    MESSAGE("throw-site stack traces are not compiled in (sanitizers, -Dthrow_traces=false)");
+    return;
+  }
+  // Both start methods: a spawned worker is this program re-run from /proc/self/exe, a forked
+  // one a copy of this process.
+  for (auto method : {cfx::StartMethod::spawn, cfx::StartMethod::fork}) {
+    cfx::ProcessPoolExecutor ex({.max_workers = 1, .start_method = method});
+    std::string trace;
+    try {
+      (void)ex.submit(throw_here, 1).result();
+      FAIL("expected an exception");
+    } catch (const std::domain_error& e) {
+      try {
+        std::rethrow_if_nested(e);
+      } catch (const cfx::RemoteError& context) {
+        trace = context.stack_trace();
+      }
+    }
+    std::string method_name = method == cfx::StartMethod::spawn ? "spawn" : "fork";
+    INFO("start method " << method_name << ", stack trace:\n" << trace);
+    // The innermost frame is the throwing function itself, at the throw's own line.
+    auto first_line = trace.substr(0, trace.find('\n'));
+    CHECK(first_line.find("throw_here(int)") != std::string::npos);
+    CHECK(first_line.find("process_pool.cpp:" + std::to_string(throw_here_line)) !=
+          std::string::npos);
+  }
+}
+
+TEST_CASE("function_name names a function of the executable without -rdynamic") {
+  auto address = reinterpret_cast<const void*>(&not_registered);
+  // The premise: the executable exports no symbol for it, so dladdr (the basic backend's
+  // only source) cannot name it.
+  Dl_info info{};
+  CHECK((::dladdr(address, &info) == 0 || info.dli_sname == nullptr));
+  CHECK(cfx::detail::function_name(address) == "(anonymous namespace)::not_registered(int)");
+  int not_code = 0;
+  CHECK(cfx::detail::function_name(&not_code).empty());
+  CHECK(cfx::detail::function_name(nullptr).empty());
 }
 
 TEST_CASE("unregistered callables are refused at submit with how to register them") {

@@ -74,6 +74,7 @@ TEST_SUITE("process submit") {
     cfx::ProcessPoolExecutor pool({.max_workers = 1});
     std::string fn = error_of([&] { (void)pool.submit(unregistered_square, 3); });
     CHECK(fn.find("CFX_TASK") != std::string::npos);
+    CHECK(fn.find("unregistered_square") != std::string::npos);  // names the function
     std::string lambda = error_of([&] { (void)pool.submit([] { return 1; }); });
     CHECK(lambda.find("lambdas") != std::string::npos);
     // A lambda taking a move-only argument compiles for every executor; a process pool
