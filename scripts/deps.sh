@@ -1,9 +1,14 @@
 # Sourced by run.sh, test.sh and bench/run.sh: installs what is missing, quietly.
 # Boost comes only as the versioned 1.81 packages: an unversioned libboost-*-dev pulls 1.74,
 # which conflicts with them (see docs/building.md).
+# dpkg-dev gives meson dpkg-architecture, from which it takes Debian's libdir
+# (lib/x86_64-linux-gnu). Without it (g++ installed without recommended packages) meson falls
+# back to lib64, which Debian's CMake, pkg-config and ld.so do not search, so an installed cfx
+# is not found.
 
-CFX_BUILD_PACKAGES="g++ pkgconf meson ninja-build cmake libboost1.81-dev libboost-filesystem1.81-dev
-  libboost-stacktrace1.81-dev doctest-dev nlohmann-json3-dev libcli11-dev"
+CFX_BUILD_PACKAGES="g++ pkgconf meson ninja-build cmake dpkg-dev libboost1.81-dev
+  libboost-filesystem1.81-dev libboost-stacktrace1.81-dev doctest-dev nlohmann-json3-dev
+  libcli11-dev"
 CFX_BENCH_PACKAGES="libtbb-dev libthread-pool-dev python3 python3-joblib python3-pebble"
 
 # ensure_packages PKG...: apt-get install the ones dpkg does not report as installed.

@@ -15,21 +15,36 @@ meson install -C "$build" --destdir "$work/dest" --quiet >/dev/null
 # DESTDIR keeps the configured prefix below it; find where it put the library.
 root=$(dirname "$(dirname "$(find "$work/dest" -name cfx.pc -print -quit)")")
 libdir=$(dirname "$(find "$work/dest" -name 'libcfx.so' -print -quit)")
-prefix=$work/dest$(meson introspect "$build" --buildoptions |
-  /usr/bin/python3 -c 'import json,sys; print([o["value"] for o in json.load(sys.stdin) if o["name"]=="prefix"][0])')
+# build_option NAME: the value of a meson option of the build under test (a list, as newer
+# meson gives b_sanitize, comes back comma-joined).
+build_option() {
+  meson introspect "$build" --buildoptions | /usr/bin/python3 -c '
+import json, sys
+v = [o["value"] for o in json.load(sys.stdin) if o["name"] == sys.argv[1]][0]
+print(",".join(v) if isinstance(v, list) else str(v).lower() if isinstance(v, bool) else v)' "$1"
+}
+prefix=$work/dest$(build_option prefix)
+# A sanitized libcfx needs consumers built with the same -fsanitize: an executable that links
+# an ASan library without the ASan runtime aborts at start ("ASan runtime does not come first").
+sanitize=$(build_option b_sanitize)
+san_flags=""
+[ "$sanitize" = none ] || [ -z "$sanitize" ] || san_flags="-fsanitize=$sanitize"
 export LD_LIBRARY_PATH=$libdir
 status=0
 
 echo "== pkg-config"
 export PKG_CONFIG_PATH=$root/pkgconfig
 # The installed cfx.pc names the configured prefix; point it at the DESTDIR copy.
-g++ -std=c++20 "$src/tests/packaging/src/consumer.cpp" -o "$work/pc-consumer" \
+g++ -std=c++20 $san_flags "$src/tests/packaging/src/consumer.cpp" -o "$work/pc-consumer" \
   $(pkg-config --define-variable=prefix="$prefix" --cflags --libs cfx)
 "$work/pc-consumer" || status=1
 
 echo "== cmake find_package"
-cmake -S "$src/tests/packaging/cmake" -B "$work/cmake" -DCMAKE_PREFIX_PATH="$prefix" \
-  -DCMAKE_BUILD_TYPE=Release >/dev/null
+# Ninja, not CMake's default Makefile generator: ninja-build is a dependency already, and
+# make is not installed on a machine that took g++ and cmake without recommended packages.
+# CMake passes CMAKE_CXX_FLAGS to the link line too, so -fsanitize reaches both.
+cmake -G Ninja -S "$src/tests/packaging/cmake" -B "$work/cmake" -DCMAKE_PREFIX_PATH="$prefix" \
+  -DCMAKE_BUILD_TYPE=Release -DCMAKE_CXX_FLAGS="$san_flags" >/dev/null
 cmake --build "$work/cmake" >/dev/null
 "$work/cmake/consumer" || status=1
 
@@ -38,7 +53,10 @@ cp -r "$src/tests/packaging/meson" "$work/meson"
 mkdir -p "$work/meson/subprojects"
 ln -s "$src" "$work/meson/subprojects/cfx"
 sed -i "s|'../src/consumer.cpp'|'$src/tests/packaging/src/consumer.cpp'|" "$work/meson/meson.build"
-meson setup "$work/meson/build" "$work/meson" >/dev/null
+# b_* options belong to the top project and apply to its subprojects: cfx is compiled from
+# source here with the same sanitizers (and b_lundef, which a sanitized shared libcfx needs).
+meson setup "$work/meson/build" "$work/meson" -Db_sanitize="$sanitize" \
+  -Db_lundef="$(build_option b_lundef)" >/dev/null
 ninja -C "$work/meson/build" >/dev/null
 "$work/meson/build/consumer" || status=1
 
