@@ -12,12 +12,8 @@
 // so the head of its in-flight list is the one running: when a worker dies, that call fails
 // (WorkerCrashed, or TimeoutError if the pool killed it) and the calls behind it, which never
 // started, go back to the front of the queue. docs/process-backend.md has the full picture.
-#include <fcntl.h>
 #include <signal.h>
-#include <stdio_ext.h>
 #include <string.h>
-#include <sys/mman.h>
-#include <sys/prctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -39,10 +35,10 @@
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/writable_pipe.hpp>
 #include <boost/asio/write.hpp>
-#include <boost/process/v2/posix/default_launcher.hpp>
 #include <boost/process/v2/process.hpp>
 
 #include "backends/process/channel.hpp"
+#include "backends/process/launcher.hpp"
 #include "backends/process/worker.hpp"
 #include "cfx/errors.hpp"
 #include "cfx/process_pool.hpp"
@@ -90,85 +86,18 @@ std::string describe_status(int status) {
   return "ended with raw status " + std::to_string(status);
 }
 
-/// Moves fd above the descriptors a worker's channel is dup2'ed onto (3 and 4).
-int above_channel_fds(int fd) {
-  if (fd > kWorkerOutFd) return fd;
-  int moved = ::fcntl(fd, F_DUPFD_CLOEXEC, kWorkerOutFd + 1);
-  ::close(fd);
-  return moved;
-}
-
-struct Pipe {
-  int read_end = -1;
-  int write_end = -1;
-  Pipe() {
-    int fds[2];
-    if (::pipe2(fds, O_CLOEXEC) != 0)
-      throw std::system_error(errno, std::generic_category(), "pipe2");
-    read_end = above_channel_fds(fds[0]);
-    write_end = above_channel_fds(fds[1]);
-  }
-};
-
-/// Gives the child `fd` as descriptor `target`. (Boost 1.81's posix::bind_fd cannot be used:
-/// its on_setup returns no value, which is undefined behaviour and corrupts the heap.)
-struct BindFd {
-  int target;
-  int fd;
-  bp::error_code on_setup(bp::posix::default_launcher& launcher, const bp::filesystem::path&,
-                          const char* const*) {
-    launcher.fd_whitelist.push_back(target);
-    return {};
-  }
-  bp::error_code on_exec_setup(bp::posix::default_launcher&, const bp::filesystem::path&,
-                               const char* const*) {
-    if (::dup2(fd, target) == -1) return {errno, bp::system_category()};
-    return {};
-  }
-};
-
-/// Runs in the spawned child between fork and exec, after the BindFd dup2s.
-struct WorkerChildSetup {
-  pid_t parent;
-  bp::error_code on_exec_setup(bp::posix::default_launcher& launcher, const bp::filesystem::path&,
-                               const char* const*) {
-    ::setpgid(0, 0);                        // its own group: kills reach its descendants
-    ::prctl(PR_SET_PDEATHSIG, SIGKILL);     // dies with the pool's I/O thread
-    if (::getppid() != parent) ::_exit(1);  // the parent died before prctl
-    sigset_t none;
-    sigemptyset(&none);
-    ::sigprocmask(SIG_SETMASK, &none, nullptr);  // the I/O thread blocks SIGPIPE
-    // Boost 1.81's close_all skips the gaps between whitelisted descriptors; close every
-    // descriptor that is not whitelisted ourselves, so nothing of the parent leaks.
-    // No allocation here: between fork and exec of a multithreaded parent, malloc can
-    // deadlock on a lock another thread held at the fork (and the parent would wait for
-    // the exec forever). The launcher's whitelist is this child's own copy: sort it in place.
-    auto& keep = launcher.fd_whitelist;
-    std::sort(keep.begin(), keep.end());
-    unsigned next = 0;
-    for (int fd : keep) {
-      if (fd < 0) continue;
-      if (static_cast<unsigned>(fd) > next) ::close_range(next, static_cast<unsigned>(fd) - 1, 0);
-      next = static_cast<unsigned>(fd) + 1;
-    }
-    ::close_range(next, ~0u, 0);
-    return {};
-  }
-};
-
 }  // namespace
 
 class ProcessPoolCore;
 
 /// One worker process and its channel. Touched only on the I/O thread.
 struct WorkerSlot {
-  WorkerSlot(asio::io_context& io, int id) : to(io), from(io), timer(io), id(id) {}
+  explicit WorkerSlot(asio::io_context& io) : to(io), from(io), timer(io) {}
 
   asio::writable_pipe to;           // calls
   asio::readable_pipe from;         // replies
   std::optional<bp::process> proc;  // emplaced: 1.81's move assignment breaks async_wait
   asio::steady_timer timer;         // startup deadline, then task_timeout of the head call
-  int id;
   int pid = 0;
 
   std::deque<RemoteTask*> in_flight;  // sent, in order; the front one is running
@@ -181,22 +110,16 @@ struct WorkerSlot {
   FrameSplitter in;
 
   std::size_t calls_sent = 0;
-  std::uint64_t replies = 0;                      // answered calls (init included)
-  std::atomic<std::uint64_t>* started = nullptr;  // calls the worker began (shared page)
-  bool ready = false;                             // said hello
-  bool retiring = false;                          // reached max_tasks_per_child: no more calls
-  bool closing = false;  // its channel was closed on purpose: exit 0 is expected
-  bool gone = false;     // EOF seen
+  std::uint64_t replies = 0;  // answered calls (init included)
+  CounterPage started;        // calls the worker began (shared page)
+  bool ready = false;         // said hello
+  bool retiring = false;      // reached max_tasks_per_child: no more calls
+  bool closing = false;       // its channel was closed on purpose: exit 0 is expected
+  bool gone = false;          // EOF seen
   bool killed = false;
 
-  ~WorkerSlot() {
-    if (started) ::munmap(started, sizeof(*started));
-  }
-
   /// True if the oldest unanswered call had started when the worker died.
-  bool head_was_running() const {
-    return started && started->load(std::memory_order_relaxed) > replies;
-  }
+  bool head_was_running() const { return started.count() > replies; }
 
   std::size_t window() const {
     if (mean_service <= 0) return 2;
@@ -454,7 +377,6 @@ class ProcessPoolCore : public std::enable_shared_from_this<ProcessPoolCore> {
 
   // I/O thread only
   std::vector<std::shared_ptr<WorkerSlot>> workers_;
-  int next_worker_id_ = 0;
   int start_failures_ = 0;
   bool start_failed_ = false;
   bool draining_ = false;
@@ -481,63 +403,17 @@ void InitCall::complete(Reader&, std::uint32_t, std::exception_ptr error) noexce
 }
 
 bool ProcessPoolCore::spawn_worker() {
-  auto w = std::make_shared<WorkerSlot>(io_, next_worker_id_++);
-  int counter = -1;
+  auto w = std::make_shared<WorkerSlot>(io_);
   try {
-    Pipe calls, replies;  // parent writes calls.write_end, reads replies.read_end
-    counter = above_channel_fds(::memfd_create("cfx-worker-counter", MFD_CLOEXEC));
-    if (counter < 0 || ::ftruncate(counter, sizeof(std::uint64_t)) != 0)
-      throw std::system_error(errno, std::generic_category(), "memfd_create");
-    void* page =
-        ::mmap(nullptr, sizeof(std::uint64_t), PROT_READ | PROT_WRITE, MAP_SHARED, counter, 0);
-    if (page == MAP_FAILED) throw std::system_error(errno, std::generic_category(), "mmap");
-    w->started = static_cast<std::atomic<std::uint64_t>*>(page);
-    if (options_.start_method == StartMethod::fork) {
-      pid_t pid = ::fork();
-      if (pid < 0) throw std::system_error(errno, std::generic_category(), "fork");
-      if (pid == 0) {
-        ::setpgid(0, 0);
-        ::prctl(PR_SET_PDEATHSIG, SIGKILL);
-        ::dup2(calls.read_end, kWorkerInFd);
-        ::dup2(replies.write_end, kWorkerOutFd);
-        ::dup2(counter, kWorkerCounterFd);
-        ::close_range(kWorkerCounterFd + 1, ~0u, 0);
-        sigset_t none;
-        sigemptyset(&none);
-        ::sigprocmask(SIG_SETMASK, &none, nullptr);
-        // The parent's unflushed output was copied into this child: it is the parent's to
-        // write, not ours. What tasks print from here on is flushed at exit.
-        __fpurge(stdout);
-        __fpurge(stderr);
-        int status = serve_worker(kWorkerInFd, kWorkerOutFd, kWorkerCounterFd);
-        std::fflush(nullptr);
-        ::_exit(status);
-      }
-      w->proc.emplace(io_.get_executor(), pid);
-    } else {
-      // The marker travels in the environment of this child only; cfx::init removes it
-      // before any task runs, so programs a task starts are not workers.
-      std::vector<std::string> env_strings;
-      for (char** e = environ; *e; ++e)
-        if (std::strncmp(*e, "CFX_WORKER=", 11) != 0) env_strings.emplace_back(*e);
-      env_strings.push_back(std::string(kWorkerEnv) + "=" + std::to_string(::getpid()));
-      std::vector<const char*> env;
-      for (auto& s : env_strings) env.push_back(s.c_str());
-      env.push_back(nullptr);
-      bp::posix::default_launcher launcher;
-      launcher.env = env.data();
-      w->proc.emplace(launcher(io_.get_executor(), "/proc/self/exe", std::vector<std::string>{},
-                               BindFd{kWorkerInFd, calls.read_end},
-                               BindFd{kWorkerOutFd, replies.write_end},
-                               BindFd{kWorkerCounterFd, counter}, WorkerChildSetup{::getpid()}));
-    }
-    ::close(calls.read_end);
-    ::close(replies.write_end);
-    ::close(std::exchange(counter, -1));
-    w->to.assign(calls.write_end);
-    w->from.assign(replies.read_end);
+    LaunchedWorker launched = launch_worker(options_.start_method, io_.get_executor());
+    w->proc.emplace(std::move(launched.process));
+    w->started = std::move(launched.started);
+    // assign() takes a descriptor only when it succeeds: release it from its Fd after.
+    w->to.assign(launched.calls.get());
+    launched.calls.release();
+    w->from.assign(launched.replies.get());
+    launched.replies.release();
   } catch (const std::exception& e) {
-    if (counter >= 0) ::close(counter);
     start_failure(w, std::string("a worker process could not be started: ") + e.what(), true);
     return false;
   }

@@ -12,6 +12,7 @@
 #include <cerrno>
 #include <chrono>
 #include <cstdint>
+#include <cstdio>
 #include <cstring>
 #include <vector>
 
@@ -126,6 +127,12 @@ int serve_worker(int in_fd, int out_fd, int counter_fd) {
     }
     frames.commit(static_cast<std::size_t>(n));
   }
+}
+
+void serve_and_exit() {
+  int status = serve_worker(kWorkerInFd, kWorkerOutFd, kWorkerCounterFd);
+  std::fflush(nullptr);
+  ::_exit(status);
 }
 
 }  // namespace cfx::detail

@@ -18,6 +18,10 @@ inline constexpr int kNoInitExitStatus = 87;
 /// started calls in the page mapped from counter_fd. Returns the process's exit status.
 int serve_worker(int in_fd, int out_fd, int counter_fd);
 
+/// The worker's entry once its channel is on descriptors 3, 4 and 5 (the fork start method):
+/// serves, flushes what tasks printed, and exits with serve_worker's status.
+[[noreturn]] void serve_and_exit();
+
 /// Marks this process as a worker (no pools of its own).
 void mark_worker_process() noexcept;
 
