@@ -1,14 +1,14 @@
 // ProcessPoolExecutor: the parent's side.
 //
-//   submit() ──encode──▶ pending queue ──(one coalesced wake-up)──▶ I/O thread
-//   (any thread)          (mutex)                                      │ dispatch: a small
-//                                                                      │ window of calls per
-//                                                                      ▼ worker, in one write
+//   submit() ──encode──▶ SubmissionQueue ──(one coalesced wake-up)──▶ I/O thread
+//   (any thread)         (pending calls,                                 │ dispatch: a small
+//                         mutex)                                         │ window of calls per
+//                                                                        ▼ worker, in one write
 //      Future ◀── complete ◀── reply frames ◀── pipe ◀── worker 1..N (own process group)
 //
 // One I/O thread runs an Asio io_context that owns every worker's two pipes, its process
 // handle (pidfd: exit is an event, never polled) and its timer. Only that thread touches
-// worker state; submitters touch only the pending queue. A worker runs its calls in order,
+// worker state; submitters touch only the SubmissionQueue. A worker runs its calls in order,
 // so the head of its in-flight list is the one running: when a worker dies, that call fails
 // (WorkerCrashed, or TimeoutError if the pool killed it) and the calls behind it, which never
 // started, go back to the front of the queue. docs/process-backend.md has the full picture.
@@ -39,11 +39,11 @@
 
 #include "backends/process/channel.hpp"
 #include "backends/process/launcher.hpp"
+#include "backends/process/submission_queue.hpp"
 #include "backends/process/worker.hpp"
 #include "cfx/errors.hpp"
 #include "cfx/process_pool.hpp"
 #include "lib/cores.hpp"
-#include "lib/intrusive_queue.hpp"
 #include "lib/remote_exception.hpp"
 
 namespace cfx::detail {
@@ -151,7 +151,8 @@ class ProcessPoolCore : public std::enable_shared_from_this<ProcessPoolCore> {
   explicit ProcessPoolCore(ProcessPoolOptions options)
       : options_(std::move(options)),
         max_workers_(options_.max_workers ? options_.max_workers : usable_cores()),
-        guard_(asio::make_work_guard(io_)) {}
+        guard_(asio::make_work_guard(io_)),
+        queue_([this] { asio::post(io_, [self = shared_from_this()] { self->dispatch(); }); }) {}
 
   void start() {
     io_thread_ = std::thread([self = shared_from_this()] { self->run_io(); });
@@ -159,39 +160,17 @@ class ProcessPoolCore : public std::enable_shared_from_this<ProcessPoolCore> {
 
   std::size_t max_workers() const { return max_workers_; }
 
-  std::vector<int> worker_pids() {
-    std::lock_guard lock(mutex_);
-    return pids_;
-  }
+  std::vector<int> worker_pids() const { return queue_.worker_pids(); }
 
-  void enqueue(RemoteTask* task) {
-    std::lock_guard lock(mutex_);
-    if (broken_) throw BrokenProcessPool(*broken_);
-    if (shutdown_) throw Error("cannot schedule new futures after shutdown");
-    pending_.push_back(task);
-    wake_locked();
-  }
+  void enqueue(RemoteTask* task) { queue_.push(task); }
 
   void shutdown(bool wait, bool cancel_futures) {
     if (wait && std::this_thread::get_id() == io_thread_id_)
       throw Error(
           "shutdown(wait=true) called from a done-callback, which runs on the process pool's "
           "I/O thread: it would wait for itself; call shutdown(false) there");
-    RemoteTask* drained = nullptr;
-    bool first;
-    {
-      std::lock_guard lock(mutex_);
-      first = !shutdown_;
-      shutdown_ = true;
-      if (cancel_futures) drained = pending_.take_all();
-    }
-    while (drained) {
-      RemoteTask* next = drained->next;
-      drained->cancel();
-      drained->drop();
-      drained = next;
-    }
-    if (first) asio::post(io_, [self = shared_from_this()] { self->begin_drain(); });
+    if (queue_.shut_down(cancel_futures))
+      asio::post(io_, [self = shared_from_this()] { self->begin_drain(); });
     if (wait) join();
   }
 
@@ -210,14 +189,6 @@ class ProcessPoolCore : public std::enable_shared_from_this<ProcessPoolCore> {
   void break_pool(const std::string& message);
 
  private:
-  // ---- pending queue (mutex_) ----------------------------------------------------------
-
-  void wake_locked() {
-    if (wake_posted_) return;  // one wake-up covers every submit until dispatch runs
-    wake_posted_ = true;
-    asio::post(io_, [self = shared_from_this()] { self->dispatch(); });
-  }
-
   // ---- I/O thread ----------------------------------------------------------------------
 
   void run_io() {
@@ -240,22 +211,13 @@ class ProcessPoolCore : public std::enable_shared_from_this<ProcessPoolCore> {
   void dispatch() {
     std::vector<RemoteTask*> cancelled;
     for (;;) {
-      bool spawn = false;
-      {
-        std::lock_guard lock(mutex_);
-        wake_posted_ = false;
-        if (broken_) break;
-        // More work than workers, and room for another: start one (Python spawns on
-        // demand too). Spawning blocks this thread for a few ms, so outside the lock.
-        spawn = workers_.size() < max_workers_ &&
-                pending_.size() + in_flight_total() > workers_.size() && !start_failed_;
-        if (spawn && Clock::now() < next_spawn_) {
-          spawn = false;
-          retry_spawn_later();
-        }
-        if (!spawn) fill_windows(cancelled);
+      auto queued = queue_.begin_dispatch();
+      if (!queued) break;  // broken
+      // Spawning blocks this thread for a few ms: fill the windows only when no worker is due.
+      if (!should_spawn(*queued)) {
+        fill_windows(cancelled);
+        break;
       }
-      if (!spawn) break;
       if (!spawn_worker()) break;
     }
     for (auto* t : cancelled) t->drop();
@@ -263,21 +225,51 @@ class ProcessPoolCore : public std::enable_shared_from_this<ProcessPoolCore> {
     if (draining_) check_drained();
   }
 
-  // Called with mutex_ held: hands queued calls to workers with room, round-robin.
+  bool should_spawn(std::size_t queued) {
+    // More work than workers, and room for another: start one (Python spawns on demand too).
+    if (workers_.size() >= max_workers_ || start_failed_) return false;
+    if (queued + in_flight_total() <= workers_.size()) return false;
+    if (Clock::now() >= next_spawn_) return true;
+    retry_spawn_later();
+    return false;
+  }
+
+  std::size_t room(const WorkerSlot& w) const {
+    if (w.gone || w.retiring || w.closing || w.in_flight.size() >= w.window()) return 0;
+    std::size_t room = w.window() - w.in_flight.size();
+    // Not retiring: it may take max_tasks_per_child - calls_sent more, at least one.
+    if (options_.max_tasks_per_child)
+      room = std::min(room, options_.max_tasks_per_child - w.calls_sent);
+    return room;
+  }
+
+  // Hands queued calls to workers with room, round-robin. It takes only as many calls as
+  // there is room for, so submitters wait for the lock only while they are taken; a call
+  // cancelled while queued uses no room, so another round takes more.
   void fill_windows(std::vector<RemoteTask*>& cancelled) {
-    bool progress = true;
-    while (!pending_.empty() && progress) {
-      progress = false;
-      for (auto& w : workers_) {
-        if (pending_.empty()) break;
-        if (w->gone || w->retiring || w->closing || w->in_flight.size() >= w->window()) continue;
-        RemoteTask* t = pending_.pop_front();
-        progress = true;
-        if (!std::exchange(t->requeued, false) && !t->start()) {
-          cancelled.push_back(t);  // cancelled while queued: never sent
-          continue;
+    for (;;) {
+      std::size_t total = 0;
+      for (auto& w : workers_) total += room(*w);
+      if (total == 0) return;
+      auto calls = queue_.take(total);
+      if (calls.empty()) return;
+      while (!calls.empty()) {
+        bool progress = false;
+        for (auto& w : workers_) {
+          if (calls.empty()) break;
+          if (room(*w) == 0) continue;
+          RemoteTask* t = calls.pop_front();
+          progress = true;
+          if (!std::exchange(t->requeued, false) && !t->start()) {
+            cancelled.push_back(t);  // cancelled while queued: never sent
+            continue;
+          }
+          send(w, t);
         }
-        send(w, t);
+        if (!progress) {  // cannot happen while room() is exact; never spin if it is not
+          queue_.give_back(calls);
+          return;
+        }
       }
     }
   }
@@ -367,13 +359,7 @@ class ProcessPoolCore : public std::enable_shared_from_this<ProcessPoolCore> {
   std::thread io_thread_;
   std::atomic<std::thread::id> io_thread_id_{};
   std::mutex join_mutex_;
-
-  std::mutex mutex_;  // pending queue, flags and pids_
-  IntrusiveQueue<RemoteTask> pending_;
-  bool wake_posted_ = false;
-  bool shutdown_ = false;
-  std::optional<std::string> broken_;
-  std::vector<int> pids_;
+  SubmissionQueue queue_;
 
   // I/O thread only
   std::vector<std::shared_ptr<WorkerSlot>> workers_;
@@ -419,10 +405,7 @@ bool ProcessPoolCore::spawn_worker() {
   }
   w->pid = w->proc->id();
   workers_.push_back(w);
-  {
-    std::lock_guard lock(mutex_);
-    pids_.push_back(w->pid);
-  }
+  queue_.add_worker(w->pid);
   // A worker that never says hello is a program that did not call cfx::init (or hung
   // before it): do not wait forever for it.
   w->timer.expires_after(kStartupTimeout);
@@ -563,24 +546,15 @@ void ProcessPoolCore::on_exit(const std::shared_ptr<WorkerSlot>& w, int status) 
 }
 
 void ProcessPoolCore::requeue_unstarted(const std::shared_ptr<WorkerSlot>& w) {
-  // Calls behind the head never started: run them elsewhere, in their original order.
-  // Futures are failed after the lock is released: their callbacks may submit.
-  std::vector<RemoteTask*> dropped;
-  std::optional<std::string> broken;
-  {
-    std::lock_guard lock(mutex_);
-    broken = broken_;
-    while (!w->in_flight.empty()) {
-      RemoteTask* t = w->in_flight.back();
-      w->in_flight.pop_back();
-      if (broken || dynamic_cast<InitCall*>(t)) {
-        dropped.push_back(t);
-        continue;
-      }
-      t->requeued = true;
-      pending_.push_front(t);
-    }
-  }
+  // Calls behind the head never started: run them elsewhere, in their original order. The
+  // initializer's call is the worker's own. Futures are failed outside the queue's lock:
+  // their callbacks may submit.
+  std::vector<RemoteTask*> unstarted, dropped;
+  for (RemoteTask* t : w->in_flight)
+    (dynamic_cast<InitCall*>(t) ? dropped : unstarted).push_back(t);
+  w->in_flight.clear();
+  std::optional<std::string> broken = queue_.requeue(unstarted);
+  if (broken) dropped.insert(dropped.end(), unstarted.begin(), unstarted.end());
   for (RemoteTask* t : dropped) {
     if (broken) t->fail(std::make_exception_ptr(BrokenProcessPool(*broken)));
     t->drop();
@@ -592,8 +566,7 @@ void ProcessPoolCore::remove_worker(const std::shared_ptr<WorkerSlot>& w) {
   w->to.close(ignored);
   w->from.close(ignored);
   workers_.erase(std::remove(workers_.begin(), workers_.end(), w), workers_.end());
-  std::lock_guard lock(mutex_);
-  pids_.erase(std::remove(pids_.begin(), pids_.end(), w->pid), pids_.end());
+  queue_.remove_worker(w->pid);
 }
 
 void ProcessPoolCore::start_failure(const std::shared_ptr<WorkerSlot>&, const std::string& why,
@@ -605,23 +578,14 @@ void ProcessPoolCore::start_failure(const std::shared_ptr<WorkerSlot>&, const st
 }
 
 void ProcessPoolCore::break_pool(const std::string& message) {
-  RemoteTask* pending;
-  {
-    std::lock_guard lock(mutex_);
-    if (broken_) return;
-    broken_ = message;
-    pending = pending_.take_all();
-  }
+  auto queued = queue_.break_pool(message);
+  if (!queued) return;  // broken already
   // Each future gets its own exception object.
   auto fail = [&](RemoteTask* t) {
     t->fail(std::make_exception_ptr(BrokenProcessPool(message)));
     t->drop();
   };
-  while (pending) {
-    RemoteTask* next = pending->next;
-    fail(pending);
-    pending = next;
-  }
+  while (!queued->empty()) fail(queued->pop_front());
   for (auto& w : workers_) {
     for (auto* t : w->in_flight) fail(t);
     w->in_flight.clear();
@@ -636,10 +600,7 @@ void ProcessPoolCore::begin_drain() {
 }
 
 void ProcessPoolCore::check_drained() {
-  {
-    std::lock_guard lock(mutex_);
-    if (!pending_.empty() && !broken_) return;  // queued work still runs
-  }
+  if (!queue_.drained()) return;  // queued work still runs
   for (auto& w : workers_)
     if (!w->in_flight.empty()) return;
   for (auto& w : workers_) close_channel(w);
