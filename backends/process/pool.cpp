@@ -15,12 +15,10 @@
 #include <signal.h>
 #include <string.h>
 #include <sys/wait.h>
-#include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
 #include <chrono>
-#include <cstdio>
 #include <deque>
 #include <memory>
 #include <mutex>
@@ -47,9 +45,6 @@
 #include "lib/remote_exception.hpp"
 
 namespace cfx::detail {
-
-bool worker_process_flag() noexcept;
-
 namespace {
 
 namespace asio = boost::asio;
@@ -612,19 +607,7 @@ void ProcessPoolCore::check_drained() {
 namespace cfx {
 
 ProcessPoolExecutor::ProcessPoolExecutor(ProcessPoolOptions options) : Executor(true) {
-  if (is_worker_process())
-    throw Error(
-        "a worker process cannot start a ProcessPoolExecutor of its own (nested process pools "
-        "are refused, so that a task cannot fork-bomb the machine)");
-  if (std::getenv(detail::kWorkerEnv)) {
-    // This process was spawned as a worker, but main() did not hand it to cfx::init and is
-    // now running as if it were the parent. Stop before it spawns workers of its own.
-    std::fprintf(stderr,
-                 "cfx: this process was started as a ProcessPoolExecutor worker, but main() did "
-                 "not call cfx::init(argc, argv) first; exiting\n");
-    std::fflush(stderr);
-    ::_exit(detail::kNoInitExitStatus);
-  }
+  detail::refuse_pool_in_worker();
   core_ = std::make_shared<detail::ProcessPoolCore>(std::move(options));
   core_->start();
 }
@@ -657,22 +640,6 @@ void ProcessPoolExecutor::enqueue(detail::LocalTask*) {
 
 void ProcessPoolExecutor::enqueue_remote(detail::RemoteTask* task) {
   core_->enqueue(task);
-}
-
-bool is_worker_process() noexcept {
-  return detail::worker_process_flag();
-}
-
-void init(int, char**) {
-  const char* marker = std::getenv(detail::kWorkerEnv);
-  if (!marker) return;
-  // Only this process is a worker: programs its tasks start must not inherit the marker.
-  ::unsetenv(detail::kWorkerEnv);
-  std::fflush(nullptr);
-  int status =
-      detail::serve_worker(detail::kWorkerInFd, detail::kWorkerOutFd, detail::kWorkerCounterFd);
-  std::fflush(nullptr);
-  ::_exit(status);
 }
 
 }  // namespace cfx
