@@ -92,14 +92,18 @@ void ProcessPoolCore::run_io() {
 void ProcessPoolCore::dispatch() {
   std::vector<RemoteTask*> cancelled;
   for (;;) {
-    auto queued = queue_.begin_dispatch();
-    if (!queued) break;  // broken
     // Spawning blocks this thread for a few ms: fill the windows only when no worker is due.
-    if (!should_spawn(*queued)) {
-      fill_windows(cancelled);
-      break;
+    // With every worker started, the queue is looked at once, by fill_windows.
+    if (workers_.size() < max_workers_ && !start_failed_) {
+      auto queued = queue_.begin_dispatch();
+      if (!queued) break;  // broken
+      if (should_spawn(*queued)) {
+        if (!spawn_worker()) break;
+        continue;
+      }
     }
-    if (!spawn_worker()) break;
+    fill_windows(cancelled);
+    break;
   }
   for (auto* t : cancelled) t->drop();
   for (auto& w : workers_) flush(w);
@@ -107,8 +111,7 @@ void ProcessPoolCore::dispatch() {
 }
 
 bool ProcessPoolCore::should_spawn(std::size_t queued) {
-  // More work than workers, and room for another: start one (Python spawns on demand too).
-  if (workers_.size() >= max_workers_ || start_failed_) return false;
+  // More work than workers (and room for another): start one (Python spawns on demand too).
   if (queued + in_flight_total() <= workers_.size()) return false;
   if (Clock::now() >= next_spawn_) return true;
   retry_spawn_later();
@@ -130,35 +133,44 @@ std::size_t ProcessPoolCore::room(const WorkerSlot& w) const {
   return room;
 }
 
-// Hands queued calls to workers with room, round-robin. It takes only as many calls as there
-// is room for, so submitters wait for the lock only while they are taken; a call cancelled
-// while queued uses no room, so another round takes more.
+// Takes as many queued calls as the workers have room for, in one go so that submitters wait
+// for the lock only while they are taken, then hands them out. A call cancelled while queued
+// used no room: take more then, unless the queue ran out.
 void ProcessPoolCore::fill_windows(std::vector<RemoteTask*>& cancelled) {
   for (;;) {
     std::size_t total = 0;
     for (auto& w : workers_) total += room(*w);
-    if (total == 0) return;
-    auto calls = queue_.take(total);
-    if (calls.empty()) return;
-    while (!calls.empty()) {
-      bool progress = false;
-      for (auto& w : workers_) {
-        if (calls.empty()) break;
-        if (room(*w) == 0) continue;
-        RemoteTask* t = calls.pop_front();
-        progress = true;
-        if (!std::exchange(t->requeued, false) && !t->start()) {
-          cancelled.push_back(t);  // cancelled while queued: never sent
-          continue;
-        }
-        send(w, t);
+    auto calls = queue_.take(total);  // re-arms the wake-up, even with no room
+    std::size_t taken = calls.size();
+    std::size_t sent = hand_out(calls, cancelled);
+    if (taken < total || sent == taken) return;
+  }
+}
+
+// Round-robin over the workers with room; returns how many calls were sent.
+std::size_t ProcessPoolCore::hand_out(SubmissionQueue::Calls& calls,
+                                      std::vector<RemoteTask*>& cancelled) {
+  std::size_t sent = 0;
+  while (!calls.empty()) {
+    bool progress = false;
+    for (auto& w : workers_) {
+      if (calls.empty()) break;
+      if (room(*w) == 0) continue;
+      RemoteTask* t = calls.pop_front();
+      progress = true;
+      if (!std::exchange(t->requeued, false) && !t->start()) {
+        cancelled.push_back(t);  // cancelled while queued: never sent
+        continue;
       }
-      if (!progress) {  // cannot happen while room() is exact; never spin if it is not
-        queue_.give_back(calls);
-        return;
-      }
+      send(w, t);
+      ++sent;
+    }
+    if (!progress) {  // cannot happen while room() is exact; never spin if it is not
+      queue_.give_back(calls);
+      break;
     }
   }
+  return sent;
 }
 
 void ProcessPoolCore::retry_spawn_later() {

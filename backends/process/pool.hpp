@@ -117,6 +117,7 @@ class ProcessPoolCore : public std::enable_shared_from_this<ProcessPoolCore> {
   std::size_t in_flight_total() const;
   std::size_t room(const WorkerSlot& w) const;
   void fill_windows(std::vector<RemoteTask*>& cancelled);
+  std::size_t hand_out(SubmissionQueue::Calls& calls, std::vector<RemoteTask*>& cancelled);
   void retry_spawn_later();
   void send(const Worker& w, RemoteTask* t);
   void head_changed(const Worker& w);

@@ -49,6 +49,8 @@ std::optional<std::size_t> SubmissionQueue::begin_dispatch() {
 SubmissionQueue::Calls SubmissionQueue::take(std::size_t n) {
   Calls taken;
   std::lock_guard lock(mutex_);
+  wake_posted_ = false;
+  if (broken_) return taken;
   while (n-- > 0 && !pending_.empty()) taken.push_back(pending_.pop_front());
   return taken;
 }

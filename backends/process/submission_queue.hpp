@@ -28,7 +28,7 @@ class SubmissionQueue {
   // ---- submitters (any thread) ---------------------------------------------------------
 
   /// Queues a call and wakes the I/O thread, once for every push until it calls
-  /// begin_dispatch. Throws BrokenProcessPool once broken, cfx::Error after shutdown.
+  /// begin_dispatch or take. Throws BrokenProcessPool once broken, cfx::Error after shutdown.
   void push(RemoteTask* task);
   /// Refuses later pushes; with cancel_futures, cancels the queued calls. Returns true the
   /// first time only.
@@ -39,7 +39,8 @@ class SubmissionQueue {
 
   /// Re-arms the wake-up and returns how many calls are queued, or nullopt once broken.
   std::optional<std::size_t> begin_dispatch();
-  /// Up to n calls from the front, in order.
+  /// Re-arms the wake-up and takes up to n calls from the front, in order (none once
+  /// broken: breaking empties the queue and refuses pushes).
   Calls take(std::size_t n);
   /// Returns calls taken but not sent to the front, as they were.
   void give_back(Calls calls);
