@@ -1,9 +1,9 @@
 // The process pool's manager: the I/O thread's side of ProcessPoolExecutor. Internal.
 //
 // pool.cpp holds the I/O thread's routine work (dispatch into windows, the channels, worker
-// start-up, shutdown), faults.cpp the fault policy (crashes, timeouts, retiring, a failing
-// initializer, breaking the pool). Submitters reach it only through enqueue and shutdown;
-// what they share with the I/O thread lives in SubmissionQueue.
+// start-up, retiring, shutdown), faults.cpp the fault policy (start failures, crashes,
+// timeouts, a failing initializer, breaking the pool). Submitters reach it only through
+// enqueue and shutdown; what they share with the I/O thread lives in SubmissionQueue.
 #pragma once
 
 #include <atomic>
