@@ -1,573 +1,243 @@
 // ProcessPoolExecutor: the parent's side.
 //
-//   submit() ──encode──▶ pending queue ──(one coalesced wake-up)──▶ I/O thread
-//   (any thread)          (mutex)                                      │ dispatch: a small
-//                                                                      │ window of calls per
-//                                                                      ▼ worker, in one write
+//   submit() ──encode──▶ SubmissionQueue ──(one coalesced wake-up)──▶ I/O thread
+//   (any thread)         (pending calls,                                 │ dispatch: a small
+//                         mutex)                                         │ window of calls per
+//                                                                        ▼ worker, in one write
 //      Future ◀── complete ◀── reply frames ◀── pipe ◀── worker 1..N (own process group)
+//
+//   executor.cpp          the public ProcessPoolExecutor, forwarding to ProcessPoolCore
+//   submission_queue.cpp  the pending queue, wake-up, shutdown/broken flags, worker pids
+//   pool.cpp (this file)  the I/O thread: dispatch, windows, channels, retiring, shutdown
+//   faults.cpp            the fault policy: start failure, crash, timeout, initializer
+//                         failure, break_pool
+//   launcher.cpp          starting a worker: descriptors, fork, spawn, CFX_WORKER marker
+//   channel.cpp           frames and the FrameSplitter, both sides
+//   worker.cpp            the worker's serve loop, cfx::init, cfx::is_worker_process
 //
 // One I/O thread runs an Asio io_context that owns every worker's two pipes, its process
 // handle (pidfd: exit is an event, never polled) and its timer. Only that thread touches
-// worker state; submitters touch only the pending queue. A worker runs its calls in order,
+// worker state; submitters touch only the SubmissionQueue. A worker runs its calls in order,
 // so the head of its in-flight list is the one running: when a worker dies, that call fails
 // (WorkerCrashed, or TimeoutError if the pool killed it) and the calls behind it, which never
 // started, go back to the front of the queue. docs/process-backend.md has the full picture.
-#include <fcntl.h>
+#include "backends/process/pool.hpp"
+
 #include <signal.h>
-#include <stdio_ext.h>
-#include <string.h>
-#include <sys/mman.h>
-#include <sys/prctl.h>
-#include <sys/wait.h>
-#include <unistd.h>
 
 #include <algorithm>
-#include <atomic>
-#include <chrono>
-#include <cstdio>
-#include <deque>
-#include <memory>
-#include <mutex>
-#include <optional>
-#include <string>
-#include <thread>
-#include <vector>
 
-#include <boost/asio/io_context.hpp>
 #include <boost/asio/post.hpp>
-#include <boost/asio/readable_pipe.hpp>
-#include <boost/asio/steady_timer.hpp>
-#include <boost/asio/writable_pipe.hpp>
 #include <boost/asio/write.hpp>
-#include <boost/process/v2/posix/default_launcher.hpp>
-#include <boost/process/v2/process.hpp>
 
-#include "backends/process/channel.hpp"
-#include "backends/process/worker.hpp"
 #include "cfx/errors.hpp"
-#include "cfx/process_pool.hpp"
 #include "lib/cores.hpp"
-#include "lib/intrusive_queue.hpp"
-#include "lib/remote_exception.hpp"
 
 namespace cfx::detail {
-
-bool worker_process_flag() noexcept;
-
 namespace {
 
-namespace asio = boost::asio;
-namespace bp = boost::process::v2;
-using Clock = std::chrono::steady_clock;
-
-constexpr auto kStartupTimeout = std::chrono::seconds(5);
-constexpr int kMaxStartFailures = 3;
 constexpr std::size_t kMaxWindow = 64;
 constexpr double kWindowWorkSeconds = 0.001;  // keep about this much work queued per worker
-constexpr std::size_t kCrashesPerWorkerPerSecond = 4;
-constexpr std::chrono::steady_clock::duration kMinSpawnPause = std::chrono::milliseconds(50);
-constexpr std::chrono::steady_clock::duration kMaxSpawnPause = std::chrono::seconds(1);
-
-std::string signal_name(int sig) {
-  const char* abbrev = sigabbrev_np(sig);
-  return abbrev ? std::string("SIG") + abbrev : "signal " + std::to_string(sig);
-}
-
-/// "was killed by SIGSEGV (signal 11)" / "exited with status 3".
-std::string describe_status(int status) {
-  if (WIFSIGNALED(status)) {
-    int sig = WTERMSIG(status);
-    std::string s = "was killed by " + signal_name(sig) + " (signal " + std::to_string(sig) + ")";
-    if (sig == SIGKILL) s += "; if nobody killed it, the out-of-memory killer may have";
-    return s;
-  }
-  if (WIFEXITED(status)) {
-    int code = WEXITSTATUS(status);
-    std::string s = "exited with status " + std::to_string(code);
-    if (code == 0) s += " before returning a result";
-    return s;
-  }
-  return "ended with raw status " + std::to_string(status);
-}
-
-/// Moves fd above the descriptors a worker's channel is dup2'ed onto (3 and 4).
-int above_channel_fds(int fd) {
-  if (fd > kWorkerOutFd) return fd;
-  int moved = ::fcntl(fd, F_DUPFD_CLOEXEC, kWorkerOutFd + 1);
-  ::close(fd);
-  return moved;
-}
-
-struct Pipe {
-  int read_end = -1;
-  int write_end = -1;
-  Pipe() {
-    int fds[2];
-    if (::pipe2(fds, O_CLOEXEC) != 0)
-      throw std::system_error(errno, std::generic_category(), "pipe2");
-    read_end = above_channel_fds(fds[0]);
-    write_end = above_channel_fds(fds[1]);
-  }
-};
-
-/// Gives the child `fd` as descriptor `target`. (Boost 1.81's posix::bind_fd cannot be used:
-/// its on_setup returns no value, which is undefined behaviour and corrupts the heap.)
-struct BindFd {
-  int target;
-  int fd;
-  bp::error_code on_setup(bp::posix::default_launcher& launcher, const bp::filesystem::path&,
-                          const char* const*) {
-    launcher.fd_whitelist.push_back(target);
-    return {};
-  }
-  bp::error_code on_exec_setup(bp::posix::default_launcher&, const bp::filesystem::path&,
-                               const char* const*) {
-    if (::dup2(fd, target) == -1) return {errno, bp::system_category()};
-    return {};
-  }
-};
-
-/// Runs in the spawned child between fork and exec, after the BindFd dup2s.
-struct WorkerChildSetup {
-  pid_t parent;
-  bp::error_code on_exec_setup(bp::posix::default_launcher& launcher, const bp::filesystem::path&,
-                               const char* const*) {
-    ::setpgid(0, 0);                        // its own group: kills reach its descendants
-    ::prctl(PR_SET_PDEATHSIG, SIGKILL);     // dies with the pool's I/O thread
-    if (::getppid() != parent) ::_exit(1);  // the parent died before prctl
-    sigset_t none;
-    sigemptyset(&none);
-    ::sigprocmask(SIG_SETMASK, &none, nullptr);  // the I/O thread blocks SIGPIPE
-    // Boost 1.81's close_all skips the gaps between whitelisted descriptors; close every
-    // descriptor that is not whitelisted ourselves, so nothing of the parent leaks.
-    // No allocation here: between fork and exec of a multithreaded parent, malloc can
-    // deadlock on a lock another thread held at the fork (and the parent would wait for
-    // the exec forever). The launcher's whitelist is this child's own copy: sort it in place.
-    auto& keep = launcher.fd_whitelist;
-    std::sort(keep.begin(), keep.end());
-    unsigned next = 0;
-    for (int fd : keep) {
-      if (fd < 0) continue;
-      if (static_cast<unsigned>(fd) > next) ::close_range(next, static_cast<unsigned>(fd) - 1, 0);
-      next = static_cast<unsigned>(fd) + 1;
-    }
-    ::close_range(next, ~0u, 0);
-    return {};
-  }
-};
 
 }  // namespace
 
-class ProcessPoolCore;
+std::size_t WorkerSlot::window() const {
+  if (mean_service <= 0) return 2;
+  auto w = static_cast<std::size_t>(kWindowWorkSeconds / mean_service);
+  return std::clamp<std::size_t>(w, 1, kMaxWindow);
+}
 
-/// One worker process and its channel. Touched only on the I/O thread.
-struct WorkerSlot {
-  WorkerSlot(asio::io_context& io, int id) : to(io), from(io), timer(io), id(id) {}
+ProcessPoolCore::ProcessPoolCore(ProcessPoolOptions options)
+    : options_(std::move(options)),
+      max_workers_(options_.max_workers ? options_.max_workers : usable_cores()),
+      guard_(asio::make_work_guard(io_)),
+      queue_([this] { asio::post(io_, [self = shared_from_this()] { self->dispatch(); }); }) {}
 
-  asio::writable_pipe to;           // calls
-  asio::readable_pipe from;         // replies
-  std::optional<bp::process> proc;  // emplaced: 1.81's move assignment breaks async_wait
-  asio::steady_timer timer;         // startup deadline, then task_timeout of the head call
-  int id;
-  int pid = 0;
+void ProcessPoolCore::start() {
+  io_thread_ = std::thread([self = shared_from_this()] { self->run_io(); });
+}
 
-  std::deque<RemoteTask*> in_flight;  // sent, in order; the front one is running
-  Clock::time_point head_started{};
-  RemoteTask* timed_out = nullptr;  // the head call the pool killed it for
-  double mean_service = 0;          // seconds per call, smoothed
+void ProcessPoolCore::shutdown(bool wait, bool cancel_futures) {
+  if (wait && on_io_thread())
+    throw Error(
+        "shutdown(wait=true) called from a done-callback, which runs on the process pool's "
+        "I/O thread: it would wait for itself; call shutdown(false) there");
+  if (queue_.shut_down(cancel_futures))
+    asio::post(io_, [self = shared_from_this()] { self->begin_drain(); });
+  if (wait) join();
+}
 
-  std::vector<char> out, writing;  // queued and in-progress writes
-  bool write_busy = false;
-  FrameSplitter in;
+void ProcessPoolCore::detach_if_on_io_thread() {
+  if (on_io_thread()) io_thread_.detach();
+}
 
-  std::size_t calls_sent = 0;
-  std::uint64_t replies = 0;                      // answered calls (init included)
-  std::atomic<std::uint64_t>* started = nullptr;  // calls the worker began (shared page)
-  bool ready = false;                             // said hello
-  bool retiring = false;                          // reached max_tasks_per_child: no more calls
-  bool closing = false;  // its channel was closed on purpose: exit 0 is expected
-  bool gone = false;     // EOF seen
-  bool killed = false;
+void ProcessPoolCore::join() {
+  std::lock_guard lock(join_mutex_);
+  if (io_thread_.joinable()) io_thread_.join();
+}
 
-  ~WorkerSlot() {
-    if (started) ::munmap(started, sizeof(*started));
-  }
+// ---- I/O thread: dispatch and windows ---------------------------------------------------
 
-  /// True if the oldest unanswered call had started when the worker died.
-  bool head_was_running() const {
-    return started && started->load(std::memory_order_relaxed) > replies;
-  }
+void ProcessPoolCore::run_io() {
+  io_thread_id_ = std::this_thread::get_id();
+  // A write to a dead worker must fail with EPIPE, not kill the program. Blocking SIGPIPE
+  // on this thread (which does every write) leaves the program's own disposition alone.
+  sigset_t pipe_set;
+  sigemptyset(&pipe_set);
+  sigaddset(&pipe_set, SIGPIPE);
+  pthread_sigmask(SIG_BLOCK, &pipe_set, nullptr);
+  io_.run();
+}
 
-  std::size_t window() const {
-    if (mean_service <= 0) return 2;
-    auto w = static_cast<std::size_t>(kWindowWorkSeconds / mean_service);
-    return std::clamp<std::size_t>(w, 1, kMaxWindow);
-  }
-};
-
-/// The initializer's call, sent first to every worker; its failure breaks the pool.
-class InitCall final : public RemoteTask {
- public:
-  InitCall(const TaskCall& call, std::weak_ptr<ProcessPoolCore> core) : core_(std::move(core)) {
-    task = call.task;
-    count = 1;
-    args = call.args;
-  }
-  bool start() noexcept override { return true; }
-  void complete(Reader& results, std::uint32_t n, std::exception_ptr error) noexcept override;
-  void fail(std::exception_ptr) noexcept override {}
-  void cancel() noexcept override {}
-  void drop() noexcept override { delete this; }
-
- private:
-  std::weak_ptr<ProcessPoolCore> core_;
-};
-
-class ProcessPoolCore : public std::enable_shared_from_this<ProcessPoolCore> {
- public:
-  explicit ProcessPoolCore(ProcessPoolOptions options)
-      : options_(std::move(options)),
-        max_workers_(options_.max_workers ? options_.max_workers : usable_cores()),
-        guard_(asio::make_work_guard(io_)) {}
-
-  void start() {
-    io_thread_ = std::thread([self = shared_from_this()] { self->run_io(); });
-  }
-
-  std::size_t max_workers() const { return max_workers_; }
-
-  std::vector<int> worker_pids() {
-    std::lock_guard lock(mutex_);
-    return pids_;
-  }
-
-  void enqueue(RemoteTask* task) {
-    std::lock_guard lock(mutex_);
-    if (broken_) throw BrokenProcessPool(*broken_);
-    if (shutdown_) throw Error("cannot schedule new futures after shutdown");
-    pending_.push_back(task);
-    wake_locked();
-  }
-
-  void shutdown(bool wait, bool cancel_futures) {
-    if (wait && std::this_thread::get_id() == io_thread_id_)
-      throw Error(
-          "shutdown(wait=true) called from a done-callback, which runs on the process pool's "
-          "I/O thread: it would wait for itself; call shutdown(false) there");
-    RemoteTask* drained = nullptr;
-    bool first;
-    {
-      std::lock_guard lock(mutex_);
-      first = !shutdown_;
-      shutdown_ = true;
-      if (cancel_futures) drained = pending_.take_all();
-    }
-    while (drained) {
-      RemoteTask* next = drained->next;
-      drained->cancel();
-      drained->drop();
-      drained = next;
-    }
-    if (first) asio::post(io_, [self = shared_from_this()] { self->begin_drain(); });
-    if (wait) join();
-  }
-
-  /// Lets the I/O thread finish by itself (the executor is destroyed on that thread).
-  void detach_if_on_io_thread() {
-    if (std::this_thread::get_id() == io_thread_id_) io_thread_.detach();
-  }
-
-  void join() {
-    std::lock_guard lock(join_mutex_);
-    if (io_thread_.joinable()) io_thread_.join();
-  }
-
-  bool on_io_thread() const { return std::this_thread::get_id() == io_thread_id_; }
-
-  void break_pool(const std::string& message);
-
- private:
-  // ---- pending queue (mutex_) ----------------------------------------------------------
-
-  void wake_locked() {
-    if (wake_posted_) return;  // one wake-up covers every submit until dispatch runs
-    wake_posted_ = true;
-    asio::post(io_, [self = shared_from_this()] { self->dispatch(); });
-  }
-
-  // ---- I/O thread ----------------------------------------------------------------------
-
-  void run_io() {
-    io_thread_id_ = std::this_thread::get_id();
-    // A write to a dead worker must fail with EPIPE, not kill the program. Blocking SIGPIPE
-    // on this thread (which does every write) leaves the program's own disposition alone.
-    sigset_t pipe_set;
-    sigemptyset(&pipe_set);
-    sigaddset(&pipe_set, SIGPIPE);
-    pthread_sigmask(SIG_BLOCK, &pipe_set, nullptr);
-    io_.run();
-  }
-
-  std::size_t in_flight_total() const {
-    std::size_t n = 0;
-    for (auto& w : workers_) n += w->in_flight.size();
-    return n;
-  }
-
-  void dispatch() {
-    std::vector<RemoteTask*> cancelled;
-    for (;;) {
-      bool spawn = false;
-      {
-        std::lock_guard lock(mutex_);
-        wake_posted_ = false;
-        if (broken_) break;
-        // More work than workers, and room for another: start one (Python spawns on
-        // demand too). Spawning blocks this thread for a few ms, so outside the lock.
-        spawn = workers_.size() < max_workers_ &&
-                pending_.size() + in_flight_total() > workers_.size() && !start_failed_;
-        if (spawn && Clock::now() < next_spawn_) {
-          spawn = false;
-          retry_spawn_later();
-        }
-        if (!spawn) fill_windows(cancelled);
-      }
-      if (!spawn) break;
-      if (!spawn_worker()) break;
-    }
-    for (auto* t : cancelled) t->drop();
-    for (auto& w : workers_) flush(w);
-    if (draining_) check_drained();
-  }
-
-  // Called with mutex_ held: hands queued calls to workers with room, round-robin.
-  void fill_windows(std::vector<RemoteTask*>& cancelled) {
-    bool progress = true;
-    while (!pending_.empty() && progress) {
-      progress = false;
-      for (auto& w : workers_) {
-        if (pending_.empty()) break;
-        if (w->gone || w->retiring || w->closing || w->in_flight.size() >= w->window()) continue;
-        RemoteTask* t = pending_.pop_front();
-        progress = true;
-        if (!std::exchange(t->requeued, false) && !t->start()) {
-          cancelled.push_back(t);  // cancelled while queued: never sent
-          continue;
-        }
-        send(w, t);
+void ProcessPoolCore::dispatch() {
+  std::vector<RemoteTask*> cancelled;
+  for (;;) {
+    // Spawning blocks this thread for a few ms: fill the windows only when no worker is due.
+    // With every worker started, the queue is looked at once, by fill_windows.
+    if (workers_.size() < max_workers_ && !start_failed_) {
+      auto queued = queue_.begin_dispatch();
+      if (!queued) break;  // broken
+      if (should_spawn(*queued)) {
+        if (!spawn_worker()) break;
+        continue;
       }
     }
+    fill_windows(cancelled);
+    break;
   }
+  for (auto* t : cancelled) t->drop();
+  for (auto& w : workers_) flush(w);
+  if (draining_) check_drained();
+}
 
-  /// Respawning is rate-limited: when workers die faster than kCrashesPerWorkerPerSecond
-  /// each, new ones start only after a growing pause, so crash loops cannot spin the CPU.
-  void note_crash() {
-    auto now = Clock::now();
-    recent_crashes_.push_back(now);
-    while (!recent_crashes_.empty() && now - recent_crashes_.front() > std::chrono::seconds(1))
-      recent_crashes_.pop_front();
-    if (recent_crashes_.size() > kCrashesPerWorkerPerSecond * max_workers_) {
-      spawn_pause_ = std::min(std::max(spawn_pause_ * 2, kMinSpawnPause), kMaxSpawnPause);
-      next_spawn_ = now + spawn_pause_;
-    } else {
-      spawn_pause_ = {};
-    }
-  }
+bool ProcessPoolCore::should_spawn(std::size_t queued) {
+  // More work than workers (and room for another): start one (Python spawns on demand too).
+  if (queued + in_flight_total() <= workers_.size()) return false;
+  if (Clock::now() >= next_spawn_) return true;
+  retry_spawn_later();
+  return false;
+}
 
-  void retry_spawn_later() {
-    if (spawn_timer_armed_) return;
-    spawn_timer_armed_ = true;
-    spawn_timer_.expires_at(next_spawn_);
-    spawn_timer_.async_wait([self = shared_from_this()](boost::system::error_code) {
-      self->spawn_timer_armed_ = false;
-      self->dispatch();
-    });
-  }
+std::size_t ProcessPoolCore::in_flight_total() const {
+  std::size_t n = 0;
+  for (auto& w : workers_) n += w->in_flight.size();
+  return n;
+}
 
-  void send(const std::shared_ptr<WorkerSlot>& w, RemoteTask* t) {
-    w->in_flight.push_back(t);
-    if (w->in_flight.size() == 1) head_changed(w);
-    write_call_frame(w->out, *t);
-    if (options_.max_tasks_per_child && !dynamic_cast<InitCall*>(t) &&
-        ++w->calls_sent >= options_.max_tasks_per_child)
-      w->retiring = true;
-  }
+std::size_t ProcessPoolCore::room(const WorkerSlot& w) const {
+  if (w.gone || w.retiring || w.closing || w.in_flight.size() >= w.window()) return 0;
+  std::size_t room = w.window() - w.in_flight.size();
+  // Not retiring: it may take max_tasks_per_child - calls_sent more, at least one.
+  if (options_.max_tasks_per_child)
+    room = std::min(room, options_.max_tasks_per_child - w.calls_sent);
+  return room;
+}
 
-  void head_changed(const std::shared_ptr<WorkerSlot>& w) {
-    w->head_started = Clock::now();
-    if (!options_.task_timeout || !w->ready) return;
-    if (w->in_flight.empty()) {
-      w->timer.cancel();
-      return;
-    }
-    w->timer.expires_after(std::chrono::duration_cast<Clock::duration>(*options_.task_timeout));
-    RemoteTask* head = w->in_flight.front();
-    w->timer.async_wait([self = shared_from_this(), w, head](boost::system::error_code ec) {
-      if (ec || w->gone || w->in_flight.empty() || w->in_flight.front() != head) return;
-      w->timed_out = head;
-      self->kill_worker(w);
-    });
-  }
-
-  void flush(const std::shared_ptr<WorkerSlot>& w) {
-    if (w->write_busy || w->out.empty() || w->gone || !w->to.is_open()) return;
-    w->write_busy = true;
-    w->writing.swap(w->out);
-    asio::async_write(w->to, asio::buffer(w->writing),
-                      [self = shared_from_this(), w](boost::system::error_code ec, std::size_t) {
-                        w->write_busy = false;
-                        w->writing.clear();
-                        if (ec) return;  // EPIPE: the read side reports the death
-                        self->flush(w);
-                        if (w->closing && w->out.empty()) w->to.close();
-                      });
-  }
-
-  bool spawn_worker();
-  void start_reading(const std::shared_ptr<WorkerSlot>& w);
-  void on_frames(const std::shared_ptr<WorkerSlot>& w);
-  void on_result(const std::shared_ptr<WorkerSlot>& w, Reader& r);
-  void on_eof(const std::shared_ptr<WorkerSlot>& w);
-  void on_exit(const std::shared_ptr<WorkerSlot>& w, int status);
-  void start_failure(const std::shared_ptr<WorkerSlot>& w, const std::string& why, bool fatal);
-  void kill_worker(const std::shared_ptr<WorkerSlot>& w);
-  void close_channel(const std::shared_ptr<WorkerSlot>& w);
-  void remove_worker(const std::shared_ptr<WorkerSlot>& w);
-  void requeue_unstarted(const std::shared_ptr<WorkerSlot>& w);
-  void begin_drain();
-  void check_drained();
-
-  const ProcessPoolOptions options_;
-  const std::size_t max_workers_;
-  asio::io_context io_;
-  asio::executor_work_guard<asio::io_context::executor_type> guard_;
-  std::thread io_thread_;
-  std::atomic<std::thread::id> io_thread_id_{};
-  std::mutex join_mutex_;
-
-  std::mutex mutex_;  // pending queue, flags and pids_
-  IntrusiveQueue<RemoteTask> pending_;
-  bool wake_posted_ = false;
-  bool shutdown_ = false;
-  std::optional<std::string> broken_;
-  std::vector<int> pids_;
-
-  // I/O thread only
-  std::vector<std::shared_ptr<WorkerSlot>> workers_;
-  int next_worker_id_ = 0;
-  int start_failures_ = 0;
-  bool start_failed_ = false;
-  bool draining_ = false;
-  std::deque<Clock::time_point> recent_crashes_;
-  Clock::time_point next_spawn_{};
-  Clock::duration spawn_pause_{};
-  asio::steady_timer spawn_timer_{io_};
-  bool spawn_timer_armed_ = false;
-};
-
-void InitCall::complete(Reader&, std::uint32_t, std::exception_ptr error) noexcept {
-  if (!error) return;
-  try {
-    std::string why = "the process pool's initializer failed";
-    try {
-      std::rethrow_exception(error);
-    } catch (const std::exception& e) {
-      why += ": " + std::string(e.what());
-    } catch (...) {
-    }
-    if (auto core = core_.lock()) core->break_pool(why);
-  } catch (...) {
+// Takes as many queued calls as the workers have room for, in one go so that submitters wait
+// for the lock only while they are taken, then hands them out. A call cancelled while queued
+// used no room: take more then, unless the queue ran out.
+void ProcessPoolCore::fill_windows(std::vector<RemoteTask*>& cancelled) {
+  for (;;) {
+    std::size_t total = 0;
+    for (auto& w : workers_) total += room(*w);
+    auto calls = queue_.take(total);  // re-arms the wake-up, even with no room
+    std::size_t taken = calls.size();
+    std::size_t sent = hand_out(calls, cancelled);
+    if (taken < total || sent == taken) return;
   }
 }
 
-bool ProcessPoolCore::spawn_worker() {
-  auto w = std::make_shared<WorkerSlot>(io_, next_worker_id_++);
-  int counter = -1;
-  try {
-    Pipe calls, replies;  // parent writes calls.write_end, reads replies.read_end
-    counter = above_channel_fds(::memfd_create("cfx-worker-counter", MFD_CLOEXEC));
-    if (counter < 0 || ::ftruncate(counter, sizeof(std::uint64_t)) != 0)
-      throw std::system_error(errno, std::generic_category(), "memfd_create");
-    void* page =
-        ::mmap(nullptr, sizeof(std::uint64_t), PROT_READ | PROT_WRITE, MAP_SHARED, counter, 0);
-    if (page == MAP_FAILED) throw std::system_error(errno, std::generic_category(), "mmap");
-    w->started = static_cast<std::atomic<std::uint64_t>*>(page);
-    if (options_.start_method == StartMethod::fork) {
-      pid_t pid = ::fork();
-      if (pid < 0) throw std::system_error(errno, std::generic_category(), "fork");
-      if (pid == 0) {
-        ::setpgid(0, 0);
-        ::prctl(PR_SET_PDEATHSIG, SIGKILL);
-        ::dup2(calls.read_end, kWorkerInFd);
-        ::dup2(replies.write_end, kWorkerOutFd);
-        ::dup2(counter, kWorkerCounterFd);
-        ::close_range(kWorkerCounterFd + 1, ~0u, 0);
-        sigset_t none;
-        sigemptyset(&none);
-        ::sigprocmask(SIG_SETMASK, &none, nullptr);
-        // The parent's unflushed output was copied into this child: it is the parent's to
-        // write, not ours. What tasks print from here on is flushed at exit.
-        __fpurge(stdout);
-        __fpurge(stderr);
-        int status = serve_worker(kWorkerInFd, kWorkerOutFd, kWorkerCounterFd);
-        std::fflush(nullptr);
-        ::_exit(status);
+// Round-robin over the workers with room; returns how many calls were sent.
+std::size_t ProcessPoolCore::hand_out(SubmissionQueue::Calls& calls,
+                                      std::vector<RemoteTask*>& cancelled) {
+  std::size_t sent = 0;
+  while (!calls.empty()) {
+    bool progress = false;
+    for (auto& w : workers_) {
+      if (calls.empty()) break;
+      if (room(*w) == 0) continue;
+      RemoteTask* t = calls.pop_front();
+      progress = true;
+      if (!std::exchange(t->requeued, false) && !t->start()) {
+        cancelled.push_back(t);  // cancelled while queued: never sent
+        continue;
       }
-      w->proc.emplace(io_.get_executor(), pid);
-    } else {
-      // The marker travels in the environment of this child only; cfx::init removes it
-      // before any task runs, so programs a task starts are not workers.
-      std::vector<std::string> env_strings;
-      for (char** e = environ; *e; ++e)
-        if (std::strncmp(*e, "CFX_WORKER=", 11) != 0) env_strings.emplace_back(*e);
-      env_strings.push_back(std::string(kWorkerEnv) + "=" + std::to_string(::getpid()));
-      std::vector<const char*> env;
-      for (auto& s : env_strings) env.push_back(s.c_str());
-      env.push_back(nullptr);
-      bp::posix::default_launcher launcher;
-      launcher.env = env.data();
-      w->proc.emplace(launcher(io_.get_executor(), "/proc/self/exe", std::vector<std::string>{},
-                               BindFd{kWorkerInFd, calls.read_end},
-                               BindFd{kWorkerOutFd, replies.write_end},
-                               BindFd{kWorkerCounterFd, counter}, WorkerChildSetup{::getpid()}));
+      send(w, t);
+      ++sent;
     }
-    ::close(calls.read_end);
-    ::close(replies.write_end);
-    ::close(std::exchange(counter, -1));
-    w->to.assign(calls.write_end);
-    w->from.assign(replies.read_end);
+    if (!progress) {  // cannot happen while room() is exact; never spin if it is not
+      queue_.give_back(calls);
+      break;
+    }
+  }
+  return sent;
+}
+
+void ProcessPoolCore::retry_spawn_later() {
+  if (spawn_timer_armed_) return;
+  spawn_timer_armed_ = true;
+  spawn_timer_.expires_at(next_spawn_);
+  spawn_timer_.async_wait([self = shared_from_this()](boost::system::error_code) {
+    self->spawn_timer_armed_ = false;
+    self->dispatch();
+  });
+}
+
+void ProcessPoolCore::send(const Worker& w, RemoteTask* t) {
+  w->in_flight.push_back(t);
+  if (w->in_flight.size() == 1) head_changed(w);
+  write_call_frame(w->out, *t);
+  if (options_.max_tasks_per_child && !dynamic_cast<InitCall*>(t) &&
+      ++w->calls_sent >= options_.max_tasks_per_child)
+    w->retiring = true;
+}
+
+void ProcessPoolCore::head_changed(const Worker& w) {
+  w->head_started = Clock::now();
+  arm_task_timeout(w);
+}
+
+// ---- I/O thread: workers and their channels ---------------------------------------------
+
+bool ProcessPoolCore::spawn_worker() {
+  auto w = std::make_shared<WorkerSlot>(io_);
+  try {
+    LaunchedWorker launched = launch_worker(options_.start_method, io_.get_executor());
+    w->proc.emplace(std::move(launched.process));
+    w->started = std::move(launched.started);
+    // assign() takes a descriptor only when it succeeds: release it from its Fd after.
+    w->to.assign(launched.calls.get());
+    launched.calls.release();
+    w->from.assign(launched.replies.get());
+    launched.replies.release();
   } catch (const std::exception& e) {
-    if (counter >= 0) ::close(counter);
-    start_failure(w, std::string("a worker process could not be started: ") + e.what(), true);
+    start_failure(std::string("a worker process could not be started: ") + e.what(), true);
     return false;
   }
   w->pid = w->proc->id();
   workers_.push_back(w);
-  {
-    std::lock_guard lock(mutex_);
-    pids_.push_back(w->pid);
-  }
-  // A worker that never says hello is a program that did not call cfx::init (or hung
-  // before it): do not wait forever for it.
-  w->timer.expires_after(kStartupTimeout);
-  w->timer.async_wait([self = shared_from_this(), w](boost::system::error_code ec) {
-    if (ec || w->ready || w->gone) return;
-    self->start_failure(w,
-                        "a worker process did not start serving within " +
-                            std::to_string(kStartupTimeout.count()) +
-                            " s: does main() call cfx::init(argc, argv) as its first line?",
-                        true);
-    self->kill_worker(w);
-  });
-  w->proc->async_wait([self = shared_from_this(), w](boost::system::error_code, int) {
-    self->on_exit(w, w->proc->native_exit_code());
-  });
+  queue_.add_worker(w->pid);
+  watch_start(w);
   if (options_.initializer) send(w, new InitCall(*options_.initializer, weak_from_this()));
   start_reading(w);
   return true;
 }
 
-void ProcessPoolCore::start_reading(const std::shared_ptr<WorkerSlot>& w) {
+void ProcessPoolCore::flush(const Worker& w) {
+  if (w->write_busy || w->out.empty() || w->gone || !w->to.is_open()) return;
+  w->write_busy = true;
+  w->writing.swap(w->out);
+  asio::async_write(w->to, asio::buffer(w->writing),
+                    [self = shared_from_this(), w](boost::system::error_code ec, std::size_t) {
+                      w->write_busy = false;
+                      w->writing.clear();
+                      if (ec) return;  // EPIPE: the read side reports the death
+                      self->flush(w);
+                      if (w->closing && w->out.empty()) w->to.close();
+                    });
+}
+
+void ProcessPoolCore::start_reading(const Worker& w) {
   auto space = w->in.space();
   w->from.async_read_some(
       asio::buffer(space.data(), space.size()),
@@ -583,7 +253,7 @@ void ProcessPoolCore::start_reading(const std::shared_ptr<WorkerSlot>& w) {
       });
 }
 
-void ProcessPoolCore::on_frames(const std::shared_ptr<WorkerSlot>& w) {
+void ProcessPoolCore::on_frames(const Worker& w) {
   while (auto frame = w->in.next()) {
     try {
       auto kind = frame->get<FrameKind>();
@@ -602,7 +272,7 @@ void ProcessPoolCore::on_frames(const std::shared_ptr<WorkerSlot>& w) {
   }
 }
 
-void ProcessPoolCore::on_result(const std::shared_ptr<WorkerSlot>& w, Reader& frame) {
+void ProcessPoolCore::on_result(const Worker& w, Reader& frame) {
   if (w->in_flight.empty()) throw SerializationError("a reply nobody asked for");
   Reply reply = read_reply(frame);  // before taking the call: a malformed reply kills the worker
   RemoteTask* t = w->in_flight.front();
@@ -616,142 +286,18 @@ void ProcessPoolCore::on_result(const std::shared_ptr<WorkerSlot>& w, Reader& fr
   if (w->retiring && w->in_flight.empty()) close_channel(w);
 }
 
-void ProcessPoolCore::close_channel(const std::shared_ptr<WorkerSlot>& w) {
+void ProcessPoolCore::close_channel(const Worker& w) {
   if (w->closing) return;
   w->closing = true;
   if (!w->write_busy && w->out.empty() && w->to.is_open()) w->to.close();
 }
 
-void ProcessPoolCore::kill_worker(const std::shared_ptr<WorkerSlot>& w) {
-  if (w->killed || w->pid <= 0) return;
-  w->killed = true;
-  ::kill(-w->pid, SIGKILL);  // the whole group: the worker and anything its task started
-  ::kill(w->pid, SIGKILL);   // in case it had not yet made its own group
-}
-
-void ProcessPoolCore::on_eof(const std::shared_ptr<WorkerSlot>& w) {
-  if (w->gone) return;
-  w->gone = true;
-  // A crash: make sure the process and its descendants are gone; its exit status arrives
-  // through proc.async_wait. A worker we asked to stop exits by itself.
-  if (!w->closing || !w->in_flight.empty()) kill_worker(w);
-}
-
-void ProcessPoolCore::on_exit(const std::shared_ptr<WorkerSlot>& w, int status) {
-  w->gone = true;
-  w->timer.cancel();
-  bool expected =
-      w->closing && w->in_flight.empty() && WIFEXITED(status) && WEXITSTATUS(status) == 0;
-  if (!expected) {
-    if (!w->ready) {
-      bool no_init = WIFEXITED(status) && WEXITSTATUS(status) == kNoInitExitStatus;
-      start_failure(w,
-                    no_init ? "a worker process started the program's main() instead of "
-                              "serving: main() must call cfx::init(argc, argv) as its first line"
-                            : "a worker process (pid " + std::to_string(w->pid) + ") " +
-                                  describe_status(status) +
-                                  " before it was ready; does main() call cfx::init(argc, argv) "
-                                  "as its first line?",
-                    no_init);
-    } else if (!w->in_flight.empty() && w->head_was_running()) {
-      RemoteTask* head = w->in_flight.front();
-      w->in_flight.pop_front();
-      std::string task = head->task ? head->task->name : "?";
-      std::string where =
-          "worker process " + std::to_string(w->pid) + " running task '" + task + "'";
-      note_crash();
-      if (dynamic_cast<InitCall*>(head)) {
-        head->drop();  // every new worker would die the same way: no respawn loop
-        break_pool("the process pool's initializer '" + task + "' killed its worker: " + where +
-                   " " + describe_status(status));
-      } else if (w->timed_out == head) {
-        head->fail(std::make_exception_ptr(TimeoutError(
-            "task '" + task + "' ran longer than task_timeout (" +
-            std::to_string(options_.task_timeout->count()) + " s); its worker process " +
-            std::to_string(w->pid) + " was killed and will be replaced")));
-        head->drop();
-      } else if (options_.on_worker_crash == OnWorkerCrash::break_pool) {
-        w->in_flight.push_front(head);
-        break_pool("A process in the process pool was terminated abruptly: " + where + " " +
-                   describe_status(status));
-      } else {
-        head->fail(std::make_exception_ptr(WorkerCrashed(where + " " + describe_status(status))));
-        head->drop();
-      }
-    }
-  }
-  requeue_unstarted(w);
-  remove_worker(w);
-  dispatch();
-  if (draining_) check_drained();
-}
-
-void ProcessPoolCore::requeue_unstarted(const std::shared_ptr<WorkerSlot>& w) {
-  // Calls behind the head never started: run them elsewhere, in their original order.
-  // Futures are failed after the lock is released: their callbacks may submit.
-  std::vector<RemoteTask*> dropped;
-  std::optional<std::string> broken;
-  {
-    std::lock_guard lock(mutex_);
-    broken = broken_;
-    while (!w->in_flight.empty()) {
-      RemoteTask* t = w->in_flight.back();
-      w->in_flight.pop_back();
-      if (broken || dynamic_cast<InitCall*>(t)) {
-        dropped.push_back(t);
-        continue;
-      }
-      t->requeued = true;
-      pending_.push_front(t);
-    }
-  }
-  for (RemoteTask* t : dropped) {
-    if (broken) t->fail(std::make_exception_ptr(BrokenProcessPool(*broken)));
-    t->drop();
-  }
-}
-
-void ProcessPoolCore::remove_worker(const std::shared_ptr<WorkerSlot>& w) {
+void ProcessPoolCore::remove_worker(const Worker& w) {
   boost::system::error_code ignored;
   w->to.close(ignored);
   w->from.close(ignored);
   workers_.erase(std::remove(workers_.begin(), workers_.end(), w), workers_.end());
-  std::lock_guard lock(mutex_);
-  pids_.erase(std::remove(pids_.begin(), pids_.end(), w->pid), pids_.end());
-}
-
-void ProcessPoolCore::start_failure(const std::shared_ptr<WorkerSlot>&, const std::string& why,
-                                    bool fatal) {
-  if (fatal || ++start_failures_ >= kMaxStartFailures) {
-    start_failed_ = true;
-    break_pool(why);
-  }
-}
-
-void ProcessPoolCore::break_pool(const std::string& message) {
-  RemoteTask* pending;
-  {
-    std::lock_guard lock(mutex_);
-    if (broken_) return;
-    broken_ = message;
-    pending = pending_.take_all();
-  }
-  // Each future gets its own exception object.
-  auto fail = [&](RemoteTask* t) {
-    t->fail(std::make_exception_ptr(BrokenProcessPool(message)));
-    t->drop();
-  };
-  while (pending) {
-    RemoteTask* next = pending->next;
-    fail(pending);
-    pending = next;
-  }
-  for (auto& w : workers_) {
-    for (auto* t : w->in_flight) fail(t);
-    w->in_flight.clear();
-    kill_worker(w);
-  }
-  if (draining_) check_drained();
+  queue_.remove_worker(w->pid);
 }
 
 void ProcessPoolCore::begin_drain() {
@@ -760,10 +306,7 @@ void ProcessPoolCore::begin_drain() {
 }
 
 void ProcessPoolCore::check_drained() {
-  {
-    std::lock_guard lock(mutex_);
-    if (!pending_.empty() && !broken_) return;  // queued work still runs
-  }
+  if (!queue_.drained()) return;  // queued work still runs
   for (auto& w : workers_)
     if (!w->in_flight.empty()) return;
   for (auto& w : workers_) close_channel(w);
@@ -771,71 +314,3 @@ void ProcessPoolCore::check_drained() {
 }
 
 }  // namespace cfx::detail
-
-namespace cfx {
-
-ProcessPoolExecutor::ProcessPoolExecutor(ProcessPoolOptions options) : Executor(true) {
-  if (is_worker_process())
-    throw Error(
-        "a worker process cannot start a ProcessPoolExecutor of its own (nested process pools "
-        "are refused, so that a task cannot fork-bomb the machine)");
-  if (std::getenv(detail::kWorkerEnv)) {
-    // This process was spawned as a worker, but main() did not hand it to cfx::init and is
-    // now running as if it were the parent. Stop before it spawns workers of its own.
-    std::fprintf(stderr,
-                 "cfx: this process was started as a ProcessPoolExecutor worker, but main() did "
-                 "not call cfx::init(argc, argv) first; exiting\n");
-    std::fflush(stderr);
-    ::_exit(detail::kNoInitExitStatus);
-  }
-  core_ = std::make_shared<detail::ProcessPoolCore>(std::move(options));
-  core_->start();
-}
-
-ProcessPoolExecutor::~ProcessPoolExecutor() {
-  detach_maps();
-  if (core_->on_io_thread()) {
-    core_->shutdown(false, false);
-    core_->detach_if_on_io_thread();
-    return;
-  }
-  core_->shutdown(true, false);
-}
-
-void ProcessPoolExecutor::shutdown(bool wait, bool cancel_futures) {
-  core_->shutdown(wait, cancel_futures);
-}
-
-std::size_t ProcessPoolExecutor::max_workers() const {
-  return core_->max_workers();
-}
-
-std::vector<int> ProcessPoolExecutor::worker_pids() const {
-  return core_->worker_pids();
-}
-
-void ProcessPoolExecutor::enqueue(detail::LocalTask*) {
-  throw Error("ProcessPoolExecutor runs only registered tasks");
-}
-
-void ProcessPoolExecutor::enqueue_remote(detail::RemoteTask* task) {
-  core_->enqueue(task);
-}
-
-bool is_worker_process() noexcept {
-  return detail::worker_process_flag();
-}
-
-void init(int, char**) {
-  const char* marker = std::getenv(detail::kWorkerEnv);
-  if (!marker) return;
-  // Only this process is a worker: programs its tasks start must not inherit the marker.
-  ::unsetenv(detail::kWorkerEnv);
-  std::fflush(nullptr);
-  int status =
-      detail::serve_worker(detail::kWorkerInFd, detail::kWorkerOutFd, detail::kWorkerCounterFd);
-  std::fflush(nullptr);
-  ::_exit(status);
-}
-
-}  // namespace cfx

@@ -1,7 +1,8 @@
-// The worker loop: plain blocking reads and writes (no Asio, so it also runs in a child
-// forked from the pool's I/O thread). Calls run in the order received; each reply is written
-// before the next call starts, so a crash never takes a finished call's result with it, and
-// the started-calls counter tells the parent which call the crash interrupted.
+// The worker process's side: cfx::init, which turns a spawned worker into one, and the
+// worker loop: plain blocking reads and writes (no Asio, so it also runs in a child forked
+// from the pool's I/O thread). Calls run in the order received; each reply is written before
+// the next call starts, so a crash never takes a finished call's result with it, and the
+// started-calls counter tells the parent which call the crash interrupted.
 #include "backends/process/worker.hpp"
 
 #include <signal.h>
@@ -12,11 +13,14 @@
 #include <cerrno>
 #include <chrono>
 #include <cstdint>
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <vector>
 
 #include "backends/process/channel.hpp"
 #include "cfx/errors.hpp"
+#include "cfx/process_pool.hpp"
 #include "lib/remote_exception.hpp"
 #include "lib/stack_trace.hpp"
 
@@ -79,18 +83,10 @@ void reply_to_call(Reader& call, std::vector<char>& out) {
   finish_frame(reply, at);
 }
 
-}  // namespace
-
-void mark_worker_process() noexcept {
-  worker_process.store(true);
-}
-
-bool worker_process_flag() noexcept {
-  return worker_process.load();
-}
-
+/// Serves calls read from in_fd, replying on out_fd, until the parent closes in_fd; counts
+/// started calls in the page mapped from counter_fd. Returns the process's exit status.
 int serve_worker(int in_fd, int out_fd, int counter_fd) {
-  mark_worker_process();
+  worker_process.store(true);  // no pools of its own
   ::signal(SIGPIPE, SIG_IGN);  // a dead parent shows as EPIPE, and we exit
   ::signal(SIGINT, SIG_IGN);   // Ctrl-C is the parent's to handle
   capture_throw_stack_traces();
@@ -128,4 +124,44 @@ int serve_worker(int in_fd, int out_fd, int counter_fd) {
   }
 }
 
+}  // namespace
+
+void serve_and_exit() {
+  int status = serve_worker(kWorkerInFd, kWorkerOutFd, kWorkerCounterFd);
+  std::fflush(nullptr);
+  ::_exit(status);
+}
+
+void refuse_pool_in_worker() {
+  if (worker_process.load())
+    throw Error(
+        "a worker process cannot start a ProcessPoolExecutor of its own (nested process pools "
+        "are refused, so that a task cannot fork-bomb the machine)");
+  if (std::getenv(kWorkerEnv)) {
+    // This process was spawned as a worker, but main() did not hand it to cfx::init and is
+    // now running as if it were the parent. Stop before it spawns workers of its own.
+    std::fprintf(stderr,
+                 "cfx: this process was started as a ProcessPoolExecutor worker, but main() did "
+                 "not call cfx::init(argc, argv) first; exiting\n");
+    std::fflush(stderr);
+    ::_exit(kNoInitExitStatus);
+  }
+}
+
 }  // namespace cfx::detail
+
+namespace cfx {
+
+bool is_worker_process() noexcept {
+  return detail::worker_process.load();
+}
+
+void init(int, char**) {
+  if (!std::getenv(detail::kWorkerEnv)) return;
+  // Only this process is a worker: programs its tasks start must not inherit the marker.
+  ::unsetenv(detail::kWorkerEnv);
+  std::fflush(nullptr);
+  detail::serve_and_exit();
+}
+
+}  // namespace cfx

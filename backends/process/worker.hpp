@@ -1,4 +1,5 @@
-// The worker process's side of the channel. Internal.
+// The worker process's side: where its channel is, its entry, and the check that keeps pools
+// out of workers. cfx::init and cfx::is_worker_process live in worker.cpp too. Internal.
 #pragma once
 
 namespace cfx::detail {
@@ -14,11 +15,13 @@ inline constexpr const char* kWorkerEnv = "CFX_WORKER";
 /// Exit status of a worker whose main() did not call cfx::init before starting a pool.
 inline constexpr int kNoInitExitStatus = 87;
 
-/// Serves calls read from in_fd, replying on out_fd, until the parent closes in_fd; counts
-/// started calls in the page mapped from counter_fd. Returns the process's exit status.
-int serve_worker(int in_fd, int out_fd, int counter_fd);
+/// The worker's entry once its channel is on descriptors 3, 4 and 5 (cfx::init and the fork
+/// start method): marks this process a worker (no pools of its own), serves calls until the
+/// parent closes the channel, flushes what tasks printed, and exits (0, or 1 on an error).
+[[noreturn]] void serve_and_exit();
 
-/// Marks this process as a worker (no pools of its own).
-void mark_worker_process() noexcept;
+/// Called before a pool starts: throws cfx::Error in a worker (no nested pools), and exits
+/// with kNoInitExitStatus in a process spawned as a worker whose main() skipped cfx::init.
+void refuse_pool_in_worker();
 
 }  // namespace cfx::detail

@@ -4,6 +4,7 @@
 #include <dlfcn.h>
 #include <doctest/doctest.h>
 #include <fcntl.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 
 #include <atomic>
@@ -163,6 +164,32 @@ std::string what_of(const cfx::Future<int>& f) {
   }
   return "<no exception>";
 }
+
+/// The soft descriptor limit that leaves exactly `free` descriptors to open: the lowest
+/// numbers not open count, and a new descriptor must be below the limit.
+rlim_t limit_leaving(int free) {
+  auto open = open_fds();
+  std::set<int> used(open.begin(), open.end());
+  for (int fd = 0;; ++fd)
+    if (!used.count(fd) && free-- == 0) return static_cast<rlim_t>(fd);
+}
+
+/// Lowers RLIMIT_NOFILE's soft limit while it lives.
+class FdLimit {
+ public:
+  explicit FdLimit(rlim_t soft) {
+    REQUIRE(::getrlimit(RLIMIT_NOFILE, &saved_) == 0);
+    rlimit lowered = saved_;
+    lowered.rlim_cur = soft;
+    REQUIRE(::setrlimit(RLIMIT_NOFILE, &lowered) == 0);
+  }
+  ~FdLimit() { ::setrlimit(RLIMIT_NOFILE, &saved_); }
+  FdLimit(const FdLimit&) = delete;
+  FdLimit& operator=(const FdLimit&) = delete;
+
+ private:
+  rlimit saved_{};
+};
 
 bool sanitized() {
 #if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
@@ -439,6 +466,43 @@ TEST_CASE("no worker process, zombie, descriptor or thread remains after shutdow
   }
   CHECK(open_fds() == fds_before);
   CHECK(thread_count() == threads_before);
+}
+
+TEST_CASE("a worker launch that fails leaks no descriptor and breaks the pool saying why") {
+  // Each run leaves one more descriptor free, so the launch fails at each step in turn (a
+  // pipe, the counter page, the launcher's own pipe, the process handle) until it succeeds.
+  REQUIRE(child_pids().empty());
+  for (auto method : {cfx::StartMethod::spawn, cfx::StartMethod::fork}) {
+    int failed = 0;
+    for (int free = 0; free < 16; ++free) {
+      std::string start_method = method == cfx::StartMethod::fork ? "fork" : "spawn";
+      CAPTURE(start_method);
+      CAPTURE(free);
+      auto fds_before = open_fds();
+      std::string outcome = "started";
+      {
+        cfx::ProcessPoolExecutor ex({.max_workers = 1, .start_method = method});
+        cfx::Future<int> f;
+        {
+          FdLimit limit(limit_leaving(free));
+          f = ex.submit(add, 1, 1);
+          f.wait();
+        }
+        if (f.exception()) {
+          outcome = what_of<cfx::BrokenProcessPool>(f);
+          CHECK_THROWS_AS((void)ex.submit(add, 1, 1), cfx::BrokenProcessPool);
+        }
+      }
+      CHECK(open_fds() == fds_before);
+      CHECK(child_pids().empty());
+      // Past here the parent had every descriptor it needed: the worker started (or failed
+      // in its own way under the limit it inherited).
+      if (outcome.find("could not be started") == std::string::npos) break;
+      ++failed;
+      CHECK(outcome.find("Too many open files") != std::string::npos);
+    }
+    CHECK(failed >= 5);  // two pipes and the counter page need five
+  }
 }
 
 TEST_CASE("no descriptor of the parent leaks into a worker") {

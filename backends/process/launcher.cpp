@@ -1,0 +1,229 @@
+// Starting a worker process (see launcher.hpp).
+#include "backends/process/launcher.hpp"
+
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio_ext.h>
+#include <sys/mman.h>
+#include <sys/prctl.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <string>
+#include <system_error>
+#include <vector>
+
+#include <boost/process/v2/posix/default_launcher.hpp>
+
+#include "backends/process/worker.hpp"
+
+namespace cfx::detail {
+namespace {
+
+namespace bp = boost::process::v2;
+
+[[noreturn]] void throw_errno(const char* what, int error = errno) {
+  throw std::system_error(error, std::generic_category(), what);
+}
+
+/// Moves fd above the descriptors a worker's channel is dup2'ed onto (3 and 4).
+Fd above_channel_fds(Fd fd) {
+  if (fd.get() > kWorkerOutFd) return fd;
+  Fd moved(::fcntl(fd.get(), F_DUPFD_CLOEXEC, kWorkerOutFd + 1));
+  if (moved.get() < 0) throw_errno("fcntl(F_DUPFD_CLOEXEC)");
+  return moved;
+}
+
+/// Kills a child the launch could not hand over and waits for it, so that no process or
+/// zombie outlives the failed launch.
+void reap(pid_t pid) {
+  ::kill(-pid, SIGKILL);  // its group, if it had made it
+  ::kill(pid, SIGKILL);
+  while (::waitpid(pid, nullptr, 0) < 0 && errno == EINTR) {
+  }
+}
+
+/// The ends of the channel that the worker gets, as descriptors 3, 4 and 5.
+struct ChildEnds {
+  int calls;
+  int replies;
+  int counter;
+};
+
+/// Gives the child `fd` as descriptor `target`. (Boost 1.81's posix::bind_fd cannot be used:
+/// its on_setup returns no value, which is undefined behaviour and corrupts the heap.)
+struct BindFd {
+  int target;
+  int fd;
+  bp::error_code on_setup(bp::posix::default_launcher& launcher, const bp::filesystem::path&,
+                          const char* const*) {
+    launcher.fd_whitelist.push_back(target);
+    return {};
+  }
+  bp::error_code on_exec_setup(bp::posix::default_launcher&, const bp::filesystem::path&,
+                               const char* const*) {
+    if (::dup2(fd, target) == -1) return {errno, bp::system_category()};
+    return {};
+  }
+};
+
+/// Runs in the spawned child between fork and exec, after the BindFd dup2s.
+struct WorkerChildSetup {
+  pid_t parent;
+  bp::error_code on_exec_setup(bp::posix::default_launcher& launcher, const bp::filesystem::path&,
+                               const char* const*) {
+    ::setpgid(0, 0);                        // its own group: kills reach its descendants
+    ::prctl(PR_SET_PDEATHSIG, SIGKILL);     // dies with the pool's I/O thread
+    if (::getppid() != parent) ::_exit(1);  // the parent died before prctl
+    sigset_t none;
+    sigemptyset(&none);
+    ::sigprocmask(SIG_SETMASK, &none, nullptr);  // the I/O thread blocks SIGPIPE
+    // Boost 1.81's close_all skips the gaps between whitelisted descriptors; close every
+    // descriptor that is not whitelisted ourselves, so nothing of the parent leaks.
+    // No allocation here: between fork and exec of a multithreaded parent, malloc can
+    // deadlock on a lock another thread held at the fork (and the parent would wait for
+    // the exec forever). The launcher's whitelist is this child's own copy: sort it in place.
+    auto& keep = launcher.fd_whitelist;
+    std::sort(keep.begin(), keep.end());
+    unsigned next = 0;
+    for (int fd : keep) {
+      if (fd < 0) continue;
+      if (static_cast<unsigned>(fd) > next) ::close_range(next, static_cast<unsigned>(fd) - 1, 0);
+      next = static_cast<unsigned>(fd) + 1;
+    }
+    ::close_range(next, ~0u, 0);
+    return {};
+  }
+};
+
+/// The environment of a spawned worker: this process's, with the marker naming the parent.
+/// The marker travels in this child's environment only; cfx::init removes it before any task
+/// runs, so programs a task starts are not workers.
+std::vector<std::string> worker_environment() {
+  std::vector<std::string> env;
+  std::string marker = std::string(kWorkerEnv) + "=";
+  for (char** e = environ; *e; ++e)
+    if (std::strncmp(*e, marker.c_str(), marker.size()) != 0) env.emplace_back(*e);
+  env.push_back(marker + std::to_string(::getpid()));
+  return env;
+}
+
+/// Re-runs this program (/proc/self/exe) as a worker.
+bp::process spawn_child(const ChildEnds& ends, const boost::asio::any_io_executor& executor) {
+  std::vector<std::string> env_strings = worker_environment();
+  std::vector<const char*> env;
+  for (auto& s : env_strings) env.push_back(s.c_str());
+  env.push_back(nullptr);
+  bp::posix::default_launcher launcher;
+  launcher.env = env.data();
+  try {
+    return launcher(executor, "/proc/self/exe", std::vector<std::string>{},
+                    BindFd{kWorkerInFd, ends.calls}, BindFd{kWorkerOutFd, ends.replies},
+                    BindFd{kWorkerCounterFd, ends.counter}, WorkerChildSetup{::getpid()});
+  } catch (...) {
+    // After the fork the launcher drops a child it fails on (its exec failed, or no
+    // descriptor was left for the pidfd) without waiting for it.
+    if (launcher.pid > 0) reap(launcher.pid);
+    throw;
+  }
+}
+
+/// The forked child: binds its channel and serves. Nothing here allocates: the parent's other
+/// threads may have held malloc's locks at the fork. (Serving does allocate, which is why the
+/// fork start method is documented unsafe once the program runs threads of its own.)
+[[noreturn]] void run_forked_worker(const ChildEnds& ends) {
+  ::setpgid(0, 0);
+  ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+  ::dup2(ends.calls, kWorkerInFd);
+  ::dup2(ends.replies, kWorkerOutFd);
+  ::dup2(ends.counter, kWorkerCounterFd);
+  ::close_range(kWorkerCounterFd + 1, ~0u, 0);
+  sigset_t none;
+  sigemptyset(&none);
+  ::sigprocmask(SIG_SETMASK, &none, nullptr);
+  // The parent's unflushed output was copied into this child: it is the parent's to
+  // write, not ours. What tasks print from here on is flushed at exit.
+  __fpurge(stdout);
+  __fpurge(stderr);
+  serve_and_exit();
+}
+
+/// The handle of child `pid`, or, if none can be made, the child killed and reaped.
+bp::process adopt_child(pid_t pid, const boost::asio::any_io_executor& executor) {
+  Fd pidfd(static_cast<int>(::syscall(SYS_pidfd_open, pid, 0)));
+  if (pidfd.get() < 0) {
+    int error = errno;
+    reap(pid);
+    throw_errno("pidfd_open", error);
+  }
+  try {
+    bp::process process(executor, pid, pidfd.get());
+    pidfd.release();  // the handle owns it now
+    return process;
+  } catch (...) {
+    reap(pid);
+    throw;
+  }
+}
+
+/// Forks the calling (I/O) thread as a worker.
+bp::process fork_child(const ChildEnds& ends, const boost::asio::any_io_executor& executor) {
+  pid_t pid = ::fork();
+  if (pid < 0) throw_errno("fork");
+  if (pid == 0) run_forked_worker(ends);
+  return adopt_child(pid, executor);
+}
+
+}  // namespace
+
+void Fd::reset(int fd) noexcept {
+  if (fd_ >= 0) ::close(fd_);
+  fd_ = fd;
+}
+
+Pipe::Pipe() {
+  int fds[2];
+  if (::pipe2(fds, O_CLOEXEC) != 0) throw_errno("pipe2");
+  read_end = above_channel_fds(Fd(fds[0]));
+  write_end = above_channel_fds(Fd(fds[1]));
+}
+
+CounterPage::CounterPage(int memfd) {
+  void* page = ::mmap(nullptr, sizeof(std::uint64_t), PROT_READ | PROT_WRITE, MAP_SHARED, memfd, 0);
+  if (page == MAP_FAILED) throw_errno("mmap");
+  page_ = static_cast<std::atomic<std::uint64_t>*>(page);
+}
+
+CounterPage& CounterPage::operator=(CounterPage&& other) noexcept {
+  if (this != &other) {
+    unmap();
+    page_ = std::exchange(other.page_, nullptr);
+  }
+  return *this;
+}
+
+void CounterPage::unmap() noexcept {
+  if (page_) ::munmap(page_, sizeof(*page_));
+  page_ = nullptr;
+}
+
+LaunchedWorker launch_worker(StartMethod method, const boost::asio::any_io_executor& executor) {
+  Pipe calls, replies;  // the parent writes calls.write_end and reads replies.read_end
+  Fd counter(::memfd_create("cfx-worker-counter", MFD_CLOEXEC));
+  if (counter.get() < 0) throw_errno("memfd_create");
+  counter = above_channel_fds(std::move(counter));
+  if (::ftruncate(counter.get(), sizeof(std::uint64_t)) != 0) throw_errno("ftruncate");
+  CounterPage started(counter.get());
+  ChildEnds ends{calls.read_end.get(), replies.write_end.get(), counter.get()};
+  bp::process process =
+      method == StartMethod::fork ? fork_child(ends, executor) : spawn_child(ends, executor);
+  // The child has its own copies of its ends; the parent's close as this returns.
+  return {std::move(process), std::move(calls.write_end), std::move(replies.read_end),
+          std::move(started)};
+}
+
+}  // namespace cfx::detail

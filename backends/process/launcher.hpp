@@ -1,0 +1,83 @@
+// Starting a worker process: its channel's descriptors, the fork and spawn start methods,
+// and the environment marker of a spawned worker. Internal.
+//
+// Every descriptor is owned by an Fd from the moment it exists, so a launch that fails at any
+// step (no descriptor left, fork refused, exec failed) closes what it had opened; a child
+// that was started before the failure is killed and reaped.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <utility>
+
+#include <boost/asio/any_io_executor.hpp>
+#include <boost/process/v2/process.hpp>
+
+#include "cfx/process_pool.hpp"
+
+namespace cfx::detail {
+
+/// Owns one descriptor and closes it when destroyed.
+class Fd {
+ public:
+  Fd() = default;
+  explicit Fd(int fd) noexcept : fd_(fd) {}
+  Fd(Fd&& other) noexcept : fd_(other.release()) {}
+  Fd& operator=(Fd&& other) noexcept {
+    reset(other.release());
+    return *this;
+  }
+  ~Fd() { reset(); }
+
+  int get() const noexcept { return fd_; }
+  /// Gives the descriptor up without closing it.
+  int release() noexcept { return std::exchange(fd_, -1); }
+  /// Closes the descriptor held, if any, and holds `fd` instead.
+  void reset(int fd = -1) noexcept;
+
+ private:
+  int fd_ = -1;
+};
+
+/// A pipe whose ends are close-on-exec and above the descriptors a worker's channel is
+/// dup2'ed onto, so that binding one end never overwrites another.
+struct Pipe {
+  Pipe();  // throws std::system_error
+  Fd read_end;
+  Fd write_end;
+};
+
+/// The shared page where a worker counts the calls it has started; unmapped when destroyed.
+class CounterPage {
+ public:
+  CounterPage() = default;
+  /// Maps the page of `memfd` (sized by the caller); throws std::system_error.
+  explicit CounterPage(int memfd);
+  CounterPage(CounterPage&& other) noexcept : page_(std::exchange(other.page_, nullptr)) {}
+  CounterPage& operator=(CounterPage&& other) noexcept;
+  ~CounterPage() { unmap(); }
+
+  /// The calls the worker has started (0 without a page).
+  std::uint64_t count() const noexcept {
+    return page_ ? page_->load(std::memory_order_relaxed) : 0;
+  }
+
+ private:
+  void unmap() noexcept;
+
+  std::atomic<std::uint64_t>* page_ = nullptr;
+};
+
+/// A started worker: its process (pid and pidfd) and the parent's side of its channel.
+struct LaunchedWorker {
+  boost::process::v2::process process;
+  Fd calls;             // the parent writes calls here
+  Fd replies;           // and reads replies here
+  CounterPage started;  // calls the worker began
+};
+
+/// Starts a worker by `method`; its process handle is bound to `executor`. Throws
+/// std::system_error (or boost::system::system_error) after undoing what it had done.
+LaunchedWorker launch_worker(StartMethod method, const boost::asio::any_io_executor& executor);
+
+}  // namespace cfx::detail
