@@ -1,7 +1,9 @@
 #include "backends/process/channel.hpp"
 
 #include <cstring>
+#include <string>
 
+#include "cfx/errors.hpp"
 #include "lib/remote_exception.hpp"
 
 namespace cfx::detail {
@@ -34,6 +36,44 @@ Reply read_reply(Reader& frame) {
   reply.results = Reader(frame.take(n), n);
   if (frame.get<std::uint8_t>() != 0) reply.error = decode_exception(frame);
   return reply;
+}
+
+void answer_call(Reader& call, std::vector<char>& out) {
+  auto count = call.get<std::uint32_t>();
+  std::string name(call.get_string());
+  Writer reply(out);
+  auto at = begin_frame(reply, FrameKind::result);
+  auto count_at = reply.size();
+  reply.put(std::uint32_t{0});
+  reply.put(std::uint64_t{0});
+  auto results_at = reply.size();
+  std::vector<char> failure;
+  Writer failed(failure);
+  std::uint32_t done = 0;
+  const TaskEntry* task = find_task(name);
+  try {
+    if (!task)
+      throw Error("task '" + name +
+                  "' is not registered in the worker process: register it with CFX_TASK at "
+                  "namespace scope in a file linked into this program");
+    for (; done < count; ++done) {
+      auto mark = reply.size();
+      try {
+        task->run(*task, call, reply);
+      } catch (...) {
+        out.resize(mark);  // drop a partly written result
+        throw;
+      }
+    }
+  } catch (...) {
+    encode_current_exception(failed, name);
+  }
+  std::uint64_t results = reply.size() - results_at;
+  std::memcpy(out.data() + count_at, &done, sizeof(done));
+  std::memcpy(out.data() + count_at + sizeof(done), &results, sizeof(results));
+  reply.put(static_cast<std::uint8_t>(failure.empty() ? 0 : 1));
+  reply.put_bytes(failure.data(), failure.size());
+  finish_frame(reply, at);
 }
 
 std::span<char> FrameSplitter::space() {

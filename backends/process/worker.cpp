@@ -42,47 +42,6 @@ bool write_all(int fd, const char* data, std::size_t n) {
   return true;
 }
 
-/// Runs the calls of one call frame and writes their result frame into `out`: the results
-/// of the calls that returned, then the exception of the one that threw, which ends the
-/// frame's calls.
-void reply_to_call(Reader& call, std::vector<char>& out) {
-  auto count = call.get<std::uint32_t>();
-  std::string name(call.get_string());
-  Writer reply(out);
-  auto at = begin_frame(reply, FrameKind::result);
-  auto count_at = reply.size();
-  reply.put(std::uint32_t{0});
-  reply.put(std::uint64_t{0});
-  auto results_at = reply.size();
-  std::vector<char> failure;
-  Writer failed(failure);
-  std::uint32_t done = 0;
-  const TaskEntry* task = find_task(name);
-  try {
-    if (!task)
-      throw Error("task '" + name +
-                  "' is not registered in the worker process: register it with CFX_TASK at "
-                  "namespace scope in a file linked into this program");
-    for (; done < count; ++done) {
-      auto mark = reply.size();
-      try {
-        task->run(*task, call, reply);
-      } catch (...) {
-        out.resize(mark);  // drop a partly written result
-        throw;
-      }
-    }
-  } catch (...) {
-    encode_current_exception(failed, name);
-  }
-  std::uint64_t results = reply.size() - results_at;
-  std::memcpy(out.data() + count_at, &done, sizeof(done));
-  std::memcpy(out.data() + count_at + sizeof(done), &results, sizeof(results));
-  reply.put(static_cast<std::uint8_t>(failure.empty() ? 0 : 1));
-  reply.put_bytes(failure.data(), failure.size());
-  finish_frame(reply, at);
-}
-
 /// Serves calls read from in_fd, replying on out_fd, until the parent closes in_fd; counts
 /// started calls in the page mapped from counter_fd. Returns the process's exit status.
 int serve_worker(int in_fd, int out_fd, int counter_fd) {
@@ -109,7 +68,7 @@ int serve_worker(int in_fd, int out_fd, int counter_fd) {
     while (auto frame = frames.next()) {
       if (frame->get<FrameKind>() != FrameKind::call) continue;
       started->fetch_add(1, std::memory_order_relaxed);
-      reply_to_call(*frame, out);
+      answer_call(*frame, out);
       if (!write_all(out_fd, out.data(), out.size())) return 1;
       out.clear();
     }

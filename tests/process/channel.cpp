@@ -195,38 +195,6 @@ std::vector<char> encoded_exception(E e, std::string_view task) {
   return out;
 }
 
-/// What a worker does with a call frame's body (after the kind): runs its calls and writes
-/// the result frame, ending at the first call that throws.
-void serve_call(Reader& call, std::vector<char>& out) {
-  auto count = call.get<std::uint32_t>();
-  std::string name(call.get_string());
-  const TaskEntry* task = cfx::detail::find_task(name);
-  REQUIRE(task != nullptr);
-  std::vector<char> results;
-  Writer rw(results);
-  std::vector<char> failure;
-  Writer fw(failure);
-  std::uint32_t done = 0;
-  try {
-    for (; done < count; ++done) {
-      auto mark = results.size();
-      try {
-        task->run(*task, call, rw);
-      } catch (...) {
-        results.resize(mark);
-        throw;
-      }
-    }
-  } catch (...) {
-    cfx::detail::encode_current_exception(fw, name);
-  }
-  Writer w(out);
-  auto at = begin_frame(w, FrameKind::result);
-  auto body = reply_body(done, results, failure.empty() ? nullptr : &failure);
-  w.put_bytes(body.data(), body.size());
-  finish_frame(w, at);
-}
-
 }  // namespace
 
 TEST_SUITE("process channel") {
@@ -339,7 +307,7 @@ TEST_SUITE("process channel") {
     for (const auto& body : split.bodies) {
       Reader call(body.data(), body.size());
       REQUIRE(call.get<FrameKind>() == FrameKind::call);
-      serve_call(call, replies_written);
+      cfx::detail::answer_call(call, replies_written);
       CHECK(exhausted(call));
     }
 
@@ -379,7 +347,7 @@ TEST_SUITE("process channel") {
     Reader call(to_worker.data() + 8, to_worker.size() - 8);
     REQUIRE(call.get<FrameKind>() == FrameKind::call);
     std::vector<char> reply_bytes;
-    serve_call(call, reply_bytes);
+    cfx::detail::answer_call(call, reply_bytes);
 
     Reader frame(reply_bytes.data() + 8, reply_bytes.size() - 8);
     REQUIRE(frame.get<FrameKind>() == FrameKind::result);
@@ -404,7 +372,7 @@ TEST_SUITE("process channel") {
     Reader call(to_worker.data() + 8, to_worker.size() - 8);
     REQUIRE(call.get<FrameKind>() == FrameKind::call);
     std::vector<char> reply_bytes;
-    serve_call(call, reply_bytes);
+    cfx::detail::answer_call(call, reply_bytes);
 
     FrameSplitter pool;
     auto split = feed(pool, reply_bytes, 1);
