@@ -17,21 +17,24 @@ namespace {
 
 constexpr auto kStartupTimeout = std::chrono::seconds(5);
 constexpr int kMaxStartFailures = 3;
-constexpr std::size_t kCrashesPerWorkerPerSecond = 4;
-constexpr Clock::duration kMinSpawnPause = std::chrono::milliseconds(50);
-constexpr Clock::duration kMaxSpawnPause = std::chrono::seconds(1);
 
 std::string signal_name(int sig) {
   const char* abbrev = sigabbrev_np(sig);
   return abbrev ? std::string("SIG") + abbrev : "signal " + std::to_string(sig);
 }
 
-/// "was killed by SIGSEGV (signal 11)" / "exited with status 3".
-std::string describe_status(int status) {
+/// "was killed by SIGSEGV (signal 11)" / "exited with status 3". `pool_kill` is why the
+/// pool killed the worker, empty if it did not: only a SIGKILL the pool did not send may be
+/// the out-of-memory killer's.
+std::string describe_status(int status, const std::string& pool_kill) {
   if (WIFSIGNALED(status)) {
     int sig = WTERMSIG(status);
     std::string s = "was killed by " + signal_name(sig) + " (signal " + std::to_string(sig) + ")";
-    if (sig == SIGKILL) s += "; if nobody killed it, the out-of-memory killer may have";
+    if (sig == SIGKILL && !pool_kill.empty())
+      s += ", sent by the pool: " + pool_kill;
+    else if (sig == SIGKILL)
+      s += "; nobody in this program sent it: the out-of-memory killer may have, or someone "
+           "outside";
     return s;
   }
   if (WIFEXITED(status)) {
@@ -74,7 +77,7 @@ void ProcessPoolCore::watch_start(const Worker& w) {
                             std::to_string(kStartupTimeout.count()) +
                             " s: does main() call cfx::init(argc, argv) as its first line?",
                         true);
-    self->kill_worker(w);
+    self->kill_worker(w, "it did not start serving in time");
   });
   w->proc->async_wait([self = shared_from_this(), w](boost::system::error_code, int) {
     self->on_exit(w, w->proc->native_exit_code());
@@ -92,28 +95,14 @@ void ProcessPoolCore::arm_task_timeout(const Worker& w) {
   w->timer.async_wait([self = shared_from_this(), w, head](boost::system::error_code ec) {
     if (ec || w->gone || w->in_flight.empty() || w->in_flight.front() != head) return;
     w->timed_out = head;
-    self->kill_worker(w);
+    self->kill_worker(w, "its task ran longer than task_timeout");
   });
 }
 
-/// Respawning is rate-limited: when workers die faster than kCrashesPerWorkerPerSecond
-/// each, new ones start only after a growing pause, so crash loops cannot spin the CPU.
-void ProcessPoolCore::note_crash() {
-  auto now = Clock::now();
-  recent_crashes_.push_back(now);
-  while (!recent_crashes_.empty() && now - recent_crashes_.front() > std::chrono::seconds(1))
-    recent_crashes_.pop_front();
-  if (recent_crashes_.size() > kCrashesPerWorkerPerSecond * max_workers_) {
-    spawn_pause_ = std::min(std::max(spawn_pause_ * 2, kMinSpawnPause), kMaxSpawnPause);
-    next_spawn_ = now + spawn_pause_;
-  } else {
-    spawn_pause_ = {};
-  }
-}
-
-void ProcessPoolCore::kill_worker(const Worker& w) {
+void ProcessPoolCore::kill_worker(const Worker& w, const char* reason) {
   if (w->killed || w->pid <= 0) return;
   w->killed = true;
+  w->kill_reason = reason;   // empty: the worker was dead already
   ::kill(-w->pid, SIGKILL);  // the whole group: the worker and anything its task started
   ::kill(w->pid, SIGKILL);   // in case it had not yet made its own group
 }
@@ -123,7 +112,13 @@ void ProcessPoolCore::on_eof(const Worker& w) {
   w->gone = true;
   // A crash: make sure the process and its descendants are gone; its exit status arrives
   // through proc.async_wait. A worker we asked to stop exits by itself.
-  if (!w->closing || !w->in_flight.empty()) kill_worker(w);
+  if (w->closing && w->in_flight.empty()) return;
+  // Usually the worker is dead already (a crash closes its channel) and the kill only clears
+  // its process group; if it is still alive, the pool's kill is what ends it.
+  siginfo_t info{};
+  bool dead = ::waitid(P_PID, static_cast<id_t>(w->pid), &info, WEXITED | WNOHANG | WNOWAIT) == 0 &&
+              info.si_pid != 0;
+  kill_worker(w, dead ? "" : "it closed its channel while it had work");
 }
 
 void ProcessPoolCore::on_exit(const Worker& w, int status) {
@@ -148,7 +143,7 @@ void ProcessPoolCore::exited_before_ready(const Worker& w, int status) {
   start_failure(no_init ? "a worker process started the program's main() instead of "
                           "serving: main() must call cfx::init(argc, argv) as its first line"
                         : "a worker process (pid " + std::to_string(w->pid) + ") " +
-                              describe_status(status) +
+                              describe_status(status, w->kill_reason) +
                               " before it was ready; does main() call cfx::init(argc, argv) "
                               "as its first line?",
                 no_init);
@@ -160,12 +155,14 @@ void ProcessPoolCore::crashed_running(const Worker& w, int status) {
   RemoteTask* head = w->in_flight.front();
   w->in_flight.pop_front();
   std::string task = head->task ? head->task->name : "?";
+  // A worker that had started is replaced at once, however often: each crash ends the call
+  // that caused it, so a crashing task cannot loop. (Workers that die before their hello
+  // count against the start-up budget instead: start_failure.)
   std::string where = "worker process " + std::to_string(w->pid) + " running task '" + task + "'";
-  note_crash();
   if (is_init_call(head)) {
     head->drop();  // every new worker would die the same way: no respawn loop
     break_pool("the process pool's initializer '" + task + "' killed its worker: " + where + " " +
-               describe_status(status));
+               describe_status(status, w->kill_reason));
   } else if (w->timed_out == head) {
     head->fail(std::make_exception_ptr(
         TimeoutError("task '" + task + "' ran longer than task_timeout (" +
@@ -175,9 +172,10 @@ void ProcessPoolCore::crashed_running(const Worker& w, int status) {
   } else if (options_.on_worker_crash == OnWorkerCrash::break_pool) {
     w->in_flight.push_front(head);
     break_pool("A process in the process pool was terminated abruptly: " + where + " " +
-               describe_status(status));
+               describe_status(status, w->kill_reason));
   } else {
-    head->fail(std::make_exception_ptr(WorkerCrashed(where + " " + describe_status(status))));
+    head->fail(std::make_exception_ptr(
+        WorkerCrashed(where + " " + describe_status(status, w->kill_reason))));
     head->drop();
   }
 }
@@ -216,7 +214,7 @@ void ProcessPoolCore::break_pool(const std::string& message) {
   for (auto& w : workers_) {
     for (auto* t : w->in_flight) fail(t);
     w->in_flight.clear();
-    kill_worker(w);
+    kill_worker(w, "the pool broke");
   }
   if (draining_) check_drained();
 }

@@ -112,10 +112,7 @@ void ProcessPoolCore::dispatch() {
 
 bool ProcessPoolCore::should_spawn(std::size_t queued) {
   // More work than workers (and room for another): start one (Python spawns on demand too).
-  if (queued + in_flight_total() <= workers_.size()) return false;
-  if (Clock::now() >= next_spawn_) return true;
-  retry_spawn_later();
-  return false;
+  return queued + in_flight_total() > workers_.size();
 }
 
 std::size_t ProcessPoolCore::in_flight_total() const {
@@ -171,16 +168,6 @@ std::size_t ProcessPoolCore::hand_out(SubmissionQueue::Calls& calls,
     }
   }
   return sent;
-}
-
-void ProcessPoolCore::retry_spawn_later() {
-  if (spawn_timer_armed_) return;
-  spawn_timer_armed_ = true;
-  spawn_timer_.expires_at(next_spawn_);
-  spawn_timer_.async_wait([self = shared_from_this()](boost::system::error_code) {
-    self->spawn_timer_armed_ = false;
-    self->dispatch();
-  });
 }
 
 void ProcessPoolCore::send(const Worker& w, RemoteTask* t) {
@@ -266,7 +253,7 @@ void ProcessPoolCore::on_frames(const Worker& w) {
         on_result(w, *frame);
       }
     } catch (const std::exception&) {
-      kill_worker(w);  // a malformed frame: this channel cannot be trusted any more
+      kill_worker(w, "it wrote a malformed reply");  // this channel cannot be trusted any more
       return;
     }
   }

@@ -63,6 +63,7 @@ struct WorkerSlot {
   bool closing = false;       // its channel was closed on purpose: exit 0 is expected
   bool gone = false;          // EOF seen
   bool killed = false;
+  std::string kill_reason;  // why the pool killed it, for the messages of its death
 
   /// True if the oldest unanswered call had started when the worker died.
   bool head_was_running() const { return started.count() > replies; }
@@ -118,7 +119,6 @@ class ProcessPoolCore : public std::enable_shared_from_this<ProcessPoolCore> {
   std::size_t room(const WorkerSlot& w) const;
   void fill_windows(std::vector<RemoteTask*>& cancelled);
   std::size_t hand_out(SubmissionQueue::Calls& calls, std::vector<RemoteTask*>& cancelled);
-  void retry_spawn_later();
   void send(const Worker& w, RemoteTask* t);
   void head_changed(const Worker& w);
   // pool.cpp: workers and their channels
@@ -135,19 +135,23 @@ class ProcessPoolCore : public std::enable_shared_from_this<ProcessPoolCore> {
   // faults.cpp: the fault policy
   void watch_start(const Worker& w);
   void arm_task_timeout(const Worker& w);
-  void note_crash();
   void on_eof(const Worker& w);
   void on_exit(const Worker& w, int status);
   void exited_before_ready(const Worker& w, int status);
   void crashed_running(const Worker& w, int status);
   void requeue_unstarted(const Worker& w);
   void start_failure(const std::string& why, bool fatal);
-  void kill_worker(const Worker& w);
+  /// SIGKILLs the worker's process group; `reason` says why, in the messages of its death.
+  void kill_worker(const Worker& w, const char* reason);
 
   const ProcessPoolOptions options_;
   const std::size_t max_workers_;
   asio::io_context io_;
   asio::executor_work_guard<asio::io_context::executor_type> guard_;
+  // Asio creates its reactor (an epoll and an eventfd descriptor) with the first timer. Made
+  // here, with the pool, it exists before any launch; made lazily at a worker's first timer,
+  // it would throw on the I/O thread when descriptors run out.
+  asio::steady_timer reactor_{io_};
   std::thread io_thread_;
   std::atomic<std::thread::id> io_thread_id_{};
   std::mutex join_mutex_;
@@ -158,11 +162,6 @@ class ProcessPoolCore : public std::enable_shared_from_this<ProcessPoolCore> {
   int start_failures_ = 0;
   bool start_failed_ = false;
   bool draining_ = false;
-  std::deque<Clock::time_point> recent_crashes_;
-  Clock::time_point next_spawn_{};
-  Clock::duration spawn_pause_{};
-  asio::steady_timer spawn_timer_{io_};
-  bool spawn_timer_armed_ = false;
 };
 
 }  // namespace cfx::detail
