@@ -1,5 +1,7 @@
 #include "backends/process/channel.hpp"
 
+#include <unistd.h>
+
 #include <cstring>
 #include <string>
 
@@ -38,7 +40,14 @@ Reply read_reply(Reader& frame) {
   return reply;
 }
 
-void answer_call(Reader& call, std::vector<char>& out) {
+/// A process a task forked that returns from the task (or throws out of it) is not the
+/// worker: it must not answer on the worker's channel, where its reply would be taken for
+/// the worker's and shift every later result by one. It leaves at once, flushing nothing.
+void leave_if_forked(int server) {
+  if (::getpid() != server) ::_exit(0);
+}
+
+void answer_call(Reader& call, std::vector<char>& out, int server) {
   auto count = call.get<std::uint32_t>();
   std::string name(call.get_string());
   Writer reply(out);
@@ -60,7 +69,9 @@ void answer_call(Reader& call, std::vector<char>& out) {
       auto mark = reply.size();
       try {
         task->run(*task, call, reply);
+        leave_if_forked(server);
       } catch (...) {
+        leave_if_forked(server);
         out.resize(mark);  // drop a partly written result
         throw;
       }

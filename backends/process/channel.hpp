@@ -43,7 +43,8 @@ Reply read_reply(Reader& frame);
 /// Worker side: runs the calls of a call frame's body (after the kind) and appends their
 /// result frame to `out`: the results of the calls that returned, then the exception of the
 /// one that threw, which ends the frame's calls. An unregistered task is that exception.
-void answer_call(Reader& call, std::vector<char>& out);
+/// `server` is the worker's pid: a process a task forked exits when it returns from the task.
+void answer_call(Reader& call, std::vector<char>& out, int server);
 
 /// Cuts a byte stream into frames, for both ends of the channel: read into space(), commit()
 /// what arrived, then take frames with next() until it returns nothing.

@@ -64,11 +64,12 @@ int serve_worker(int in_fd, int out_fd, int counter_fd) {
   out.clear();
 
   FrameSplitter frames;
+  const int server = ::getpid();
   for (;;) {
     while (auto frame = frames.next()) {
       if (frame->get<FrameKind>() != FrameKind::call) continue;
       started->fetch_add(1, std::memory_order_relaxed);
-      answer_call(*frame, out);
+      answer_call(*frame, out, server);
       if (!write_all(out_fd, out.data(), out.size())) return 1;
       out.clear();
     }

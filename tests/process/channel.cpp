@@ -307,7 +307,7 @@ TEST_SUITE("process channel") {
     for (const auto& body : split.bodies) {
       Reader call(body.data(), body.size());
       REQUIRE(call.get<FrameKind>() == FrameKind::call);
-      cfx::detail::answer_call(call, replies_written);
+      cfx::detail::answer_call(call, replies_written, ::getpid());
       CHECK(exhausted(call));
     }
 
@@ -347,7 +347,7 @@ TEST_SUITE("process channel") {
     Reader call(to_worker.data() + 8, to_worker.size() - 8);
     REQUIRE(call.get<FrameKind>() == FrameKind::call);
     std::vector<char> reply_bytes;
-    cfx::detail::answer_call(call, reply_bytes);
+    cfx::detail::answer_call(call, reply_bytes, ::getpid());
 
     Reader frame(reply_bytes.data() + 8, reply_bytes.size() - 8);
     REQUIRE(frame.get<FrameKind>() == FrameKind::result);
@@ -372,7 +372,7 @@ TEST_SUITE("process channel") {
     Reader call(to_worker.data() + 8, to_worker.size() - 8);
     REQUIRE(call.get<FrameKind>() == FrameKind::call);
     std::vector<char> reply_bytes;
-    cfx::detail::answer_call(call, reply_bytes);
+    cfx::detail::answer_call(call, reply_bytes, ::getpid());
 
     FrameSplitter pool;
     auto split = feed(pool, reply_bytes, 1);

@@ -2,6 +2,7 @@
 // once however often it crashes, and a SIGKILL the pool sent says why instead of blaming the
 // out-of-memory killer.
 #include <doctest/doctest.h>
+#include <sys/types.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -66,5 +67,39 @@ TEST_SUITE("process respawn") {
   }
 
   // A SIGKILL from outside keeps the hint: "a worker killed from outside ..." in process_pool.cpp.
+
+}  // TEST_SUITE
+
+namespace {
+
+/// Forks; parent and child both return from the task. Only the worker may answer.
+int fork_and_return(int x) {
+  pid_t child = ::fork();
+  (void)child;
+  return x;
+}
+CFX_TASK(fork_and_return);
+
+}  // namespace
+
+TEST_SUITE("process respawn") {
+  TEST_CASE("a process a task forks never answers on the worker's channel") {
+    cfx::ProcessPoolExecutor pool({.max_workers = 1});
+    REQUIRE(pool.submit(plus_one, 0).result() == 1);  // the worker is up: the calls below
+                                                      // go to it together, in one window
+    for (int round = 0; round < 5; ++round) {
+      CAPTURE(round);
+      std::vector<cfx::Future<int>> later;
+      auto forked = pool.submit(fork_and_return, 7);
+      for (int i = 0; i < 6; ++i) later.push_back(pool.submit(plus_one, i));
+      // Had the child answered too, its reply would be taken for the next call's, and every
+      // later result shifted by one.
+      CHECK(forked.result() == 7);
+      for (int i = 0; i < 6; ++i) CHECK(later[i].result() == i + 1);
+    }
+    auto chunked = pool.map(fork_and_return, std::vector<int>{1, 2, 3}, {.chunksize = 3});
+    CHECK(chunked.to_vector() == std::vector<int>{1, 2, 3});
+    CHECK(pool.submit(plus_one, 41).result() == 42);
+  }
 
 }  // TEST_SUITE
