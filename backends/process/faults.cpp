@@ -113,12 +113,10 @@ void ProcessPoolCore::on_eof(const Worker& w) {
   // A crash: make sure the process and its descendants are gone; its exit status arrives
   // through proc.async_wait. A worker we asked to stop exits by itself.
   if (w->closing && w->in_flight.empty()) return;
-  // Usually the worker is dead already (a crash closes its channel) and the kill only clears
-  // its process group; if it is still alive, the pool's kill is what ends it.
-  siginfo_t info{};
-  bool dead = ::waitid(P_PID, static_cast<id_t>(w->pid), &info, WEXITED | WNOHANG | WNOWAIT) == 0 &&
-              info.si_pid != 0;
-  kill_worker(w, dead ? "" : "it closed its channel while it had work");
+  // The worker is dead or dying (a crash closes its channel): the kill clears its process
+  // group. It names no reason: whoever sent the fatal signal, it was not this kill, and a
+  // check for "already dead" races with the kernel's exit, which closes descriptors first.
+  kill_worker(w, "");
 }
 
 void ProcessPoolCore::on_exit(const Worker& w, int status) {
