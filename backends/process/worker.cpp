@@ -86,8 +86,16 @@ int serve_worker(int in_fd, int out_fd, int counter_fd) {
 
 }  // namespace
 
-void serve_and_exit() {
-  int status = serve_worker(kWorkerInFd, kWorkerOutFd, kWorkerCounterFd);
+void serve_and_exit() noexcept {
+  // Nothing may leave this function: in a forked worker an exception (say bad_alloc from a
+  // huge frame) would unwind into the parent's copied code and run the pool's I/O loop in
+  // the child.
+  int status = 1;
+  try {
+    status = serve_worker(kWorkerInFd, kWorkerOutFd, kWorkerCounterFd);
+  } catch (...) {
+    std::fputs("cfx: a worker's serve loop failed; the worker exits\n", stderr);
+  }
   std::fflush(nullptr);
   ::_exit(status);
 }

@@ -18,7 +18,7 @@ inline constexpr int kNoInitExitStatus = 87;
 /// The worker's entry once its channel is on descriptors 3, 4 and 5 (cfx::init and the fork
 /// start method): marks this process a worker (no pools of its own), serves calls until the
 /// parent closes the channel, flushes what tasks printed, and exits (0, or 1 on an error).
-[[noreturn]] void serve_and_exit();
+[[noreturn]] void serve_and_exit() noexcept;
 
 /// Called before a pool starts: throws cfx::Error in a worker (no nested pools), and exits
 /// with kNoInitExitStatus in a process spawned as a worker whose main() skipped cfx::init.
