@@ -61,7 +61,9 @@ inline constexpr std::chrono::seconds kLong{30};
 // ---- Tasks shared by several files (inline: one address per program, so registering them
 // in every translation unit is harmless). Names must be unique in the program.
 
-inline int mul(int a, int b) { return a * b; }
+inline int mul(int a, int b) {
+  return a * b;
+}
 CFX_TASK(mul);
 
 inline int ipow(int base, int exp) {
@@ -71,10 +73,14 @@ inline int ipow(int base, int exp) {
 }
 CFX_TASK(ipow);
 
-inline std::string to_str(int x) { return std::to_string(x); }
+inline std::string to_str(int x) {
+  return std::to_string(x);
+}
 CFX_TASK(to_str);
 
-inline int inc(int x) { return x + 1; }
+inline int inc(int x) {
+  return x + 1;
+}
 CFX_TASK(inc);
 
 /// Python's divmod on ints; b == 0 throws std::domain_error (Python's ZeroDivisionError).

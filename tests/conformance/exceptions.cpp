@@ -62,7 +62,8 @@ void check_rethrown(cfx::Future<int> f, const std::string& kind, const std::stri
   } catch (const std::exception& e) {
     CHECK(kind_of(e) == kind);
     CHECK(std::string(e.what()) == message);
-    if constexpr (!Backend::in_process) CHECK_THROWS_AS(std::rethrow_if_nested(e), cfx::RemoteError);
+    if constexpr (!Backend::in_process)
+      CHECK_THROWS_AS(std::rethrow_if_nested(e), cfx::RemoteError);
   }
   // exception() hands back the same exception without throwing it.
   std::exception_ptr ep = f.exception();
@@ -79,9 +80,9 @@ void check_rethrown(cfx::Future<int> f, const std::string& kind, const std::stri
 TEST_CASE_TEMPLATE("exceptions: standard types come back with their type and what()", Backend,
                    CFX_BACKENDS) {
   auto ex = Backend::make(2);
-  for (const char* kind : {"logic_error", "invalid_argument", "domain_error", "length_error",
-                           "out_of_range", "runtime_error", "range_error", "overflow_error",
-                           "underflow_error"}) {
+  for (const char* kind :
+       {"logic_error", "invalid_argument", "domain_error", "length_error", "out_of_range",
+        "runtime_error", "range_error", "overflow_error", "underflow_error"}) {
     std::string message = std::string(kind) + " message";
     check_rethrown<Backend>(ex->submit(raise_kind, std::string(kind), message), kind, message);
   }
@@ -90,11 +91,10 @@ TEST_CASE_TEMPLATE("exceptions: standard types come back with their type and wha
   CHECK(ex->submit(raise_kind, std::string("none"), std::string()).result() == 0);
 }
 
-TEST_CASE_TEMPLATE("exceptions: a CFX_EXCEPTION type comes back as itself", Backend,
-                   CFX_BACKENDS) {
+TEST_CASE_TEMPLATE("exceptions: a CFX_EXCEPTION type comes back as itself", Backend, CFX_BACKENDS) {
   auto ex = Backend::make(2);
-  check_rethrown<Backend>(ex->submit(raise_kind, std::string("user"), std::string("mine")),
-                          "user", "mine");
+  check_rethrown<Backend>(ex->submit(raise_kind, std::string("user"), std::string("mine")), "user",
+                          "mine");
 }
 
 TEST_CASE_TEMPLATE("exceptions: throw 42", Backend, CFX_BACKENDS) {
@@ -126,8 +126,8 @@ TEST_CASE_TEMPLATE("exceptions: the pool survives a failing task", Backend, CFX_
     fs.push_back(ex->submit(mul, i, 3));
   }
   for (int i = 0; i < 10; ++i) {
-    CHECK_THROWS_WITH_AS(fs[2 * static_cast<std::size_t>(i)].result(),
-                         std::to_string(i).c_str(), std::out_of_range);
+    CHECK_THROWS_WITH_AS(fs[2 * static_cast<std::size_t>(i)].result(), std::to_string(i).c_str(),
+                         std::out_of_range);
     CHECK(fs[2 * static_cast<std::size_t>(i) + 1].result() == 3 * i);
   }
 }

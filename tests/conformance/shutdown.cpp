@@ -51,8 +51,7 @@ TEST_CASE_TEMPLATE("shutdown: twice, in every combination, is harmless", Backend
 }
 
 // test_hang_issue12364 [CORE]: everything queued at shutdown still runs.
-TEST_CASE_TEMPLATE("shutdown: work queued behind busy workers still runs", Backend,
-                   CFX_BACKENDS) {
+TEST_CASE_TEMPLATE("shutdown: work queued behind busy workers still runs", Backend, CFX_BACKENDS) {
   auto ex = Backend::make(2);
   Gate gate;
   auto fs = occupy(*ex, 2, gate);
@@ -92,8 +91,8 @@ TEST_CASE_TEMPLATE("shutdown: right after map, and by the destructor", Backend, 
 
 // test_cancel_futures [CORE], and cfx's fix of cpython#136655: the cancelled futures are done
 // at once for wait and as_completed.
-TEST_CASE_TEMPLATE("shutdown: cancel_futures cancels the queued work and wakes waiters",
-                   Backend, CFX_BACKENDS) {
+TEST_CASE_TEMPLATE("shutdown: cancel_futures cancels the queued work and wakes waiters", Backend,
+                   CFX_BACKENDS) {
   auto ex = Backend::make(2);
   Gate gate;
   auto running = occupy(*ex, 2, gate);
@@ -153,7 +152,8 @@ TEST_CASE_TEMPLATE("shutdown: after a cancelled submit with one worker (gh-94440
   CHECK(ex->submit(mul, 1, 1).result() == 1);
   auto f = ex->submit(mul, 2, 2);
   bool cancelled = f.cancel();
-  CHECK(returns_within(kLong, [&] { ex->shutdown(true); }, [] {}));
+  CHECK(returns_within(
+      kLong, [&] { ex->shutdown(true); }, [] {}));
   REQUIRE(f.done());
   if (cancelled)
     CHECK(f.cancelled());
@@ -173,30 +173,32 @@ TEST_CASE_TEMPLATE("shutdown: returns after a cancelled task was skipped (gh-944
   // A process pool may already have handed f to its worker, which makes it uncancellable.
   if constexpr (Backend::in_process) CHECK(cancelled);
   gate.open();
-  CHECK(returns_within(kLong, [&] { ex->shutdown(true); }, [] {}));
+  CHECK(returns_within(
+      kLong, [&] { ex->shutdown(true); }, [] {}));
   CHECK(blocker[0].result() == 0);
   REQUIRE(f.done());
   CHECK(f.cancelled() == cancelled);
   if (!cancelled) CHECK(f.result() == 4);
 }
 
-TEST_CASE_TEMPLATE("shutdown: wait=false returns at once and the pending work still runs",
-                   Backend, CFX_BACKENDS) {
+TEST_CASE_TEMPLATE("shutdown: wait=false returns at once and the pending work still runs", Backend,
+                   CFX_BACKENDS) {
   auto ex = Backend::make(1);
   Gate gate;
   auto fs = occupy(*ex, 1, gate);
   for (int i = 0; i < 10; ++i) fs.push_back(ex->submit(mul, i, i));
   // The worker is blocked at the gate: if shutdown waited, it would not return before the
   // gate opens (returns_within opens it then, and the check fails).
-  CHECK(returns_within(kLong, [&] { ex->shutdown(false); }, [&] { gate.open(); }));
+  CHECK(returns_within(
+      kLong, [&] { ex->shutdown(false); }, [&] { gate.open(); }));
   for (std::size_t i = 1; i < fs.size(); ++i) CHECK_FALSE(fs[i].done());
   gate.open();
   CHECK(fs[0].result() == 0);
   for (int i = 0; i < 10; ++i) CHECK(fs[static_cast<std::size_t>(i) + 1].result() == i * i);
 }
 
-TEST_CASE_TEMPLATE("shutdown: wait=true with cancel_futures waits for the running tasks",
-                   Backend, CFX_BACKENDS) {
+TEST_CASE_TEMPLATE("shutdown: wait=true with cancel_futures waits for the running tasks", Backend,
+                   CFX_BACKENDS) {
   auto ex = Backend::make(2);
   Gate gate;
   auto running = occupy(*ex, 2, gate);
@@ -297,7 +299,8 @@ TEST_CASE_TEMPLATE("shutdown: no future is left pending", Backend, CFX_BACKENDS)
     }  // the destructor waits
     for (std::size_t i = 0; i < fs.size(); ++i) {
       REQUIRE(fs[i].done());
-      if (!fs[i].cancelled()) CHECK(fs[i].result() == (i < 2 ? static_cast<int>(i) : 7 * static_cast<int>(i - 2)));
+      if (!fs[i].cancelled())
+        CHECK(fs[i].result() == (i < 2 ? static_cast<int>(i) : 7 * static_cast<int>(i - 2)));
     }
     if (!cancel)
       for (auto& f : fs) CHECK_FALSE(f.cancelled());
@@ -389,8 +392,7 @@ TEST_CASE_TEMPLATE("callbacks: done-callbacks that submit more work", Backend, C
   for (auto& r : results) CHECK(r.result(kLong) == kLength);
 }
 
-TEST_CASE_TEMPLATE("callbacks: run once when an executor future completes", Backend,
-                   CFX_BACKENDS) {
+TEST_CASE_TEMPLATE("callbacks: run once when an executor future completes", Backend, CFX_BACKENDS) {
   std::promise<int> seen;  // outlives the executor, whose thread sets it
   auto ex = Backend::make(2);
   Gate gate;

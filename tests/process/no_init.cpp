@@ -6,7 +6,9 @@
 
 #include <cfx/cfx.hpp>
 
-int one() { return 1; }
+int one() {
+  return 1;
+}
 CFX_TASK(one);
 
 int main() {

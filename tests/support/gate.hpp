@@ -144,8 +144,7 @@ class Signal {
   const std::string& path() const noexcept { return path_; }
 
   /// Waits until `n` bytes have arrived or `timeout` passes; returns the bytes received.
-  std::vector<int> receive(std::size_t n,
-                           std::chrono::milliseconds timeout = default_timeout) {
+  std::vector<int> receive(std::size_t n, std::chrono::milliseconds timeout = default_timeout) {
     using clock = std::chrono::steady_clock;
     auto deadline = clock::now() + timeout;
     std::vector<int> got;

@@ -3,7 +3,9 @@
 
 #include <cfx/cfx.hpp>
 
-int triple(int x) { return 3 * x; }
+int triple(int x) {
+  return 3 * x;
+}
 CFX_TASK(triple);
 
 int main(int argc, char** argv) {
