@@ -195,6 +195,23 @@ std::vector<char> encoded_exception(E e, std::string_view task) {
   return out;
 }
 
+/// One call frame of `calls` to `task`, as the pool writes it, answered as the worker
+/// answers it: the bytes of the result frame.
+template <class Tuple>
+std::vector<char> answered(const TaskEntry& task, const std::vector<Tuple>& calls) {
+  TestTask call_task;
+  call_task.task = &task;
+  call_task.count = static_cast<std::uint32_t>(calls.size());
+  call_task.args = cfx::detail::encode_args(task, calls.data(), calls.size());
+  std::vector<char> to_worker;
+  write_call_frame(to_worker, call_task);
+  Reader call(to_worker.data() + 8, to_worker.size() - 8);
+  REQUIRE(call.get<FrameKind>() == FrameKind::call);
+  std::vector<char> reply;
+  cfx::detail::answer_call(call, reply, ::getpid());
+  return reply;
+}
+
 }  // namespace
 
 TEST_SUITE("process channel") {
@@ -337,17 +354,7 @@ TEST_SUITE("process channel") {
   TEST_CASE("channel: msgpack arguments and results travel too") {
     const TaskEntry& repeat = cfx::detail::registered_task(&channel_test::repeat);
     std::vector<std::tuple<std::string, int>> calls{{"ab", 3}, {"", 5}, {"xyz", 0}};
-    TestTask task;
-    task.task = &repeat;
-    task.count = 3;
-    task.args = cfx::detail::encode_args(repeat, calls.data(), calls.size());
-    std::vector<char> to_worker;
-    write_call_frame(to_worker, task);
-
-    Reader call(to_worker.data() + 8, to_worker.size() - 8);
-    REQUIRE(call.get<FrameKind>() == FrameKind::call);
-    std::vector<char> reply_bytes;
-    cfx::detail::answer_call(call, reply_bytes, ::getpid());
+    std::vector<char> reply_bytes = answered(repeat, calls);
 
     Reader frame(reply_bytes.data() + 8, reply_bytes.size() - 8);
     REQUIRE(frame.get<FrameKind>() == FrameKind::result);
@@ -363,16 +370,7 @@ TEST_SUITE("process channel") {
   TEST_CASE("channel: a call that throws ends the reply with its exception") {
     const TaskEntry& nn = cfx::detail::registered_task(&channel_test::non_negative);
     std::vector<std::tuple<int>> calls{{4}, {9}, {-3}, {5}};
-    TestTask task;
-    task.task = &nn;
-    task.count = 4;
-    task.args = cfx::detail::encode_args(nn, calls.data(), calls.size());
-    std::vector<char> to_worker;
-    write_call_frame(to_worker, task);
-    Reader call(to_worker.data() + 8, to_worker.size() - 8);
-    REQUIRE(call.get<FrameKind>() == FrameKind::call);
-    std::vector<char> reply_bytes;
-    cfx::detail::answer_call(call, reply_bytes, ::getpid());
+    std::vector<char> reply_bytes = answered(nn, calls);
 
     FrameSplitter pool;
     auto split = feed(pool, reply_bytes, 1);
