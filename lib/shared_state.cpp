@@ -108,6 +108,7 @@ void StateBase::publish(Status final_status) noexcept {
 }
 
 bool StateBase::cancel() {
+  bool withdrawn = false;
   auto w = word_.load(std::memory_order_relaxed);
   for (;;) {
     auto s = static_cast<Status>(w & kStatusMask);
@@ -118,12 +119,19 @@ bool StateBase::cancel() {
       w = await_final();
       continue;
     }
-    if (s != Status::pending) return false;  // running, completing or finished
+    if (s != Status::pending) return false;                     // running, completing or finished
+    if (!withdrawn && !(withdrawn = withdraw())) return false;  // a worker started it
     auto next = (w & ~kStatusMask) | static_cast<std::uint32_t>(Status::completing);
     if (word_.compare_exchange_weak(w, next, std::memory_order_acquire)) break;
   }
   publish(Status::cancelled);
   return true;
+}
+
+bool StateBase::interrupt() {
+  if (cancel()) return true;
+  if (done()) return false;
+  return interrupt_running();
 }
 
 bool StateBase::set_running_or_notify_cancel() {

@@ -155,7 +155,7 @@ std::size_t ProcessPoolCore::hand_out(SubmissionQueue::Calls& calls,
       if (room(*w) == 0) continue;
       RemoteTask* t = calls.pop_front();
       progress = true;
-      if (!std::exchange(t->requeued, false) && !t->start()) {
+      if (!t->attach(nullptr, 0)) {
         cancelled.push_back(t);  // cancelled while queued: never sent
         continue;
       }

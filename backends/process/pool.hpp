@@ -81,7 +81,8 @@ class InitCall final : public RemoteTask {
     count = 1;
     args = call.args;
   }
-  bool start() noexcept override { return true; }
+  bool attach(std::shared_ptr<CallSlots>, std::uint64_t) noexcept override { return true; }
+  void detach() noexcept override {}
   void complete(Reader& results, std::uint32_t n, std::exception_ptr error) noexcept override;
   void fail(std::exception_ptr) noexcept override {}
   void cancel() noexcept override {}

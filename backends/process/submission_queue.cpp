@@ -66,7 +66,6 @@ std::optional<std::string> SubmissionQueue::requeue(const std::vector<RemoteTask
   std::lock_guard lock(mutex_);
   if (broken_) return broken_;
   for (auto it = calls.rbegin(); it != calls.rend(); ++it) {
-    (*it)->requeued = true;  // already marked running: not started again
     pending_.push_front(*it);
   }
   return std::nullopt;

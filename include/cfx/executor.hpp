@@ -47,6 +47,14 @@ struct MapOptions {
   std::optional<std::size_t> buffersize{};
 };
 
+/// Options of one call: ex.submit(cfx::CallOptions{.timeout = 2s}, fn, args...).
+struct CallOptions {
+  /// Counted from the call's start. Past it, a process task is killed with its worker (which
+  /// is replaced) and its future gets TimeoutError; a thread task's future gets TimeoutError
+  /// and its std::stop_token is requested. Unset: the pool's task_timeout, if any.
+  std::optional<std::chrono::duration<double>> timeout{};
+};
+
 class Executor;
 
 namespace detail {
@@ -75,15 +83,23 @@ class Executor {
   /// Throws cfx::Error after shutdown, BrokenExecutor if the pool is broken; an executor
   /// whose tasks run in other processes throws cfx::Error for a callable it cannot send.
   template <class F, class... Args>
-  Future<detail::submit_result_t<F, Args...>> submit(F&& fn, Args&&... args) {
+  requires(!std::is_same_v<std::remove_cvref_t<F>, CallOptions>)
+      Future<detail::submit_result_t<F, Args...>> submit(F&& fn, Args&&... args) {
+    return submit(CallOptions{}, std::forward<F>(fn), std::forward<Args>(args)...);
+  }
+  /// As submit(fn, args...), with options for this call only (API section 7).
+  template <class F, class... Args>
+  Future<detail::submit_result_t<F, Args...>> submit(const CallOptions& options, F&& fn,
+                                                     Args&&... args) {
     using R = detail::submit_result_t<F, Args...>;
-    if (remote_) return submit_registered<R, std::decay_t<F>>(fn, std::forward<Args>(args)...);
+    if (remote_)
+      return submit_registered<R, std::decay_t<F>>(options, fn, std::forward<Args>(args)...);
     auto call =
         [fn = std::decay_t<F>(std::forward<F>(fn)),
          args = std::tuple<std::decay_t<Args>...>(std::forward<Args>(args)...)]() mutable -> R {
       return std::apply(std::move(fn), std::move(args));
     };
-    return submit_local<R>(std::move(call));
+    return submit_local<R>(std::move(call), options);
   }
 
   /// fn(item) for each item of `inputs`, results in input order. Without
@@ -126,9 +142,10 @@ class Executor {
 
  private:
   template <class R, class Call>
-  Future<R> submit_local(Call&& call) {
+  Future<R> submit_local(Call&& call, const CallOptions& options = {}) {
     using Task = detail::LocalCall<R, std::decay_t<Call>>;
     auto* task = new Task(std::forward<Call>(call));
+    task->timeout = options.timeout;
     auto future = detail::make_future<R>(detail::Ref<detail::SharedState<R>>::adopt(task));
     try {
       enqueue(task);
@@ -143,7 +160,7 @@ class Executor {
   /// registered function pointer. An encoding failure fails the returned future with
   /// SerializationError; the pool is not involved.
   template <class R, class Fn, class... Args>
-  Future<R> submit_registered(const Fn& fn, Args&&... args) {
+  Future<R> submit_registered(const CallOptions& options, const Fn& fn, Args&&... args) {
     if constexpr (!detail::is_fn_ptr_v<Fn>) {
       detail::throw_not_a_task();
     } else {
@@ -151,7 +168,7 @@ class Executor {
       using Tuple = typename detail::fn_traits<Fn>::args;
       if constexpr (std::is_constructible_v<Tuple, Args&&...>) {
         const Tuple one(std::forward<Args>(args)...);
-        return submit_remote<R>(task, &one, 1);
+        return submit_remote<R>(task, &one, 1, options);
       } else {
         throw Error("the arguments given for task '" + task.name +
                     "' do not convert to its parameter types");
@@ -161,10 +178,12 @@ class Executor {
 
   /// Encodes `count` argument tuples of `task` as one call and queues it.
   template <class R, class Tuple>
-  Future<R> submit_remote(const detail::TaskEntry& task, const Tuple* tuples, std::size_t count) {
+  Future<R> submit_remote(const detail::TaskEntry& task, const Tuple* tuples, std::size_t count,
+                          const CallOptions& options = {}) {
     auto* call = new detail::RemoteCall<R>(&task);
     auto future = detail::make_future<R>(detail::Ref<detail::SharedState<R>>::adopt(call));
     call->count = static_cast<std::uint32_t>(count);
+    call->timeout = options.timeout;
     try {
       call->args = detail::encode_args(task, tuples, count);
     } catch (const SerializationError&) {

@@ -87,8 +87,14 @@ class [[nodiscard]] Future {
 
   /// Pending: becomes cancelled, returns true. Cancelled: true. Running or finished: false.
   bool cancel() { return state_->cancel(); }
+  /// Beyond Python (API section 7). Pending or cancelled: as cancel(). Running in a process
+  /// pool: its worker is killed (and replaced), the future ends cancelled, returns true.
+  /// Running in a thread pool: requests stop of the task's std::stop_token, returns false.
+  /// Done: false.
+  bool interrupt() { return state_->interrupt(); }
   bool cancelled() const noexcept { return state_->status() == detail::Status::cancelled; }
-  bool running() const noexcept { return state_->status() == detail::Status::running; }
+  /// True once the task has started where it runs, until it is done.
+  bool running() const noexcept { return state_->running(); }
   /// Finished or cancelled.
   bool done() const noexcept { return state_->done(); }
 

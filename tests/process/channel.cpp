@@ -64,7 +64,10 @@ using cfx::detail::Writer;
 /// A RemoteTask that only carries its fields (the channel reads nothing else).
 class TestTask final : public cfx::detail::RemoteTask {
  public:
-  bool start() noexcept override { return true; }
+  bool attach(std::shared_ptr<cfx::detail::CallSlots>, std::uint64_t) noexcept override {
+    return true;
+  }
+  void detach() noexcept override {}
   void complete(Reader&, std::uint32_t, std::exception_ptr) noexcept override {}
   void fail(std::exception_ptr) noexcept override {}
   void cancel() noexcept override {}

@@ -4,6 +4,7 @@
 // submit). The queue owns one reference; the Future holds another.
 #pragma once
 
+#include <chrono>
 #include <exception>
 #include <functional>
 #include <optional>
@@ -18,6 +19,8 @@ namespace cfx::detail {
 class LocalTask {
  public:
   LocalTask* next = nullptr;  // intrusive queue link, owned by the executor
+  /// CallOptions::timeout: counted from the start of the call.
+  std::optional<std::chrono::duration<double>> timeout;
 
   /// Marks the future running; false if it was cancelled (skip it then).
   virtual bool start() noexcept = 0;

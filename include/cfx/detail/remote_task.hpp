@@ -7,8 +7,10 @@
 // reached through the registry entry (see registry.hpp), so nothing here needs nlohmann::json.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <exception>
+#include <memory>
 #include <optional>
 #include <tuple>
 #include <type_traits>
@@ -25,23 +27,44 @@
 
 namespace cfx::detail {
 
+/// Where calls sent ahead to a worker wait until it starts them: the worker's slots, which
+/// the worker shares with the pool. A call's slot goes from queued to started (the worker
+/// begins it), to withdrawn (cancel), or to taken back (the pool moves it to another worker).
+/// Shared by the pool and the calls it has sent, and reached from any thread.
+class CallSlots {
+ public:
+  virtual ~CallSlots() = default;
+  /// queued -> withdrawn: the worker will skip call `id`. True also if the pool has taken
+  /// it back; false once the worker has started it.
+  virtual bool withdraw(std::uint64_t id) noexcept = 0;
+  /// True once the worker has started call `id`.
+  virtual bool started(std::uint64_t id) const noexcept = 0;
+  /// Asks the pool to kill the worker if it still runs call `id`.
+  virtual void interrupt(std::uint64_t id) noexcept = 0;
+};
+
 class RemoteTask {
  public:
-  RemoteTask* next = nullptr;       // intrusive queue link, owned by the pool
-  const TaskEntry* task = nullptr;  // the registered function
-  std::uint32_t count = 0;          // argument tuples in `args`
-  std::vector<char> args;           // the encoded argument tuples
-  bool requeued = false;            // back in the queue from a dead worker, already running
+  RemoteTask* next = nullptr;                            // intrusive queue link, owned by the pool
+  const TaskEntry* task = nullptr;                       // the registered function
+  std::uint32_t count = 0;                               // argument tuples in `args`
+  std::vector<char> args;                                // the encoded argument tuples
+  std::optional<std::chrono::duration<double>> timeout;  // CallOptions::timeout
+  std::uint32_t attempts = 0;  // runs cut short by the death of their worker (max_retries)
 
-  /// Marks the future running; false if it was cancelled (do not send it then).
-  virtual bool start() noexcept = 0;
+  /// The pool is sending the call to a worker as call `id` of `slots`; false if it was
+  /// cancelled meanwhile (do not send it then). The future stays pending until the worker
+  /// starts the call.
+  virtual bool attach(std::shared_ptr<CallSlots> slots, std::uint64_t id) noexcept = 0;
+  /// The call is back in the pool's hands, unstarted (its worker died, or it was moved).
+  virtual void detach() noexcept = 0;
   /// Publishes the outcome: `count` results encoded back to back in `results`, and the
   /// exception of the call that threw (nullptr if none did).
   virtual void complete(Reader& results, std::uint32_t count,
                         std::exception_ptr error) noexcept = 0;
   /// Fails the future (a crash, a broken pool), unless already done.
   virtual void fail(std::exception_ptr e) noexcept = 0;
-  /// Cancels a task that is not running in a worker.
+  /// Cancels a call that is not running in a worker (shutdown with cancel_futures).
   virtual void cancel() noexcept = 0;
   /// Releases the pool's reference.
   virtual void drop() noexcept = 0;
@@ -63,11 +86,23 @@ class RemoteCall final : public SharedState<R>, public RemoteTask {
     task = entry;
     this->add_ref();  // the pool's reference
   }
-  bool start() noexcept override { return this->set_running_or_notify_cancel(); }
-  /// Also ends a call that was marked running but came back unstarted from a dead worker.
-  void cancel() noexcept override {
-    if (!this->StateBase::cancel() && this->claim()) this->publish(Status::cancelled);
+  bool attach(std::shared_ptr<CallSlots> slots, std::uint64_t id) noexcept override {
+    this->lock();
+    bool ok = !withdrawn_;
+    if (ok) {
+      slots_.swap(slots);
+      id_ = id;
+    }
+    this->unlock();
+    return ok;  // `slots` (swapped out) is released outside the lock
   }
+  void detach() noexcept override {
+    std::shared_ptr<CallSlots> old;
+    this->lock();
+    old.swap(slots_);
+    this->unlock();
+  }
+  void cancel() noexcept override { this->StateBase::cancel(); }
   void fail(std::exception_ptr e) noexcept override { this->try_set_exception(std::move(e)); }
   void drop() noexcept override { this->release(); }
 
@@ -80,7 +115,35 @@ class RemoteCall final : public SharedState<R>, public RemoteTask {
     }
   }
 
+ protected:
+  bool withdraw() noexcept override {
+    this->lock();
+    bool ok = !slots_ || slots_->withdraw(id_);
+    if (ok) withdrawn_ = true;  // attach refuses it from now on
+    this->unlock();
+    return ok;
+  }
+  bool started_elsewhere() const noexcept override {
+    this->lock();
+    bool started = slots_ && slots_->started(id_);
+    this->unlock();
+    return started;
+  }
+  bool interrupt_running() noexcept override {
+    this->lock();
+    std::shared_ptr<CallSlots> slots = slots_;
+    std::uint64_t id = id_;
+    this->unlock();
+    if (!slots || !slots->started(id) || !this->claim()) return false;
+    this->publish(Status::cancelled);
+    slots->interrupt(id);  // the pool kills the worker if it still runs this call
+    return true;
+  }
+
  private:
+  std::shared_ptr<CallSlots> slots_;  // guarded by the state's lock
+  std::uint64_t id_ = 0;
+  bool withdrawn_ = false;  // cancelled before it could start: never to be sent
   void publish_decoded(Reader& results, std::uint32_t n, std::exception_ptr error) {
     if constexpr (is_chunk_result<R>::value) {
       R chunk;

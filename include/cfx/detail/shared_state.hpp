@@ -67,8 +67,16 @@ class StateBase {
     return s == Status::finished || s == Status::cancelled;
   }
 
-  /// pending -> cancelled (true); cancelled -> true; running/finished -> false.
+  /// pending -> cancelled (true); cancelled -> true; running/finished -> false. A pending
+  /// call that a worker has already started (see withdraw) counts as running.
   bool cancel();
+  /// As cancel(); a running task is stopped as its backend can (interrupt_running).
+  bool interrupt();
+  /// Running, or pending here but started where it runs (started_elsewhere).
+  bool running() const noexcept {
+    auto s = status();
+    return s == Status::running || (s == Status::pending && started_elsewhere());
+  }
   /// pending -> running (true); cancelled -> false; anything else throws InvalidStateError.
   bool set_running_or_notify_cancel();
   /// Finishes with an exception; false if already done (nothing changes).
@@ -111,6 +119,21 @@ class StateBase {
   virtual ~StateBase() = default;
   virtual void destroy() noexcept { delete this; }
 
+  // Hooks for backends that send a call ahead to where it runs (a worker's window) while
+  // its future stays pending until it starts there.
+  /// Makes sure the call never starts; false if it already has. Called by cancel() on a
+  /// pending state, before the state changes.
+  virtual bool withdraw() noexcept { return true; }
+  /// True once a pending call has started where it runs.
+  virtual bool started_elsewhere() const noexcept { return false; }
+  /// Stops a running call as the backend can; true if the future ended cancelled.
+  virtual bool interrupt_running() noexcept { return false; }
+
+  /// The spin lock of the waiter and callback lists; backends may hold it briefly for their
+  /// own fields (never across publish, which takes it).
+  void lock() const noexcept;
+  void unlock() const noexcept { locked_.store(false, std::memory_order_release); }
+
   /// Reserves completion for the caller; false if another completion or cancel won.
   bool claim() noexcept;
   /// Publishes a claimed state as `final_status` (finished or cancelled).
@@ -138,8 +161,6 @@ class StateBase {
   /// Waits out a `completing` state (a few instructions); returns the final word.
   std::uint32_t await_final() const noexcept;
 
-  void lock() const noexcept;
-  void unlock() const noexcept { locked_.store(false, std::memory_order_release); }
   static void run_callback(CallbackNode* cb, StateBase& state) noexcept;
 
   mutable std::atomic<std::uint32_t> word_{0};  // Status | kSleepers; the futex word
