@@ -2,6 +2,7 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstring>
 #include <string>
 
@@ -9,11 +10,26 @@
 #include "lib/remote_exception.hpp"
 
 namespace cfx::detail {
+namespace {
 
-std::size_t begin_frame(Writer& w, FrameKind kind) {
+// Reads are at least this large, and a frame's buffer grows ahead of the bytes received by
+// at most as much as was received already (or this much, early on).
+constexpr std::size_t kMinRead = 1 << 16;
+
+/// A process a task forked that returns from the task (or throws out of it) is not the
+/// worker: it must not answer on the worker's channel, where its reply would be taken for
+/// the worker's. It leaves at once, flushing nothing.
+void leave_if_forked(int server) {
+  if (::getpid() != server) ::_exit(0);
+}
+
+}  // namespace
+
+std::size_t begin_frame(Writer& w, FrameKind kind, std::uint64_t id) {
   auto at = w.size();
   w.put(std::uint64_t{0});
   w.put(kind);
+  w.put(id);
   return at;
 }
 
@@ -22,36 +38,53 @@ void finish_frame(Writer& w, std::size_t at) {
   std::memcpy(w.buffer().data() + at, &n, sizeof(n));
 }
 
-void write_call_frame(std::vector<char>& out, const RemoteTask& task) {
+void write_call_frame(std::vector<char>& out, const RemoteTask& task, std::uint64_t id) {
   Writer w(out);
-  auto at = begin_frame(w, FrameKind::call);
+  auto at = begin_frame(w, FrameKind::call, id);
   w.put(task.count);
   w.put_string(task.task->name);
   w.put_bytes(task.args.data(), task.args.size());
   finish_frame(w, at);
 }
 
-Reply read_reply(Reader& frame) {
+void check_reply_header(const FrameHeader& h, bool hello_expected,
+                        std::optional<std::uint64_t> next_call) {
+  auto kind = std::to_string(static_cast<int>(h.kind));
+  if (hello_expected) {
+    if (h.kind != FrameKind::hello || h.id != 0 || h.length != kMinFrameLength + 4)
+      throw SerializationError("a frame of kind " + kind +
+                               " where the worker's hello was expected");
+    return;
+  }
+  if (h.kind != FrameKind::result && h.kind != FrameKind::skipped)
+    throw SerializationError("a frame of kind " + kind + ", which a worker never sends");
+  if (!next_call)
+    throw SerializationError("an answer to call " + std::to_string(h.id) +
+                             " while it held no call");
+  if (h.id != *next_call)
+    throw SerializationError("an answer to call " + std::to_string(h.id) + " where call " +
+                             std::to_string(*next_call) + " was next");
+  if (h.kind == FrameKind::skipped && h.length != kMinFrameLength)
+    throw SerializationError("a skipped call's frame with a body");
+  if (h.length < kMinFrameLength || h.length > max_frame_length())
+    throw SerializationError("a reply of " + std::to_string(h.length) +
+                             " bytes, outside what this machine's memory can hold");
+}
+
+Reply read_reply(Reader& body) {
   Reply reply;
-  reply.count = frame.get<std::uint32_t>();
-  auto n = frame.get<std::uint64_t>();
-  reply.results = Reader(frame.take(n), n);
-  if (frame.get<std::uint8_t>() != 0) reply.error = decode_exception(frame);
+  reply.count = body.get<std::uint32_t>();
+  auto n = body.get<std::uint64_t>();
+  reply.results = Reader(body.take(n), n);
+  if (body.get<std::uint8_t>() != 0) reply.error = decode_exception(body);
   return reply;
 }
 
-/// A process a task forked that returns from the task (or throws out of it) is not the
-/// worker: it must not answer on the worker's channel, where its reply would be taken for
-/// the worker's and shift every later result by one. It leaves at once, flushing nothing.
-void leave_if_forked(int server) {
-  if (::getpid() != server) ::_exit(0);
-}
-
-void answer_call(Reader& call, std::vector<char>& out, int server) {
-  auto count = call.get<std::uint32_t>();
-  std::string name(call.get_string());
+void answer_call(std::uint64_t id, Reader& body, std::vector<char>& out, int server) {
+  auto count = body.get<std::uint32_t>();
+  std::string name(body.get_string());
   Writer reply(out);
-  auto at = begin_frame(reply, FrameKind::result);
+  auto at = begin_frame(reply, FrameKind::result, id);
   auto count_at = reply.size();
   reply.put(std::uint32_t{0});
   reply.put(std::uint64_t{0});
@@ -68,7 +101,7 @@ void answer_call(Reader& call, std::vector<char>& out, int server) {
     for (; done < count; ++done) {
       auto mark = reply.size();
       try {
-        task->run(*task, call, reply);
+        task->run(*task, body, reply);
         leave_if_forked(server);
       } catch (...) {
         leave_if_forked(server);
@@ -93,24 +126,50 @@ std::span<char> FrameSplitter::space() {
     end_ -= begin_;
     begin_ = 0;
   }
-  std::size_t want = end_ + 4096;  // room for a useful read
-  if (end_ >= sizeof(std::uint64_t)) {
-    std::uint64_t len;
-    std::memcpy(&len, buffer_.data(), sizeof(len));
-    want = std::max<std::size_t>(want, sizeof(len) + len);
+  std::size_t room = kMinRead;
+  if (auto h = header()) {
+    // What the frame still needs, but never more than doubling what has arrived: a header
+    // that lies about its length cannot make us allocate for bytes nobody sends.
+    std::uint64_t total = sizeof(std::uint64_t) + std::min(h->length, max_length_);
+    std::uint64_t missing = total > end_ ? total - end_ : 0;
+    room = static_cast<std::size_t>(
+        std::clamp<std::uint64_t>(missing, kMinRead, std::max(end_, kMinRead)));
   }
-  if (buffer_.size() < want) buffer_.resize(std::max(want, buffer_.size() * 2));
+  if (buffer_.size() - end_ < room) buffer_.resize(end_ + room);
   return {buffer_.data() + end_, buffer_.size() - end_};
 }
 
-std::optional<Reader> FrameSplitter::next() {
-  std::uint64_t len;
-  if (end_ - begin_ < sizeof(len)) return std::nullopt;
-  std::memcpy(&len, buffer_.data() + begin_, sizeof(len));
-  if (end_ - begin_ - sizeof(len) < len) return std::nullopt;
-  Reader frame(buffer_.data() + begin_ + sizeof(len), len);
-  begin_ += sizeof(len) + len;
+std::optional<FrameHeader> FrameSplitter::header() const {
+  if (end_ - begin_ < kFrameHeaderSize) return std::nullopt;
+  FrameHeader h;
+  const char* p = buffer_.data() + begin_;
+  std::memcpy(&h.length, p, sizeof(h.length));
+  std::memcpy(&h.kind, p + 8, sizeof(h.kind));
+  std::memcpy(&h.id, p + 9, sizeof(h.id));
+  return h;
+}
+
+std::optional<Frame> FrameSplitter::next() {
+  auto h = header();
+  if (!h) return std::nullopt;
+  if (h->length < kMinFrameLength || h->length > max_length_)
+    throw SerializationError("a frame of " + std::to_string(h->length) +
+                             " bytes, outside the bounds of " + std::to_string(kMinFrameLength) +
+                             " to " + std::to_string(max_length_));
+  if (end_ - begin_ - sizeof(std::uint64_t) < h->length) return std::nullopt;
+  const char* body = buffer_.data() + begin_ + kFrameHeaderSize;
+  Frame frame{h->kind, h->id, Reader(body, h->length - kMinFrameLength)};
+  begin_ += sizeof(std::uint64_t) + h->length;
   return frame;
+}
+
+std::uint64_t max_frame_length() {
+  static const std::uint64_t bytes = [] {
+    long pages = ::sysconf(_SC_PHYS_PAGES), size = ::sysconf(_SC_PAGESIZE);
+    if (pages <= 0 || size <= 0) return std::uint64_t{1} << 40;
+    return static_cast<std::uint64_t>(pages) * static_cast<std::uint64_t>(size);
+  }();
+  return bytes;
 }
 
 }  // namespace cfx::detail

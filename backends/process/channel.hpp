@@ -1,14 +1,26 @@
-// The process backend's channel: frames on a byte stream. Internal.
+// The process backend's channel: frames on a byte stream, and the call slots a worker shares
+// with the pool. Internal.
 //
-// Every message between the pool and a worker is a frame [u64 length][u8 kind][body]:
-//   hello   worker -> pool   [i32 pid]                          the worker is serving
-//   call    pool -> worker   [u32 count][string task][count encoded argument tuples]
-//   result  worker -> pool   [u32 count][u64 n][n bytes: count encoded results]
-//                            [u8 failed][the exception, if failed]
-// A worker runs its calls in the order received and answers each before starting the next.
-// docs/wire-format.md describes the encodings inside.
+// Every message between the pool and a worker is a frame [u64 length][u8 kind][u64 id][body]
+// (the length counts kind, id and body):
+//   hello    worker -> pool   id 0  [i32 pid]                        the worker is serving
+//   call     pool -> worker   id n  [u32 count][string task][count encoded argument tuples]
+//   result   worker -> pool   id n  [u32 count][u64 k][k bytes: count encoded results]
+//                                   [u8 failed][the exception, if failed]
+//   skipped  worker -> pool   id n  (no body)         call n was withdrawn before it started
+// Calls are numbered per worker from 1. A worker runs its calls in the order received and
+// answers each, with a result or skipped, before it looks at the next; so the pool knows which
+// reply comes next, and takes any other frame as proof that the channel was written to by
+// someone else (a task) and cannot be trusted any more.
+//
+// Call slots: before sending call n the pool marks slot n "queued" in a page it shares with
+// the worker. The worker starts the call only by moving its slot from queued to started;
+// cancel() moves it from queued to withdrawn, and the pool, moving a call to another worker,
+// from queued to taken back. Whoever moves first wins, so a call sent ahead is started by the
+// worker or withdrawn, never both. docs/wire-format.md describes the encodings inside.
 #pragma once
 
+#include <atomic>
 #include <cstddef>
 #include <cstdint>
 #include <exception>
@@ -22,14 +34,31 @@
 
 namespace cfx::detail {
 
-enum class FrameKind : std::uint8_t { call = 1, result = 2, hello = 3 };
+enum class FrameKind : std::uint8_t { call = 1, result = 2, hello = 3, skipped = 4 };
 
-/// Reserves a frame's length field and writes its kind; finish_frame fills the length in.
-std::size_t begin_frame(Writer& w, FrameKind kind);
+/// The fixed part of every frame.
+struct FrameHeader {
+  std::uint64_t length = 0;  // of kind, id and body
+  FrameKind kind{};
+  std::uint64_t id = 0;
+};
+inline constexpr std::size_t kFrameHeaderSize = 8 + 1 + 8;
+inline constexpr std::uint64_t kMinFrameLength = 1 + 8;
+
+/// A complete frame: its kind, its id, and its body.
+struct Frame {
+  FrameKind kind{};
+  std::uint64_t id = 0;
+  Reader body{nullptr, 0};
+};
+
+/// Reserves a frame's length field and writes its kind and id; finish_frame fills the
+/// length in.
+std::size_t begin_frame(Writer& w, FrameKind kind, std::uint64_t id);
 void finish_frame(Writer& w, std::size_t at);
 
-/// Appends the call frame of `task` to `out`.
-void write_call_frame(std::vector<char>& out, const RemoteTask& task);
+/// Appends call `id`'s frame, for `task`, to `out`.
+void write_call_frame(std::vector<char>& out, const RemoteTask& task, std::uint64_t id);
 
 /// A result frame's contents, read by the pool.
 struct Reply {
@@ -37,30 +66,86 @@ struct Reply {
   Reader results{nullptr, 0};  // count encoded results, back to back
   std::exception_ptr error;    // the exception of call `count`, if it threw
 };
-/// Reads a result frame's body (after the kind); throws SerializationError if malformed.
-Reply read_reply(Reader& frame);
+/// The pool's check of a frame from a worker, made as soon as its header has arrived: the
+/// worker's hello if `hello_expected`, else the answer (result or skipped) to call
+/// `next_call`, the oldest it holds (nullopt: none). Throws SerializationError naming what
+/// was wrong.
+void check_reply_header(const FrameHeader& h, bool hello_expected,
+                        std::optional<std::uint64_t> next_call);
 
-/// Worker side: runs the calls of a call frame's body (after the kind) and appends their
-/// result frame to `out`: the results of the calls that returned, then the exception of the
-/// one that threw, which ends the frame's calls. An unregistered task is that exception.
-/// `server` is the worker's pid: a process a task forked exits when it returns from the task.
-void answer_call(Reader& call, std::vector<char>& out, int server);
+/// Reads a result frame's body; throws SerializationError if it is malformed.
+Reply read_reply(Reader& body);
+
+/// Worker side: runs the calls of call frame `id`'s body and appends their result frame to
+/// `out`: the results of the calls that returned, then the exception of the one that threw,
+/// which ends the frame's calls. An unregistered task is that exception. `server` is the
+/// worker's pid: a process a task forked exits when it returns from the task.
+void answer_call(std::uint64_t id, Reader& body, std::vector<char>& out, int server);
 
 /// Cuts a byte stream into frames, for both ends of the channel: read into space(), commit()
-/// what arrived, then take frames with next() until it returns nothing.
+/// what arrived, then take frames with next() until it returns nothing. The buffer grows
+/// with the bytes that arrive, never with what a frame's header claims: a lying header costs
+/// nothing until the bytes it announces are really sent.
 class FrameSplitter {
  public:
-  /// Room for the next read: at least what the frame being read still needs.
+  /// Frames longer than `max_length` are refused by next().
+  explicit FrameSplitter(std::uint64_t max_length) : max_length_(max_length) {}
+
+  /// Room for the next read.
   std::span<char> space();
   void commit(std::size_t n) { end_ += n; }
-  /// The next complete frame's body (starting with its kind), or nullopt. The Reader stays
-  /// valid until the next call of space().
-  std::optional<Reader> next();
+  /// The header of the next frame, once its bytes have arrived (complete or not), so that
+  /// the reader can refuse a frame before its body is read.
+  std::optional<FrameHeader> header() const;
+  /// The next complete frame, or nullopt. Throws SerializationError for a frame whose length
+  /// is out of bounds. The frame's Reader stays valid until the next call of space().
+  std::optional<Frame> next();
+  /// Bytes received and not yet taken as frames.
+  std::size_t buffered() const { return end_ - begin_; }
 
  private:
+  std::uint64_t max_length_;
   std::vector<char> buffer_ = std::vector<char>(1 << 16);
   std::size_t begin_ = 0;  // the first byte not yet taken as a frame
   std::size_t end_ = 0;    // the end of the bytes read
 };
+
+/// The largest frame either end accepts: this machine's memory.
+std::uint64_t max_frame_length();
+
+// ---- call slots ---------------------------------------------------------------------------
+
+namespace slots {
+
+/// Slots in the shared page; more than calls can be in flight to one worker at once.
+inline constexpr std::size_t kCount = 512;
+inline constexpr std::size_t kPageBytes = kCount * sizeof(std::uint64_t);
+
+enum class State : std::uint64_t { queued = 0, started = 1, withdrawn = 2, taken_back = 3 };
+
+/// The slot word of call `id` in `state`: the id is kept so that a stale slot never matches.
+constexpr std::uint64_t word(std::uint64_t id, State state) {
+  return id << 2 | static_cast<std::uint64_t>(state);
+}
+inline std::atomic<std::uint64_t>& of(std::atomic<std::uint64_t>* page, std::uint64_t id) {
+  return page[id % kCount];
+}
+/// Marks call `id` queued (the pool, before it sends the call).
+inline void queue(std::atomic<std::uint64_t>* page, std::uint64_t id) {
+  of(page, id).store(word(id, State::queued), std::memory_order_release);
+}
+/// Moves call `id` from queued to `to`; false if it was not queued.
+inline bool move(std::atomic<std::uint64_t>* page, std::uint64_t id, State to) {
+  auto expected = word(id, State::queued);
+  return of(page, id).compare_exchange_strong(expected, word(id, to), std::memory_order_acq_rel);
+}
+/// Call `id`'s state; nullopt if its slot holds another call.
+inline std::optional<State> state(const std::atomic<std::uint64_t>* page, std::uint64_t id) {
+  auto w = page[id % kCount].load(std::memory_order_acquire);
+  if (w >> 2 != id) return std::nullopt;
+  return static_cast<State>(w & 3);
+}
+
+}  // namespace slots
 
 }  // namespace cfx::detail

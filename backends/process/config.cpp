@@ -22,6 +22,9 @@ std::unique_ptr<Executor> make_process_pool(const ConfigReader& config) {
         "on_worker_crash",
         {{"respawn", OnWorkerCrash::respawn}, {"break", OnWorkerCrash::break_pool}});
   if (config.has("initializer")) o.initializer = config.task_call("initializer");
+  if (config.has("max_retries")) o.max_retries = config.count("max_retries");
+  if (config.has("worker_memory_limit"))
+    o.worker_memory_limit = config.count("worker_memory_limit");
   return std::make_unique<ProcessPoolExecutor>(std::move(o));
 }
 
@@ -30,7 +33,8 @@ std::unique_ptr<Executor> make_process_pool(const ConfigReader& config) {
 const BackendConfig& process_backend_config() {
   static const BackendConfig config{
       "process",
-      {"start_method", "max_tasks_per_child", "task_timeout_s", "on_worker_crash", "initializer"},
+      {"start_method", "max_tasks_per_child", "task_timeout_s", "on_worker_crash", "initializer",
+       "max_retries", "worker_memory_limit"},
       &make_process_pool};
   return config;
 }

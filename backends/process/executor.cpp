@@ -1,5 +1,7 @@
 // The public ProcessPoolExecutor: a handle on the ProcessPoolCore (pool.hpp) that does the
 // work on its I/O thread.
+#include <signal.h>
+
 #include "backends/process/pool.hpp"
 #include "backends/process/worker.hpp"
 #include "cfx/errors.hpp"
@@ -33,6 +35,14 @@ std::size_t ProcessPoolExecutor::max_workers() const {
 
 std::vector<int> ProcessPoolExecutor::worker_pids() const {
   return core_->worker_pids();
+}
+
+void ProcessPoolExecutor::terminate_workers() {
+  core_->stop_workers(SIGTERM);
+}
+
+void ProcessPoolExecutor::kill_workers() {
+  core_->stop_workers(SIGKILL);
 }
 
 void ProcessPoolExecutor::enqueue(detail::LocalTask*) {

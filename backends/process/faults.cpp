@@ -1,11 +1,16 @@
 // The process pool's fault policy: what the I/O thread does when a worker does not start,
-// crashes, runs past task_timeout, or fails its initializer, and how the pool breaks. The
-// table in docs/process-backend.md ("Faults") is the contract.
+// crashes, is killed from outside, runs a call past its timeout, is interrupted, outgrows
+// worker_memory_limit, writes a malformed reply, or fails its initializer; how the pool
+// breaks; and terminate_workers/kill_workers. The table in docs/process-backend.md
+// ("Faults") is the contract.
 #include <signal.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/wait.h>
+#include <unistd.h>
 
 #include <algorithm>
+#include <fstream>
 #include <string>
 
 #include "backends/process/pool.hpp"
@@ -17,6 +22,15 @@ namespace {
 
 constexpr auto kStartupTimeout = std::chrono::seconds(5);
 constexpr int kMaxStartFailures = 3;
+// How often the memory of workers running a call is looked at (worker_memory_limit).
+constexpr auto kMemoryCheckPeriod = std::chrono::milliseconds(50);
+// A worker that has not exited this long after its channel ended is killed.
+constexpr auto kExitGrace = std::chrono::milliseconds(200);
+// SIGKILL follows terminate_workers()' SIGTERM after this long.
+constexpr auto kTerminateGrace = std::chrono::seconds(1);
+// A call whose slot does not say started yet (its frame is still on its way) is looked at
+// again after this long: its timeout counts from its start.
+constexpr auto kStartPoll = std::chrono::milliseconds(5);
 
 std::string signal_name(int sig) {
   const char* abbrev = sigabbrev_np(sig);
@@ -50,6 +64,25 @@ bool is_init_call(RemoteTask* t) {
   return dynamic_cast<InitCall*>(t) != nullptr;
 }
 
+/// Resident memory of process `pid` in bytes; 0 if it cannot be read.
+std::size_t resident_bytes(int pid) {
+  std::ifstream statm("/proc/" + std::to_string(pid) + "/statm");
+  std::size_t size = 0, resident = 0;
+  if (!(statm >> size >> resident)) return 0;
+  return resident * static_cast<std::size_t>(::sysconf(_SC_PAGESIZE));
+}
+
+std::string mebibytes(std::size_t bytes) {
+  return std::to_string(bytes / (1024 * 1024)) + " MiB";
+}
+
+std::string seconds(std::chrono::duration<double> d) {
+  std::string s = std::to_string(d.count());
+  s.erase(s.find_last_not_of('0') + 1);
+  if (s.back() == '.') s.pop_back();
+  return s + " s";
+}
+
 }  // namespace
 
 void InitCall::complete(Reader&, std::uint32_t, std::exception_ptr error) noexcept {
@@ -72,67 +105,225 @@ void InitCall::complete(Reader&, std::uint32_t, std::exception_ptr error) noexce
 void ProcessPoolCore::watch_start(const Worker& w) {
   w->timer.expires_after(kStartupTimeout);
   w->timer.async_wait([self = shared_from_this(), w](boost::system::error_code ec) {
-    if (ec || w->ready || w->gone) return;
+    if (ec || w->ready || w->exit_status) return;
     self->start_failure("a worker process did not start serving within " +
                             std::to_string(kStartupTimeout.count()) +
                             " s: does main() call cfx::init(argc, argv) as its first line?",
                         true);
-    self->kill_worker(w, "it did not start serving in time");
+    self->kill_worker(w, KillCause::startup, 0, "it did not start serving in time");
   });
-  w->proc->async_wait([self = shared_from_this(), w](boost::system::error_code, int) {
-    self->on_exit(w, w->proc->native_exit_code());
+  w->proc->async_wait([self = shared_from_this(), w](boost::system::error_code ec, int) {
+    // An error means the status could not be read (the handle was closed): a status no
+    // exit can have stands for it, and the death is still handled.
+    self->on_exit(w, ec ? -1 : w->proc->native_exit_code());
   });
 }
 
-void ProcessPoolCore::arm_task_timeout(const Worker& w) {
-  if (!options_.task_timeout || !w->ready) return;
-  if (w->in_flight.empty()) {
+// The timer of the front call: its own timeout (CallOptions) or task_timeout, counted from
+// its start, which its slot tells.
+void ProcessPoolCore::arm_call_timer(const Worker& w) {
+  if (!w->ready || w->exit_status || w->kill_cause != KillCause::none) return;
+  auto& front = w->in_flight;
+  std::optional<std::chrono::duration<double>> timeout;
+  if (!front.empty() && front.front().task) timeout = front.front().task->timeout;
+  if (!timeout) timeout = options_.task_timeout;
+  if (front.empty() || !timeout) {
     w->timer.cancel();
     return;
   }
-  w->timer.expires_after(std::chrono::duration_cast<Clock::duration>(*options_.task_timeout));
-  RemoteTask* head = w->in_flight.front();
-  w->timer.async_wait([self = shared_from_this(), w, head](boost::system::error_code ec) {
-    if (ec || w->gone || w->in_flight.empty() || w->in_flight.front() != head) return;
-    w->timed_out = head;
-    self->kill_worker(w, "its task ran longer than task_timeout");
+  std::uint64_t id = front.front().id;
+  bool started = w->state(id) == slots::State::started;
+  if (started)
+    w->timer.expires_after(std::chrono::duration_cast<Clock::duration>(*timeout));
+  else
+    w->timer.expires_after(kStartPoll);
+  w->timer.async_wait([self = shared_from_this(), w, id, started](boost::system::error_code ec) {
+    if (ec || w->exit_status || w->in_flight.empty() || w->in_flight.front().id != id) return;
+    if (!started)
+      self->arm_call_timer(w);  // look again: it may have started now
+    else
+      self->on_call_timer(w, id);
   });
 }
 
-void ProcessPoolCore::kill_worker(const Worker& w, const char* reason) {
-  if (w->killed || w->pid <= 0) return;
-  w->killed = true;
-  w->kill_reason = reason;   // empty: the worker was dead already
+void ProcessPoolCore::on_call_timer(const Worker& w, std::uint64_t id) {
+  // A reply may be in the pipe, not yet read: read it before judging (a call that finished
+  // at its timeout is not killed, and the next one is not blamed), but not forever.
+  int pending = 0;
+  if (::ioctl(w->from.native_handle(), FIONREAD, &pending) == 0 && pending > 0 &&
+      ++w->timer_deferrals < 100) {
+    w->timer.expires_after(std::chrono::milliseconds(1));
+    w->timer.async_wait([self = shared_from_this(), w, id](boost::system::error_code e) {
+      if (!e && !w->exit_status && !w->in_flight.empty() && w->in_flight.front().id == id)
+        self->on_call_timer(w, id);
+    });
+    return;
+  }
+  RemoteTask* t = w->in_flight.front().task;
+  auto timeout = t && t->timeout ? *t->timeout : *options_.task_timeout;
+  std::string which = t && t->timeout ? "its timeout" : "task_timeout";
+  kill_worker(w, KillCause::timeout, id,
+              "its task ran longer than " + which + " (" + seconds(timeout) + ")");
+}
+
+// worker_memory_limit: a worker running a call is looked at every kMemoryCheckPeriod, and
+// every worker after each call (check_memory from on_result).
+void ProcessPoolCore::watch_memory() {
+  if (!options_.worker_memory_limit || watching_memory_) return;
+  watching_memory_ = true;
+  memory_timer_.expires_after(kMemoryCheckPeriod);
+  memory_timer_.async_wait([self = shared_from_this()](boost::system::error_code ec) {
+    self->watching_memory_ = false;
+    if (ec) return;
+    bool busy = false;
+    for (auto& w : std::vector<Worker>(self->workers_)) {
+      if (w->in_flight.empty()) continue;
+      busy = true;
+      self->check_memory(w, false);
+    }
+    if (busy) self->watch_memory();
+  });
+}
+
+void ProcessPoolCore::check_memory(const Worker& w, bool between_calls) {
+  if (w->exit_status || w->kill_cause != KillCause::none) return;
+  std::size_t rss = resident_bytes(w->pid);
+  std::size_t limit = options_.worker_memory_limit;
+  if (rss <= limit) return;
+  std::string why = "its resident memory (" + mebibytes(rss) + ") exceeded worker_memory_limit (" +
+                    mebibytes(limit) + ", " + std::to_string(limit) + " bytes)";
+  std::optional<std::uint64_t> running;
+  for (auto& sent : w->in_flight)
+    if (w->state(sent.id) == slots::State::started) running = sent.id;
+  if (!between_calls && running) {
+    kill_worker(w, KillCause::memory, *running, why);
+    return;
+  }
+  // Between calls: replaced once idle; what it holds and has not started runs elsewhere.
+  w->retiring = true;
+  auto moved = take_back_unstarted(w, running.has_value());
+  if (!moved.empty()) {
+    if (auto broken = queue_.requeue(moved))
+      for (auto* t : moved) {
+        t->fail(std::make_exception_ptr(BrokenProcessPool(*broken)));
+        t->drop();
+      }
+  }
+  if (w->in_flight.empty()) close_channel(w);
+}
+
+void ProcessPoolCore::on_interrupt(const Worker& w, std::uint64_t id) {
+  if (w->exit_status || w->in_flight.empty()) return;
+  if (w->in_flight.front().id != id || w->state(id) != slots::State::started) return;
+  kill_worker(w, KillCause::interrupt, id, "its call was interrupted (Future::interrupt)");
+}
+
+void ProcessPoolCore::stop_all(int signal) {
+  stopping_ = true;
+  for (auto& w : workers_) {
+    if (w->exit_status) continue;
+    w->kill_cause = KillCause::stopped;
+    w->kill_reason = signal == SIGKILL ? "kill_workers()" : "terminate_workers()";
+    ::kill(-w->pid, signal);
+    ::kill(w->pid, signal);
+  }
+  if (signal == SIGKILL || workers_.empty()) return;
+  // A task that ignores SIGTERM in a worker must not make terminate_workers() wait forever.
+  reactor_.expires_after(kTerminateGrace);
+  reactor_.async_wait([self = shared_from_this()](boost::system::error_code ec) {
+    if (ec) return;
+    for (auto& w : self->workers_)
+      if (!w->exit_status) {
+        ::kill(-w->pid, SIGKILL);
+        ::kill(w->pid, SIGKILL);
+      }
+  });
+}
+
+void ProcessPoolCore::kill_worker(const Worker& w, KillCause cause, std::uint64_t call,
+                                  std::string reason) {
+  if (w->pid <= 0 || w->exit_status) return;
+  if (w->kill_cause == KillCause::none) {  // the first reason is the one that counts
+    w->kill_cause = cause;
+    w->kill_call = call;
+    w->kill_reason = std::move(reason);
+  }
+  w->timer.cancel();
   ::kill(-w->pid, SIGKILL);  // the whole group: the worker and anything its task started
   ::kill(w->pid, SIGKILL);   // in case it had not yet made its own group
 }
 
-void ProcessPoolCore::on_eof(const Worker& w) {
-  if (w->gone) return;
+// The channel ended (EOF) or failed before the exit was seen. A crash closes the channel a
+// moment before the exit is reported; a worker that closed it and lives on is killed.
+void ProcessPoolCore::on_channel_end(const Worker& w) {
   w->gone = true;
-  // A crash: make sure the process and its descendants are gone; its exit status arrives
-  // through proc.async_wait. A worker we asked to stop exits by itself.
-  if (w->closing && w->in_flight.empty()) return;
-  // The worker is dead or dying (a crash closes its channel): the kill clears its process
-  // group. It names no reason: whoever sent the fatal signal, it was not this kill, and a
-  // check for "already dead" races with the kernel's exit, which closes descriptors first.
-  kill_worker(w, "");
+  if (w->exit_status || w->kill_cause != KillCause::none) return;
+  if (w->closing && w->in_flight.empty()) return;  // asked to stop: it exits by itself
+  w->timer.expires_after(kExitGrace);
+  w->timer.async_wait([self = shared_from_this(), w](boost::system::error_code ec) {
+    if (ec || w->exit_status) return;
+    self->kill_worker(w, KillCause::channel, 0, "it closed its reply channel but did not exit");
+  });
 }
 
 void ProcessPoolCore::on_exit(const Worker& w, int status) {
-  w->gone = true;
+  if (w->exit_status) return;
+  w->exit_status = status;
   w->timer.cancel();
+  // Whatever ended it, what its tasks started in its group goes with it. (Its pid names the
+  // group until the group's last member is gone, so this cannot reach another process.)
+  ::kill(-w->pid, SIGKILL);
+  if (w->reading) {
+    // The pending read completes (with data or aborted) and then reads to the end: reading
+    // here too would race with it for the buffer.
+    boost::system::error_code ignored;
+    w->from.cancel(ignored);
+    return;
+  }
+  read_to_end(w);
+  bury(w);
+  dispatch();
+}
+
+// The worker is dead and its channel read to its end: every call it answered is complete.
+// Now its death is charged: to the call whose slot says started, if any; the calls behind it
+// never started and run elsewhere.
+void ProcessPoolCore::bury(const Worker& w) {
+  if (w->buried) return;
+  w->buried = true;
+  int status = *w->exit_status;
   bool expected =
       w->closing && w->in_flight.empty() && WIFEXITED(status) && WEXITSTATUS(status) == 0;
-  if (!expected) {
-    if (!w->ready)
-      exited_before_ready(w, status);
-    else if (!w->in_flight.empty() && w->head_was_running())
-      crashed_running(w, status);
+  if (!expected && !w->ready && w->kill_cause != KillCause::stopped) exited_before_ready(w, status);
+  std::vector<RemoteTask*> requeue;
+  std::deque<SentCall> held;
+  held.swap(w->in_flight);
+  for (auto& sent : held) {
+    RemoteTask* t = sent.task;
+    if (!t) continue;  // taken back already
+    t->detach();
+    auto state = w->state(sent.id);
+    if (state == slots::State::started) {
+      charge_running(w, t, sent.id, status, requeue);
+    } else if (w->kill_cause == KillCause::stopped) {
+      t->cancel();
+      t->drop();
+    } else if (is_init_call(t) ||
+               !slots::move(w->calls->page(), sent.id, slots::State::taken_back)) {
+      t->drop();  // the initializer is the worker's own; a withdrawn call's cancel() ends it
+    } else {
+      requeue.push_back(t);
+    }
   }
-  requeue_unstarted(w);
+  if (!requeue.empty()) {
+    if (auto broken = queue_.requeue(requeue)) {
+      for (RemoteTask* t : requeue) {
+        t->fail(std::make_exception_ptr(BrokenProcessPool(*broken)));
+        t->drop();
+      }
+    }
+  }
   remove_worker(w);
-  dispatch();
   if (draining_) check_drained();
 }
 
@@ -147,49 +338,54 @@ void ProcessPoolCore::exited_before_ready(const Worker& w, int status) {
                 no_init);
 }
 
-// The head call was running when its worker died: it fails (or breaks the pool); the calls
-// behind it never started and are requeued by the caller.
-void ProcessPoolCore::crashed_running(const Worker& w, int status) {
-  RemoteTask* head = w->in_flight.front();
-  w->in_flight.pop_front();
-  std::string task = head->task ? head->task->name : "?";
-  // A worker that had started is replaced at once, however often: each crash ends the call
-  // that caused it, so a crashing task cannot loop. (Workers that die before their hello
-  // count against the start-up budget instead: start_failure.)
+// Call `t` was running when its worker died. If the pool killed the worker for it, it ends
+// as the kill says; if the pool killed the worker for another call (which finished just
+// before the kill), it is not to blame and runs again; otherwise it crashed the worker.
+void ProcessPoolCore::charge_running(const Worker& w, RemoteTask* t, std::uint64_t id, int status,
+                                     std::vector<RemoteTask*>& requeue) {
+  std::string task = t->task ? t->task->name : "?";
   std::string where = "worker process " + std::to_string(w->pid) + " running task '" + task + "'";
-  if (is_init_call(head)) {
-    head->drop();  // every new worker would die the same way: no respawn loop
-    break_pool("the process pool's initializer '" + task + "' killed its worker: " + where + " " +
-               describe_status(status, w->kill_reason));
-  } else if (w->timed_out == head) {
-    head->fail(std::make_exception_ptr(
-        TimeoutError("task '" + task + "' ran longer than task_timeout (" +
-                     std::to_string(options_.task_timeout->count()) + " s); its worker process " +
-                     std::to_string(w->pid) + " was killed and will be replaced")));
-    head->drop();
+  auto fail = [&](auto error) {
+    t->fail(std::make_exception_ptr(std::move(error)));
+    t->drop();
+  };
+  KillCause cause = w->kill_cause;
+  bool for_this_call = w->kill_call == id;
+  if (is_init_call(t)) {
+    t->drop();  // every new worker would die the same way: no respawn loop
+    if (cause != KillCause::stopped && cause != KillCause::broken)
+      break_pool("the process pool's initializer '" + task + "' killed its worker: " + where + " " +
+                 describe_status(status, w->kill_reason));
+  } else if (cause == KillCause::stopped) {
+    t->cancel();
+    t->drop();
+  } else if (cause == KillCause::broken) {
+    fail(BrokenProcessPool("the process pool broke while " + where));
+  } else if ((cause == KillCause::timeout || cause == KillCause::interrupt) && !for_this_call) {
+    requeue.push_back(t);  // killed for the call before it
+  } else if (cause == KillCause::timeout) {
+    fail(TimeoutError("task '" + task + "' ran longer than its timeout: " + where +
+                      " was killed (" + w->kill_reason + ") and will be replaced"));
+  } else if (cause == KillCause::interrupt) {
+    t->cancel();  // interrupt() has cancelled it already
+    t->drop();
+  } else if (cause == KillCause::malformed) {
+    fail(Error(where + " wrote a malformed reply, so it was killed and will be replaced: " +
+               w->kill_reason));
+  } else if (cause == KillCause::memory) {
+    fail(WorkerCrashed(where + " was killed: " + w->kill_reason));
   } else if (options_.on_worker_crash == OnWorkerCrash::break_pool) {
-    w->in_flight.push_front(head);
+    w->in_flight.push_front({t, id});
     break_pool("A process in the process pool was terminated abruptly: " + where + " " +
                describe_status(status, w->kill_reason));
+  } else if (++t->attempts <= options_.max_retries) {
+    requeue.push_back(t);  // run it again, on a fresh worker
   } else {
-    head->fail(std::make_exception_ptr(
-        WorkerCrashed(where + " " + describe_status(status, w->kill_reason))));
-    head->drop();
-  }
-}
-
-void ProcessPoolCore::requeue_unstarted(const Worker& w) {
-  // Calls behind the head never started: run them elsewhere, in their original order. The
-  // initializer's call is the worker's own. Futures are failed outside the queue's lock:
-  // their callbacks may submit.
-  std::vector<RemoteTask*> unstarted, dropped;
-  for (RemoteTask* t : w->in_flight) (is_init_call(t) ? dropped : unstarted).push_back(t);
-  w->in_flight.clear();
-  std::optional<std::string> broken = queue_.requeue(unstarted);
-  if (broken) dropped.insert(dropped.end(), unstarted.begin(), unstarted.end());
-  for (RemoteTask* t : dropped) {
-    if (broken) t->fail(std::make_exception_ptr(BrokenProcessPool(*broken)));
-    t->drop();
+    std::string attempts;
+    if (options_.max_retries)
+      attempts = " (attempt " + std::to_string(t->attempts) + " of " +
+                 std::to_string(options_.max_retries + 1) + "; every attempt's worker died)";
+    fail(WorkerCrashed(where + " " + describe_status(status, w->kill_reason) + attempts));
   }
 }
 
@@ -205,14 +401,15 @@ void ProcessPoolCore::break_pool(const std::string& message) {
   if (!queued) return;  // broken already
   // Each future gets its own exception object.
   auto fail = [&](RemoteTask* t) {
+    t->detach();
     t->fail(std::make_exception_ptr(BrokenProcessPool(message)));
     t->drop();
   };
   while (!queued->empty()) fail(queued->pop_front());
   for (auto& w : workers_) {
-    for (auto* t : w->in_flight) fail(t);
-    w->in_flight.clear();
-    kill_worker(w, "the pool broke");
+    for (auto& sent : w->in_flight)
+      if (sent.task) fail(std::exchange(sent.task, nullptr));
+    kill_worker(w, KillCause::broken, 0, "the pool broke");
   }
   if (draining_) check_drained();
 }

@@ -19,6 +19,7 @@
 
 #include <boost/process/v2/posix/default_launcher.hpp>
 
+#include "backends/process/channel.hpp"
 #include "backends/process/worker.hpp"
 
 namespace cfx::detail {
@@ -30,10 +31,11 @@ namespace bp = boost::process::v2;
   throw std::system_error(error, std::generic_category(), what);
 }
 
-/// Moves fd above the descriptors a worker's channel is dup2'ed onto (3 and 4).
+/// Moves fd above the descriptors a worker's channel is dup2'ed onto (3, 4 and 5): a
+/// descriptor already on its target would keep its close-on-exec flag through the dup2.
 Fd above_channel_fds(Fd fd) {
-  if (fd.get() > kWorkerOutFd) return fd;
-  Fd moved(::fcntl(fd.get(), F_DUPFD_CLOEXEC, kWorkerOutFd + 1));
+  if (fd.get() > kWorkerSlotsFd) return fd;
+  Fd moved(::fcntl(fd.get(), F_DUPFD_CLOEXEC, kWorkerSlotsFd + 1));
   if (moved.get() < 0) throw_errno("fcntl(F_DUPFD_CLOEXEC)");
   return moved;
 }
@@ -51,7 +53,7 @@ void reap(pid_t pid) {
 struct ChildEnds {
   int calls;
   int replies;
-  int counter;
+  int slots;
 };
 
 /// Gives the child `fd` as descriptor `target`. (Boost 1.81's posix::bind_fd cannot be used:
@@ -76,8 +78,11 @@ struct WorkerChildSetup {
   pid_t parent;
   bp::error_code on_exec_setup(bp::posix::default_launcher& launcher, const bp::filesystem::path&,
                                const char* const*) {
-    ::setpgid(0, 0);                        // its own group: kills reach its descendants
-    ::prctl(PR_SET_PDEATHSIG, SIGKILL);     // dies with the pool's I/O thread
+    ::setpgid(0, 0);  // its own group: kills reach its descendants
+    // SIGTERM when the pool's I/O thread dies: the worker's handler (worker.cpp) then kills
+    // its whole group. Until cfx::init installs it, SIGTERM just ends the worker, which has
+    // started nothing yet.
+    ::prctl(PR_SET_PDEATHSIG, kParentDeathSignal);
     if (::getppid() != parent) ::_exit(1);  // the parent died before prctl
     sigset_t none;
     sigemptyset(&none);
@@ -123,7 +128,7 @@ bp::process spawn_child(const ChildEnds& ends, const boost::asio::any_io_executo
   try {
     return launcher(executor, "/proc/self/exe", std::vector<std::string>{},
                     BindFd{kWorkerInFd, ends.calls}, BindFd{kWorkerOutFd, ends.replies},
-                    BindFd{kWorkerCounterFd, ends.counter}, WorkerChildSetup{::getpid()});
+                    BindFd{kWorkerSlotsFd, ends.slots}, WorkerChildSetup{::getpid()});
   } catch (...) {
     // After the fork the launcher drops a child it fails on (its exec failed, or no
     // descriptor was left for the pidfd) without waiting for it.
@@ -135,13 +140,13 @@ bp::process spawn_child(const ChildEnds& ends, const boost::asio::any_io_executo
 /// The forked child: binds its channel and serves. Nothing here allocates: the parent's other
 /// threads may have held malloc's locks at the fork. (Serving does allocate, which is why the
 /// fork start method is documented unsafe once the program runs threads of its own.)
-[[noreturn]] void run_forked_worker(const ChildEnds& ends) {
+[[noreturn]] void run_forked_worker(const ChildEnds& ends, pid_t parent) {
   ::setpgid(0, 0);
-  ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+  kill_group_on_parent_death(parent);
   ::dup2(ends.calls, kWorkerInFd);
   ::dup2(ends.replies, kWorkerOutFd);
-  ::dup2(ends.counter, kWorkerCounterFd);
-  ::close_range(kWorkerCounterFd + 1, ~0u, 0);
+  ::dup2(ends.slots, kWorkerSlotsFd);
+  ::close_range(kWorkerSlotsFd + 1, ~0u, 0);
   sigset_t none;
   sigemptyset(&none);
   ::sigprocmask(SIG_SETMASK, &none, nullptr);
@@ -172,9 +177,10 @@ bp::process adopt_child(pid_t pid, const boost::asio::any_io_executor& executor)
 
 /// Forks the calling (I/O) thread as a worker.
 bp::process fork_child(const ChildEnds& ends, const boost::asio::any_io_executor& executor) {
+  pid_t parent = ::getpid();
   pid_t pid = ::fork();
   if (pid < 0) throw_errno("fork");
-  if (pid == 0) run_forked_worker(ends);
+  if (pid == 0) run_forked_worker(ends, parent);
   return adopt_child(pid, executor);
 }
 
@@ -192,13 +198,13 @@ Pipe::Pipe() {
   write_end = above_channel_fds(Fd(fds[1]));
 }
 
-CounterPage::CounterPage(int memfd) {
-  void* page = ::mmap(nullptr, sizeof(std::uint64_t), PROT_READ | PROT_WRITE, MAP_SHARED, memfd, 0);
+SlotPage::SlotPage(int memfd) {
+  void* page = ::mmap(nullptr, slots::kPageBytes, PROT_READ | PROT_WRITE, MAP_SHARED, memfd, 0);
   if (page == MAP_FAILED) throw_errno("mmap");
   page_ = static_cast<std::atomic<std::uint64_t>*>(page);
 }
 
-CounterPage& CounterPage::operator=(CounterPage&& other) noexcept {
+SlotPage& SlotPage::operator=(SlotPage&& other) noexcept {
   if (this != &other) {
     unmap();
     page_ = std::exchange(other.page_, nullptr);
@@ -206,24 +212,24 @@ CounterPage& CounterPage::operator=(CounterPage&& other) noexcept {
   return *this;
 }
 
-void CounterPage::unmap() noexcept {
-  if (page_) ::munmap(page_, sizeof(*page_));
+void SlotPage::unmap() noexcept {
+  if (page_) ::munmap(page_, slots::kPageBytes);
   page_ = nullptr;
 }
 
 LaunchedWorker launch_worker(StartMethod method, const boost::asio::any_io_executor& executor) {
   Pipe calls, replies;  // the parent writes calls.write_end and reads replies.read_end
-  Fd counter(::memfd_create("cfx-worker-counter", MFD_CLOEXEC));
-  if (counter.get() < 0) throw_errno("memfd_create");
-  counter = above_channel_fds(std::move(counter));
-  if (::ftruncate(counter.get(), sizeof(std::uint64_t)) != 0) throw_errno("ftruncate");
-  CounterPage started(counter.get());
-  ChildEnds ends{calls.read_end.get(), replies.write_end.get(), counter.get()};
+  Fd memfd(::memfd_create("cfx-worker-slots", MFD_CLOEXEC));
+  if (memfd.get() < 0) throw_errno("memfd_create");
+  memfd = above_channel_fds(std::move(memfd));
+  if (::ftruncate(memfd.get(), slots::kPageBytes) != 0) throw_errno("ftruncate");
+  SlotPage page(memfd.get());
+  ChildEnds ends{calls.read_end.get(), replies.write_end.get(), memfd.get()};
   bp::process process =
       method == StartMethod::fork ? fork_child(ends, executor) : spawn_child(ends, executor);
   // The child has its own copies of its ends; the parent's close as this returns.
   return {std::move(process), std::move(calls.write_end), std::move(replies.read_end),
-          std::move(started)};
+          std::move(page)};
 }
 
 }  // namespace cfx::detail

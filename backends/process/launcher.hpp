@@ -47,20 +47,18 @@ struct Pipe {
   Fd write_end;
 };
 
-/// The shared page where a worker counts the calls it has started; unmapped when destroyed.
-class CounterPage {
+/// The page of call slots a worker shares with the pool (channel.hpp, "Call slots");
+/// unmapped when destroyed.
+class SlotPage {
  public:
-  CounterPage() = default;
+  SlotPage() = default;
   /// Maps the page of `memfd` (sized by the caller); throws std::system_error.
-  explicit CounterPage(int memfd);
-  CounterPage(CounterPage&& other) noexcept : page_(std::exchange(other.page_, nullptr)) {}
-  CounterPage& operator=(CounterPage&& other) noexcept;
-  ~CounterPage() { unmap(); }
+  explicit SlotPage(int memfd);
+  SlotPage(SlotPage&& other) noexcept : page_(std::exchange(other.page_, nullptr)) {}
+  SlotPage& operator=(SlotPage&& other) noexcept;
+  ~SlotPage() { unmap(); }
 
-  /// The calls the worker has started (0 without a page).
-  std::uint64_t count() const noexcept {
-    return page_ ? page_->load(std::memory_order_relaxed) : 0;
-  }
+  std::atomic<std::uint64_t>* get() const noexcept { return page_; }
 
  private:
   void unmap() noexcept;
@@ -71,9 +69,9 @@ class CounterPage {
 /// A started worker: its process (pid and pidfd) and the parent's side of its channel.
 struct LaunchedWorker {
   boost::process::v2::process process;
-  Fd calls;             // the parent writes calls here
-  Fd replies;           // and reads replies here
-  CounterPage started;  // calls the worker began
+  Fd calls;        // the parent writes calls here
+  Fd replies;      // and reads replies here
+  SlotPage slots;  // its call slots
 };
 
 /// Starts a worker by `method`; its process handle is bound to `executor`. Throws

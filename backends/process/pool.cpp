@@ -17,15 +17,22 @@
 //
 // One I/O thread runs an Asio io_context that owns every worker's two pipes, its process
 // handle (pidfd: exit is an event, never polled) and its timer. Only that thread touches
-// worker state; submitters touch only the SubmissionQueue. A worker runs its calls in order,
-// so the head of its in-flight list is the one running: when a worker dies, that call fails
-// (WorkerCrashed, or TimeoutError if the pool killed it) and the calls behind it, which never
-// started, go back to the front of the queue. docs/process-backend.md has the full picture.
+// worker state; submitters touch only the SubmissionQueue. A worker runs its calls in order
+// and answers each (result, or skipped if it was withdrawn) before the next, and every reply
+// names its call: anything else on the channel is a malformed reply, and kills the worker.
+// Calls sent ahead stay pending until the worker claims their slot (channel.hpp), so they can
+// be cancelled, or taken back and given to an idle worker. When a worker dies, its channel
+// is read to its end first; then only the call whose slot says started fails (WorkerCrashed,
+// TimeoutError, ...), and the calls behind it go back to the front of the queue.
+// docs/process-backend.md has the full picture.
 #include "backends/process/pool.hpp"
 
+#include <fcntl.h>
 #include <signal.h>
+#include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
 
 #include <boost/asio/post.hpp>
 #include <boost/asio/write.hpp>
@@ -67,6 +74,43 @@ void ProcessPoolCore::shutdown(bool wait, bool cancel_futures) {
   if (wait) join();
 }
 
+void ProcessPoolCore::stop_workers(int signal) {
+  if (on_io_thread())
+    throw Error(
+        "terminate_workers()/kill_workers() called from a done-callback, which runs on the "
+        "process pool's I/O thread: it would wait for itself");
+  queue_.shut_down(true);  // queued calls end cancelled
+  asio::post(io_, [self = shared_from_this(), signal] {
+    self->stop_all(signal);
+    self->begin_drain();
+  });
+  join();
+}
+
+void ProcessPoolCore::interrupt(std::weak_ptr<WorkerSlot> worker, std::uint64_t id) {
+  asio::post(io_, [core = weak_from_this(), worker = std::move(worker), id] {
+    auto self = core.lock();
+    auto w = worker.lock();
+    if (self && w) self->on_interrupt(w, id);
+  });
+}
+
+bool WorkerCalls::withdraw(std::uint64_t id) noexcept {
+  if (slots::move(page(), id, slots::State::withdrawn)) return true;
+  return slots::state(page(), id) == slots::State::taken_back;  // it will not run here
+}
+
+bool WorkerCalls::started(std::uint64_t id) const noexcept {
+  return slots::state(page(), id) == slots::State::started;
+}
+
+void WorkerCalls::interrupt(std::uint64_t id) noexcept {
+  try {
+    if (auto core = core_.lock()) core->interrupt(worker, id);
+  } catch (...) {  // out of memory posting it: the call is cancelled anyway, and finishes
+  }
+}
+
 void ProcessPoolCore::detach_if_on_io_thread() {
   if (on_io_thread()) io_thread_.detach();
 }
@@ -94,7 +138,7 @@ void ProcessPoolCore::dispatch() {
   for (;;) {
     // Spawning blocks this thread for a few ms: fill the windows only when no worker is due.
     // With every worker started, the queue is looked at once, by fill_windows.
-    if (workers_.size() < max_workers_ && !start_failed_) {
+    if (workers_.size() < max_workers_ && !start_failed_ && !stopping_) {
       auto queued = queue_.begin_dispatch();
       if (!queued) break;  // broken
       if (should_spawn(*queued)) {
@@ -102,7 +146,7 @@ void ProcessPoolCore::dispatch() {
         continue;
       }
     }
-    fill_windows(cancelled);
+    if (fill_windows(cancelled)) rebalance(cancelled);
     break;
   }
   for (auto* t : cancelled) t->drop();
@@ -122,7 +166,9 @@ std::size_t ProcessPoolCore::in_flight_total() const {
 }
 
 std::size_t ProcessPoolCore::room(const WorkerSlot& w) const {
-  if (w.gone || w.retiring || w.closing || w.in_flight.size() >= w.window()) return 0;
+  if (w.gone || w.exit_status || w.retiring || w.closing || w.kill_cause != KillCause::none ||
+      w.in_flight.size() >= w.window())
+    return 0;
   std::size_t room = w.window() - w.in_flight.size();
   // Not retiring: it may take max_tasks_per_child - calls_sent more, at least one.
   if (options_.max_tasks_per_child)
@@ -132,56 +178,109 @@ std::size_t ProcessPoolCore::room(const WorkerSlot& w) const {
 
 // Takes as many queued calls as the workers have room for, in one go so that submitters wait
 // for the lock only while they are taken, then hands them out. A call cancelled while queued
-// used no room: take more then, unless the queue ran out.
-void ProcessPoolCore::fill_windows(std::vector<RemoteTask*>& cancelled) {
+// used no room: take more then, unless the queue ran out. Returns true if the queue ran out.
+bool ProcessPoolCore::fill_windows(std::vector<RemoteTask*>& cancelled) {
   for (;;) {
     std::size_t total = 0;
     for (auto& w : workers_) total += room(*w);
     auto calls = queue_.take(total);  // re-arms the wake-up, even with no room
     std::size_t taken = calls.size();
     std::size_t sent = hand_out(calls, cancelled);
-    if (taken < total || sent == taken) return;
+    if (taken < total) return true;
+    if (sent == taken) return false;
   }
 }
 
-// Round-robin over the workers with room; returns how many calls were sent.
+ProcessPoolCore::Worker ProcessPoolCore::least_loaded_with_room() const {
+  Worker best;
+  for (auto& w : workers_)
+    if (room(*w) > 0 && (!best || w->in_flight.size() < best->in_flight.size())) best = w;
+  return best;
+}
+
+// Each call goes to the worker with room that holds the fewest calls; returns how many were
+// sent.
 std::size_t ProcessPoolCore::hand_out(SubmissionQueue::Calls& calls,
                                       std::vector<RemoteTask*>& cancelled) {
   std::size_t sent = 0;
   while (!calls.empty()) {
-    bool progress = false;
-    for (auto& w : workers_) {
-      if (calls.empty()) break;
-      if (room(*w) == 0) continue;
-      RemoteTask* t = calls.pop_front();
-      progress = true;
-      if (!t->attach(nullptr, 0)) {
-        cancelled.push_back(t);  // cancelled while queued: never sent
-        continue;
-      }
-      send(w, t);
-      ++sent;
-    }
-    if (!progress) {  // cannot happen while room() is exact; never spin if it is not
-      queue_.give_back(calls);
+    Worker w = least_loaded_with_room();
+    if (!w) {  // cannot happen while room() is exact; never spin if it is not
+      queue_.give_back(std::move(calls));
       break;
     }
+    RemoteTask* t = calls.pop_front();
+    if (send(w, t))
+      ++sent;
+    else
+      cancelled.push_back(t);  // cancelled while queued: never sent
   }
   return sent;
 }
 
-void ProcessPoolCore::send(const Worker& w, RemoteTask* t) {
-  w->in_flight.push_back(t);
+bool ProcessPoolCore::send(const Worker& w, RemoteTask* t) {
+  std::uint64_t id = w->next_id;
+  slots::queue(w->calls->page(), id);  // before attach: cancel() may withdraw it at once
+  if (!t->attach(w->calls, id)) return false;
+  ++w->next_id;
+  w->in_flight.push_back({t, id});
   if (w->in_flight.size() == 1) head_changed(w);
-  write_call_frame(w->out, *t);
+  write_call_frame(w->out, *t, id);
+  if (options_.worker_memory_limit) watch_memory();
   if (options_.max_tasks_per_child && !dynamic_cast<InitCall*>(t) &&
       ++w->calls_sent >= options_.max_tasks_per_child)
     w->retiring = true;
+  return true;
+}
+
+// No call waits behind a busy worker while another could run it: once the queue is empty
+// and a worker is idle, the calls other workers hold behind their running call are taken
+// back and handed out again, to the idle workers first (hand_out prefers the least loaded).
+void ProcessPoolCore::rebalance(std::vector<RemoteTask*>& cancelled) {
+  bool idle = false;
+  for (auto& w : workers_) idle = idle || (w->ready && room(*w) > 0 && w->in_flight.empty());
+  if (!idle) return;
+  std::vector<RemoteTask*> moved;
+  for (auto& w : workers_) {
+    if (w->in_flight.size() < 2) continue;
+    auto taken = take_back_unstarted(w, true);
+    moved.insert(moved.end(), taken.begin(), taken.end());
+  }
+  if (moved.empty()) return;
+  if (auto broken = queue_.requeue(moved)) {
+    for (auto* t : moved) {
+      t->fail(std::make_exception_ptr(BrokenProcessPool(*broken)));
+      t->drop();
+    }
+    return;
+  }
+  fill_windows(cancelled);
+}
+
+// Takes back the calls `w` holds and has not started (after its first one, if keep_first),
+// in order; the worker will skip them. Calls already withdrawn by cancel() stay: their
+// skipped reply releases them.
+std::vector<RemoteTask*> ProcessPoolCore::take_back_unstarted(const Worker& w, bool keep_first) {
+  std::vector<RemoteTask*> taken;
+  bool first = true;
+  for (auto& sent : w->in_flight) {
+    if (!sent.task) continue;
+    if (std::exchange(first, false) && keep_first) continue;
+    if (dynamic_cast<InitCall*>(sent.task)) continue;
+    if (!slots::move(w->calls->page(), sent.id, slots::State::taken_back)) continue;
+    sent.task->detach();
+    taken.push_back(std::exchange(sent.task, nullptr));
+    if (w->calls_sent > 0) --w->calls_sent;
+  }
+  if (options_.max_tasks_per_child)
+    w->retiring = w->retiring && w->calls_sent >= options_.max_tasks_per_child;
+  return taken;
 }
 
 void ProcessPoolCore::head_changed(const Worker& w) {
-  w->head_started = Clock::now();
-  arm_task_timeout(w);
+  w->head_since = Clock::now();
+  w->timer_deferrals = 0;
+  arm_call_timer(w);
 }
 
 // ---- I/O thread: workers and their channels ---------------------------------------------
@@ -191,7 +290,8 @@ bool ProcessPoolCore::spawn_worker() {
   try {
     LaunchedWorker launched = launch_worker(options_.start_method, io_.get_executor());
     w->proc.emplace(std::move(launched.process));
-    w->started = std::move(launched.started);
+    w->calls = std::make_shared<WorkerCalls>(std::move(launched.slots), weak_from_this());
+    w->calls->worker = w;
     // assign() takes a descriptor only when it succeeds: release it from its Fd after.
     w->to.assign(launched.calls.get());
     launched.calls.release();
@@ -211,7 +311,7 @@ bool ProcessPoolCore::spawn_worker() {
 }
 
 void ProcessPoolCore::flush(const Worker& w) {
-  if (w->write_busy || w->out.empty() || w->gone || !w->to.is_open()) return;
+  if (w->write_busy || w->out.empty() || w->gone || w->exit_status || !w->to.is_open()) return;
   w->write_busy = true;
   w->writing.swap(w->out);
   asio::async_write(w->to, asio::buffer(w->writing),
@@ -226,50 +326,113 @@ void ProcessPoolCore::flush(const Worker& w) {
 
 void ProcessPoolCore::start_reading(const Worker& w) {
   auto space = w->in.space();
+  w->reading = true;
   w->from.async_read_some(
       asio::buffer(space.data(), space.size()),
       [self = shared_from_this(), w](boost::system::error_code ec, std::size_t n) {
-        if (ec) {
-          self->on_eof(w);
-          return;
-        }
-        w->in.commit(n);
-        self->on_frames(w);
-        if (!w->gone) self->start_reading(w);
-        self->dispatch();
+        self->on_read(w, ec, n);
       });
 }
 
-void ProcessPoolCore::on_frames(const Worker& w) {
-  while (auto frame = w->in.next()) {
-    try {
-      auto kind = frame->get<FrameKind>();
-      if (kind == FrameKind::hello) {
-        w->ready = true;
-        start_failures_ = 0;
-        w->timer.cancel();
-        head_changed(w);  // arms task_timeout for a call sent before the hello
-      } else if (kind == FrameKind::result) {
-        on_result(w, *frame);
-      }
-    } catch (const std::exception&) {
-      kill_worker(w, "it wrote a malformed reply");  // this channel cannot be trusted any more
-      return;
+void ProcessPoolCore::on_read(const Worker& w, boost::system::error_code ec, std::size_t n) {
+  w->reading = false;
+  if (!ec) {
+    w->in.commit(n);
+    on_frames(w);
+  }
+  if (w->exit_status) {
+    read_to_end(w);  // the worker is dead: what it wrote is all in the pipe now
+    bury(w);
+  } else if (ec) {
+    on_channel_end(w);
+  } else if (!w->gone) {
+    start_reading(w);
+  }
+  dispatch();
+}
+
+// Reads what is left in a dead worker's pipe, without waiting: every byte the worker wrote
+// is there once it has exited. A descendant that escaped its group may still write: read no
+// more than the pipe can hold, twice over.
+void ProcessPoolCore::read_to_end(const Worker& w) {
+  if (w->gone || !w->from.is_open()) return;
+  int fd = w->from.native_handle();
+  ::fcntl(fd, F_SETFL, ::fcntl(fd, F_GETFL) | O_NONBLOCK);
+  int capacity = std::max(::fcntl(fd, F_GETPIPE_SZ), 1 << 16);
+  std::size_t budget = 2 * static_cast<std::size_t>(capacity);
+  while (budget > 0 && !w->gone) {
+    auto space = w->in.space();
+    ssize_t n = ::read(fd, space.data(), std::min(space.size(), budget));
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) {
+      w->gone = n == 0;
+      break;
     }
+    budget -= static_cast<std::size_t>(n);
+    w->in.commit(static_cast<std::size_t>(n));
+    on_frames(w);
+  }
+  w->gone = true;
+}
+
+void ProcessPoolCore::on_frames(const Worker& w) {
+  try {
+    for (;;) {
+      if (auto h = w->in.header()) check_header(*w, *h);  // before its body is read
+      auto frame = w->in.next();
+      if (!frame) return;
+      on_frame(w, *frame);
+    }
+  } catch (const std::exception& e) {
+    // Someone else wrote on this channel (a task, or a process it started): it cannot be
+    // trusted any more. The call it was running fails; the others run elsewhere.
+    std::uint64_t running = w->in_flight.empty() ? 0 : w->in_flight.front().id;
+    kill_worker(w, KillCause::malformed, running,
+                std::string("it wrote a malformed reply (") + e.what() + ")");
+    w->in = FrameSplitter(max_frame_length());  // nothing more is read from it
+    w->gone = true;
   }
 }
 
-void ProcessPoolCore::on_result(const Worker& w, Reader& frame) {
-  if (w->in_flight.empty()) throw SerializationError("a reply nobody asked for");
-  Reply reply = read_reply(frame);  // before taking the call: a malformed reply kills the worker
-  RemoteTask* t = w->in_flight.front();
+void ProcessPoolCore::check_header(const WorkerSlot& w, const FrameHeader& h) const {
+  if (w.kill_cause == KillCause::malformed) throw SerializationError("after a malformed reply");
+  std::optional<std::uint64_t> next;
+  if (!w.in_flight.empty()) next = w.in_flight.front().id;
+  check_reply_header(h, !w.ready, next);
+}
+
+void ProcessPoolCore::on_frame(const Worker& w, Frame& frame) {
+  if (frame.kind == FrameKind::hello) {
+    w->ready = true;
+    start_failures_ = 0;
+    w->timer.cancel();
+    head_changed(w);  // arms the timeout of a call sent before the hello
+  } else if (frame.kind == FrameKind::skipped) {
+    SentCall skipped = w->in_flight.front();
+    w->in_flight.pop_front();
+    head_changed(w);
+    if (skipped.task) {  // withdrawn by cancel(), which ends its future
+      skipped.task->detach();
+      skipped.task->drop();
+    }
+  } else {
+    on_result(w, frame);
+  }
+}
+
+void ProcessPoolCore::on_result(const Worker& w, Frame& frame) {
+  Reply reply = read_reply(frame.body);  // before taking the call: a malformed reply kills
+  SentCall done = w->in_flight.front();
   w->in_flight.pop_front();
-  ++w->replies;
-  double took = std::chrono::duration<double>(Clock::now() - w->head_started).count();
+  double took = std::chrono::duration<double>(Clock::now() - w->head_since).count();
   w->mean_service = w->mean_service > 0 ? 0.8 * w->mean_service + 0.2 * took : took;
   head_changed(w);
-  t->complete(reply.results, reply.count, std::move(reply.error));
-  t->drop();
+  if (done.task) {
+    done.task->detach();
+    done.task->complete(reply.results, reply.count, std::move(reply.error));
+    done.task->drop();
+  }
+  if (options_.worker_memory_limit) check_memory(w, true);
   if (w->retiring && w->in_flight.empty()) close_channel(w);
 }
 
@@ -297,7 +460,10 @@ void ProcessPoolCore::check_drained() {
   for (auto& w : workers_)
     if (!w->in_flight.empty()) return;
   for (auto& w : workers_) close_channel(w);
-  if (workers_.empty()) guard_.reset();  // io_.run() returns once the last handler ran
+  if (workers_.empty()) {
+    memory_timer_.cancel();
+    guard_.reset();  // io_.run() returns once the last handler ran
+  }
 }
 
 }  // namespace cfx::detail

@@ -35,6 +35,47 @@ namespace cfx::detail {
 namespace asio = boost::asio;
 using Clock = std::chrono::steady_clock;
 
+/// A call sent to a worker, in the order sent. `task` is null once the pool has taken the
+/// call back to run it elsewhere; the worker then answers it with `skipped`.
+struct SentCall {
+  RemoteTask* task;
+  std::uint64_t id;
+};
+
+/// Why the pool killed a worker: what the messages of its death say.
+enum class KillCause {
+  none,
+  timeout,    // its call ran past its timeout
+  interrupt,  // Future::interrupt() of its call
+  memory,     // above worker_memory_limit while running a call
+  malformed,  // it wrote something that is not the reply expected
+  channel,    // it closed its reply channel but did not exit
+  startup,    // it did not say hello in time
+  broken,     // the pool broke
+  stopped,    // terminate_workers() / kill_workers()
+};
+
+class ProcessPoolCore;
+struct WorkerSlot;
+
+/// The call slots of one worker (channel.hpp), shared with the calls sent to it so that
+/// cancel(), running() and interrupt() reach them from any thread.
+class WorkerCalls final : public CallSlots {
+ public:
+  WorkerCalls(SlotPage page, std::weak_ptr<ProcessPoolCore> core)
+      : page_(std::move(page)), core_(std::move(core)) {}
+  bool withdraw(std::uint64_t id) noexcept override;
+  bool started(std::uint64_t id) const noexcept override;
+  void interrupt(std::uint64_t id) noexcept override;
+
+  std::atomic<std::uint64_t>* page() const noexcept { return page_.get(); }
+  std::weak_ptr<WorkerSlot> worker;  // set once, on the I/O thread, before any call is sent
+
+ private:
+  SlotPage page_;
+  std::weak_ptr<ProcessPoolCore> core_;
+};
+
 /// One worker process and its channel. Touched only on the I/O thread.
 struct WorkerSlot {
   explicit WorkerSlot(asio::io_context& io) : to(io), from(io), timer(io) {}
@@ -43,32 +84,39 @@ struct WorkerSlot {
   asio::readable_pipe from;  // replies
   // Emplaced: 1.81's move assignment breaks async_wait.
   std::optional<boost::process::v2::process> proc;
-  asio::steady_timer timer;  // startup deadline, then task_timeout of the head call
+  asio::steady_timer timer;  // startup deadline, then the timeout of the running call
   int pid = 0;
+  std::shared_ptr<WorkerCalls> calls;
 
-  std::deque<RemoteTask*> in_flight;  // sent, in order; the front one is running
-  Clock::time_point head_started{};
-  RemoteTask* timed_out = nullptr;  // the head call the pool killed it for
-  double mean_service = 0;          // seconds per call, smoothed
+  std::deque<SentCall> in_flight;  // sent and not yet answered, in order
+  std::uint64_t next_id = 1;
+  Clock::time_point head_since{};  // when the front call became the front
+  double mean_service = 0;         // seconds per call, smoothed
+  int timer_deferrals = 0;         // timeouts put off because a reply was arriving
 
   std::vector<char> out, writing;  // queued and in-progress writes
   bool write_busy = false;
-  FrameSplitter in;
+  FrameSplitter in{max_frame_length()};
+  bool reading = false;  // an async read is pending
 
   std::size_t calls_sent = 0;
-  std::uint64_t replies = 0;  // answered calls (init included)
-  CounterPage started;        // calls the worker began (shared page)
-  bool ready = false;         // said hello
-  bool retiring = false;      // reached max_tasks_per_child: no more calls
-  bool closing = false;       // its channel was closed on purpose: exit 0 is expected
-  bool gone = false;          // EOF seen
-  bool killed = false;
-  std::string kill_reason;  // why the pool killed it, for the messages of its death
+  bool ready = false;              // said hello
+  bool retiring = false;           // no more calls (max_tasks_per_child, memory): close when idle
+  bool closing = false;            // its channel was closed on purpose: exit 0 is expected
+  bool gone = false;               // its channel reached its end
+  std::optional<int> exit_status;  // it exited; its death is handled once `gone`
+  bool buried = false;             // its death was handled
 
-  /// True if the oldest unanswered call had started when the worker died.
-  bool head_was_running() const { return started.count() > replies; }
+  KillCause kill_cause = KillCause::none;
+  std::uint64_t kill_call = 0;  // the call it was killed for (0: none in particular)
+  std::string kill_reason;      // why, for the messages of its death
+
   /// How many calls it may hold: about kWindowWorkSeconds of work.
   std::size_t window() const;
+  /// The slot state of call `id`.
+  std::optional<slots::State> state(std::uint64_t id) const {
+    return slots::state(calls->page(), id);
+  }
 };
 
 class ProcessPoolCore;
@@ -101,10 +149,15 @@ class ProcessPoolCore : public std::enable_shared_from_this<ProcessPoolCore> {
   std::vector<int> worker_pids() const { return queue_.worker_pids(); }
   void enqueue(RemoteTask* task) { queue_.push(task); }
   void shutdown(bool wait, bool cancel_futures);
+  /// Sends `signal` to every worker and shuts down: unstarted and running calls end
+  /// cancelled. Returns when every worker is reaped.
+  void stop_workers(int signal);
   /// Lets the I/O thread finish by itself (the executor is destroyed on that thread).
   void detach_if_on_io_thread();
   void join();
   bool on_io_thread() const { return std::this_thread::get_id() == io_thread_id_; }
+  /// Kills the worker of call `id` if it still runs it (Future::interrupt). Any thread.
+  void interrupt(std::weak_ptr<WorkerSlot> worker, std::uint64_t id);
   /// Fails every queued and running call with BrokenProcessPool(message), and every later
   /// submit. I/O thread only.
   void break_pool(const std::string& message);
@@ -118,16 +171,23 @@ class ProcessPoolCore : public std::enable_shared_from_this<ProcessPoolCore> {
   bool should_spawn(std::size_t queued);
   std::size_t in_flight_total() const;
   std::size_t room(const WorkerSlot& w) const;
-  void fill_windows(std::vector<RemoteTask*>& cancelled);
+  bool fill_windows(std::vector<RemoteTask*>& cancelled);
   std::size_t hand_out(SubmissionQueue::Calls& calls, std::vector<RemoteTask*>& cancelled);
-  void send(const Worker& w, RemoteTask* t);
+  Worker least_loaded_with_room() const;
+  bool send(const Worker& w, RemoteTask* t);
+  void rebalance(std::vector<RemoteTask*>& cancelled);
+  std::vector<RemoteTask*> take_back_unstarted(const Worker& w, bool keep_first);
   void head_changed(const Worker& w);
   // pool.cpp: workers and their channels
   bool spawn_worker();
   void flush(const Worker& w);
   void start_reading(const Worker& w);
+  void on_read(const Worker& w, boost::system::error_code ec, std::size_t n);
+  void read_to_end(const Worker& w);
   void on_frames(const Worker& w);
-  void on_result(const Worker& w, Reader& r);
+  void check_header(const WorkerSlot& w, const FrameHeader& h) const;
+  void on_frame(const Worker& w, Frame& frame);
+  void on_result(const Worker& w, Frame& frame);
   void close_channel(const Worker& w);
   void remove_worker(const Worker& w);
   void begin_drain();
@@ -135,15 +195,22 @@ class ProcessPoolCore : public std::enable_shared_from_this<ProcessPoolCore> {
 
   // faults.cpp: the fault policy
   void watch_start(const Worker& w);
-  void arm_task_timeout(const Worker& w);
-  void on_eof(const Worker& w);
+  void arm_call_timer(const Worker& w);
+  void on_call_timer(const Worker& w, std::uint64_t id);
+  void watch_memory();
+  void check_memory(const Worker& w, bool between_calls);
+  void on_interrupt(const Worker& w, std::uint64_t id);
+  void stop_all(int signal);
+  void on_channel_end(const Worker& w);
   void on_exit(const Worker& w, int status);
+  void bury(const Worker& w);
   void exited_before_ready(const Worker& w, int status);
-  void crashed_running(const Worker& w, int status);
-  void requeue_unstarted(const Worker& w);
+  void charge_running(const Worker& w, RemoteTask* t, std::uint64_t id, int status,
+                      std::vector<RemoteTask*>& requeue);
   void start_failure(const std::string& why, bool fatal);
-  /// SIGKILLs the worker's process group; `reason` says why, in the messages of its death.
-  void kill_worker(const Worker& w, const char* reason);
+  /// SIGKILLs the worker's process group; `cause` and `reason` say why, in the messages of
+  /// its death, and `call` which call it was killed for.
+  void kill_worker(const Worker& w, KillCause cause, std::uint64_t call, std::string reason);
 
   const ProcessPoolOptions options_;
   const std::size_t max_workers_;
@@ -153,6 +220,7 @@ class ProcessPoolCore : public std::enable_shared_from_this<ProcessPoolCore> {
   // here, with the pool, it exists before any launch; made lazily at a worker's first timer,
   // it would throw on the I/O thread when descriptors run out.
   asio::steady_timer reactor_{io_};
+  asio::steady_timer memory_timer_{io_};  // worker_memory_limit checks of running calls
   std::thread io_thread_;
   std::atomic<std::thread::id> io_thread_id_{};
   std::mutex join_mutex_;
@@ -163,6 +231,8 @@ class ProcessPoolCore : public std::enable_shared_from_this<ProcessPoolCore> {
   int start_failures_ = 0;
   bool start_failed_ = false;
   bool draining_ = false;
+  bool stopping_ = false;  // stop_workers: every call ends cancelled, no new worker
+  bool watching_memory_ = false;
 };
 
 }  // namespace cfx::detail

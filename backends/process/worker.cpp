@@ -2,11 +2,12 @@
 // worker loop: plain blocking reads and writes (no Asio, so it also runs in a child forked
 // from the pool's I/O thread). Calls run in the order received; each reply is written before
 // the next call starts, so a crash never takes a finished call's result with it, and the
-// started-calls counter tells the parent which call the crash interrupted.
+// call slots tell the parent which call, if any, the crash interrupted.
 #include "backends/process/worker.hpp"
 
 #include <signal.h>
 #include <sys/mman.h>
+#include <sys/prctl.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -42,34 +43,49 @@ bool write_all(int fd, const char* data, std::size_t n) {
   return true;
 }
 
-/// Serves calls read from in_fd, replying on out_fd, until the parent closes in_fd; counts
-/// started calls in the page mapped from counter_fd. Returns the process's exit status.
-int serve_worker(int in_fd, int out_fd, int counter_fd) {
+void kill_own_group(int) {
+  ::kill(0, SIGKILL);  // the worker and everything its tasks started in its group
+}
+
+void append_skipped(std::vector<char>& out, std::uint64_t id) {
+  Writer w(out);
+  finish_frame(w, begin_frame(w, FrameKind::skipped, id));
+}
+
+/// Serves calls read from in_fd, replying on out_fd, until the parent closes in_fd; starts a
+/// call only by claiming its slot in the page mapped from slots_fd. Returns the exit status.
+int serve_worker(int in_fd, int out_fd, int slots_fd) {
   worker_process.store(true);  // no pools of its own
   ::signal(SIGPIPE, SIG_IGN);  // a dead parent shows as EPIPE, and we exit
   ::signal(SIGINT, SIG_IGN);   // Ctrl-C is the parent's to handle
   capture_throw_stack_traces();
-  void* page =
-      ::mmap(nullptr, sizeof(std::uint64_t), PROT_READ | PROT_WRITE, MAP_SHARED, counter_fd, 0);
+  void* page = ::mmap(nullptr, slots::kPageBytes, PROT_READ | PROT_WRITE, MAP_SHARED, slots_fd, 0);
   if (page == MAP_FAILED) return 1;
-  ::close(counter_fd);
-  auto* started = static_cast<std::atomic<std::uint64_t>*>(page);
+  ::close(slots_fd);
+  auto* slot_page = static_cast<std::atomic<std::uint64_t>*>(page);
 
   std::vector<char> out;
   Writer reply(out);
-  auto hello = begin_frame(reply, FrameKind::hello);
+  auto hello = begin_frame(reply, FrameKind::hello, 0);
   reply.put(static_cast<std::int32_t>(::getpid()));
   finish_frame(reply, hello);
   if (!write_all(out_fd, out.data(), out.size())) return 1;
   out.clear();
 
-  FrameSplitter frames;
+  FrameSplitter frames(max_frame_length());
   const int server = ::getpid();
   for (;;) {
     while (auto frame = frames.next()) {
-      if (frame->get<FrameKind>() != FrameKind::call) continue;
-      started->fetch_add(1, std::memory_order_relaxed);
-      answer_call(*frame, out, server);
+      if (frame->kind != FrameKind::call) return 1;  // only the pool writes to this pipe
+      if (!slots::move(slot_page, frame->id, slots::State::started)) {
+        append_skipped(out, frame->id);  // withdrawn or taken back: never started
+        continue;
+      }
+      answer_call(frame->id, frame->body, out, server);
+      if (!write_all(out_fd, out.data(), out.size())) return 1;
+      out.clear();
+    }
+    if (!out.empty()) {  // skips, before waiting for more calls
       if (!write_all(out_fd, out.data(), out.size())) return 1;
       out.clear();
     }
@@ -92,12 +108,21 @@ void serve_and_exit() noexcept {
   // the child.
   int status = 1;
   try {
-    status = serve_worker(kWorkerInFd, kWorkerOutFd, kWorkerCounterFd);
+    status = serve_worker(kWorkerInFd, kWorkerOutFd, kWorkerSlotsFd);
   } catch (...) {
     std::fputs("cfx: a worker's serve loop failed; the worker exits\n", stderr);
   }
   std::fflush(nullptr);
   ::_exit(status);
+}
+
+void kill_group_on_parent_death(int parent) noexcept {
+  struct sigaction action {};
+  action.sa_handler = kill_own_group;
+  sigemptyset(&action.sa_mask);
+  ::sigaction(kParentDeathSignal, &action, nullptr);
+  ::prctl(PR_SET_PDEATHSIG, kParentDeathSignal);
+  if (::getppid() != parent) kill_own_group(0);  // it died before prctl
 }
 
 void refuse_pool_in_worker() {
@@ -125,7 +150,9 @@ bool is_worker_process() noexcept {
 }
 
 void init(int, char**) {
-  if (!std::getenv(detail::kWorkerEnv)) return;
+  const char* marker = std::getenv(detail::kWorkerEnv);
+  if (!marker) return;
+  detail::kill_group_on_parent_death(std::atoi(marker));
   // Only this process is a worker: programs its tasks start must not inherit the marker.
   ::unsetenv(detail::kWorkerEnv);
   std::fflush(nullptr);

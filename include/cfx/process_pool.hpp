@@ -71,6 +71,14 @@ struct ProcessPoolOptions {
   OnWorkerCrash on_worker_crash = OnWorkerCrash::respawn;
   /// Run once in each worker before any task; if it throws, the pool is broken.
   std::optional<TaskCall> initializer{};
+  /// A call whose worker died while running it is run again on a fresh worker up to this
+  /// many times before its future fails with WorkerCrashed (whose message counts the
+  /// attempts). 0: no retry.
+  std::size_t max_retries = 0;
+  /// Bytes of resident memory a worker may use; 0: no limit. A worker found above it after a
+  /// call is replaced; a call running while its worker is above it is killed with the worker
+  /// (WorkerCrashed naming the limit).
+  std::size_t worker_memory_limit = 0;
 };
 
 namespace detail {
@@ -94,6 +102,11 @@ class ProcessPoolExecutor final : public Executor {
 
   /// Process ids of the live workers (beyond Python: for monitoring and tests).
   std::vector<int> worker_pids() const;
+  /// Python 3.14: SIGTERM (terminate_workers) or SIGKILL (kill_workers) every worker, with
+  /// its process group, and shut down. Unstarted and running futures end cancelled. Returns
+  /// when every worker is reaped. A worker that outlives SIGTERM by a second gets SIGKILL.
+  void terminate_workers();
+  void kill_workers();
 
  protected:
   void enqueue(detail::LocalTask* task) override;
