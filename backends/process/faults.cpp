@@ -229,8 +229,8 @@ void ProcessPoolCore::stop_all(int signal) {
   }
   if (signal == SIGKILL || workers_.empty()) return;
   // A task that ignores SIGTERM in a worker must not make terminate_workers() wait forever.
-  reactor_.expires_after(kTerminateGrace);
-  reactor_.async_wait([self = shared_from_this()](boost::system::error_code ec) {
+  stop_timer_.expires_after(kTerminateGrace);
+  stop_timer_.async_wait([self = shared_from_this()](boost::system::error_code ec) {
     if (ec) return;
     for (auto& w : self->workers_)
       if (!w->exit_status) {

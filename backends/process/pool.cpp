@@ -462,6 +462,7 @@ void ProcessPoolCore::check_drained() {
   for (auto& w : workers_) close_channel(w);
   if (workers_.empty()) {
     memory_timer_.cancel();
+    stop_timer_.cancel();
     guard_.reset();  // io_.run() returns once the last handler ran
   }
 }

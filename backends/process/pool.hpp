@@ -221,6 +221,7 @@ class ProcessPoolCore : public std::enable_shared_from_this<ProcessPoolCore> {
   // it would throw on the I/O thread when descriptors run out.
   asio::steady_timer reactor_{io_};
   asio::steady_timer memory_timer_{io_};  // worker_memory_limit checks of running calls
+  asio::steady_timer stop_timer_{io_};    // terminate_workers(): SIGKILL after a grace
   std::thread io_thread_;
   std::atomic<std::thread::id> io_thread_id_{};
   std::mutex join_mutex_;
