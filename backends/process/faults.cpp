@@ -20,8 +20,15 @@
 namespace cfx::detail {
 namespace {
 
+// waitid's id type for a pidfd (Linux 5.4); glibc 2.36's <sys/wait.h> does not name it.
+constexpr int kPidfdIdType = 3;  // P_PIDFD in <linux/wait.h>
+
 constexpr auto kStartupTimeout = std::chrono::seconds(5);
 constexpr int kMaxStartFailures = 3;
+// Workers SIGKILLed before their hello by someone else (an outside killer, the OOM killer)
+// say nothing about the program: they get a larger budget of their own, still finite, so
+// that a machine that kills every new worker does not keep the pool spawning forever.
+constexpr int kMaxStartKills = 50;
 // How often the memory of workers running a call is looked at (worker_memory_limit).
 constexpr auto kMemoryCheckPeriod = std::chrono::milliseconds(50);
 // A worker that has not exited this long after its channel ended is killed.
@@ -112,11 +119,29 @@ void ProcessPoolCore::watch_start(const Worker& w) {
                         true);
     self->kill_worker(w, KillCause::startup, 0, "it did not start serving in time");
   });
-  w->proc->async_wait([self = shared_from_this(), w](boost::system::error_code ec, int) {
-    // An error means the status could not be read (the handle was closed): a status no
-    // exit can have stands for it, and the death is still handled.
-    self->on_exit(w, ec ? -1 : w->proc->native_exit_code());
-  });
+  watch_exit(w);
+}
+
+void ProcessPoolCore::watch_exit(const Worker& w) {
+  w->exit_watch.async_wait(
+      asio::posix::stream_descriptor::wait_read,
+      [self = shared_from_this(), w](boost::system::error_code ec) {
+        if (ec == asio::error::operation_aborted) return;  // removed already
+        siginfo_t info{};
+        int r = ::waitid(static_cast<idtype_t>(kPidfdIdType), w->exit_watch.native_handle(), &info,
+                         WEXITED | WNOHANG);
+        if (r == 0 && info.si_pid == 0 && !ec) {
+          self->watch_exit(w);  // a readiness without an exit: wait again
+          return;
+        }
+        // The status in waitpid's encoding; -1 (no exit has it) if it could not be read.
+        int status = -1;
+        if (r == 0 && info.si_code == CLD_EXITED)
+          status = W_EXITCODE(info.si_status, 0);
+        else if (r == 0 && (info.si_code == CLD_KILLED || info.si_code == CLD_DUMPED))
+          status = W_EXITCODE(0, info.si_status);
+        self->on_exit(w, status);
+      });
 }
 
 // The timer of the front call: its own timeout (CallOptions) or task_timeout, counted from
@@ -329,13 +354,27 @@ void ProcessPoolCore::bury(const Worker& w) {
 
 void ProcessPoolCore::exited_before_ready(const Worker& w, int status) {
   bool no_init = WIFEXITED(status) && WEXITSTATUS(status) == kNoInitExitStatus;
-  start_failure(no_init ? "a worker process started the program's main() instead of "
-                          "serving: main() must call cfx::init(argc, argv) as its first line"
-                        : "a worker process (pid " + std::to_string(w->pid) + ") " +
-                              describe_status(status, w->kill_reason) +
-                              " before it was ready; does main() call cfx::init(argc, argv) "
-                              "as its first line?",
-                no_init);
+  if (no_init) {
+    start_failure(
+        "a worker process started the program's main() instead of serving: main() "
+        "must call cfx::init(argc, argv) as its first line",
+        true);
+    return;
+  }
+  std::string seen = "a worker process (pid " + std::to_string(w->pid) + ") " +
+                     describe_status(status, w->kill_reason) + " before it was ready";
+  bool killed_outside =
+      WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL && w->kill_cause == KillCause::none;
+  if (killed_outside) {
+    if (++start_kills_ >= kMaxStartKills)
+      start_failure(std::to_string(kMaxStartKills) +
+                        " worker processes in a row were SIGKILLed before they were ready, "
+                        "the last one: " +
+                        seen,
+                    true);
+    return;
+  }
+  start_failure(seen + "; does main() call cfx::init(argc, argv) as its first line?", false);
 }
 
 // Call `t` was running when its worker died. If the pool killed the worker for it, it ends
@@ -392,7 +431,10 @@ void ProcessPoolCore::charge_running(const Worker& w, RemoteTask* t, std::uint64
 void ProcessPoolCore::start_failure(const std::string& why, bool fatal) {
   if (fatal || ++start_failures_ >= kMaxStartFailures) {
     start_failed_ = true;
-    break_pool(why);
+    break_pool(fatal || kMaxStartFailures == 1
+                   ? why
+                   : std::to_string(kMaxStartFailures) +
+                         " worker processes in a row failed to start; the last one: " + why);
   }
 }
 

@@ -29,10 +29,12 @@
 
 #include <fcntl.h>
 #include <signal.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
+#include <cstring>
 
 #include <boost/asio/post.hpp>
 #include <boost/asio/write.hpp>
@@ -302,6 +304,15 @@ bool ProcessPoolCore::spawn_worker() {
     return false;
   }
   w->pid = w->proc->id();
+  // Its own pidfd: the child is not reaped yet, so its pid cannot name another process.
+  int watch = static_cast<int>(::syscall(SYS_pidfd_open, w->pid, 0));
+  if (watch < 0) {
+    w->proc->terminate();  // kills and reaps it: without a watch its exit would go unseen
+    start_failure("a worker process could not be watched: " + std::string(std::strerror(errno)),
+                  true);
+    return false;
+  }
+  w->exit_watch.assign(watch);
   workers_.push_back(w);
   queue_.add_worker(w->pid);
   watch_start(w);
@@ -404,7 +415,7 @@ void ProcessPoolCore::check_header(const WorkerSlot& w, const FrameHeader& h) co
 void ProcessPoolCore::on_frame(const Worker& w, Frame& frame) {
   if (frame.kind == FrameKind::hello) {
     w->ready = true;
-    start_failures_ = 0;
+    start_failures_ = start_kills_ = 0;
     w->timer.cancel();
     head_changed(w);  // arms the timeout of a call sent before the hello
   } else if (frame.kind == FrameKind::skipped) {
@@ -446,6 +457,7 @@ void ProcessPoolCore::remove_worker(const Worker& w) {
   boost::system::error_code ignored;
   w->to.close(ignored);
   w->from.close(ignored);
+  w->exit_watch.close(ignored);
   workers_.erase(std::remove(workers_.begin(), workers_.end(), w), workers_.end());
   queue_.remove_worker(w->pid);
 }

@@ -20,6 +20,7 @@
 
 #include <boost/asio/executor_work_guard.hpp>
 #include <boost/asio/io_context.hpp>
+#include <boost/asio/posix/stream_descriptor.hpp>
 #include <boost/asio/readable_pipe.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/writable_pipe.hpp>
@@ -78,12 +79,16 @@ class WorkerCalls final : public CallSlots {
 
 /// One worker process and its channel. Touched only on the I/O thread.
 struct WorkerSlot {
-  explicit WorkerSlot(asio::io_context& io) : to(io), from(io), timer(io) {}
+  explicit WorkerSlot(asio::io_context& io) : to(io), from(io), exit_watch(io), timer(io) {}
 
   asio::writable_pipe to;    // calls
   asio::readable_pipe from;  // replies
   // Emplaced: 1.81's move assignment breaks async_wait.
   std::optional<boost::process::v2::process> proc;
+  // A duplicate of its pidfd, readable once it exits. (Boost 1.81's process::async_wait
+  // answers a readiness with a blocking waitpid, which hung the I/O thread when the
+  // readiness was spurious; this watch reaps with WNOHANG and waits again.)
+  asio::posix::stream_descriptor exit_watch;
   asio::steady_timer timer;  // startup deadline, then the timeout of the running call
   int pid = 0;
   std::shared_ptr<WorkerCalls> calls;
@@ -195,6 +200,7 @@ class ProcessPoolCore : public std::enable_shared_from_this<ProcessPoolCore> {
 
   // faults.cpp: the fault policy
   void watch_start(const Worker& w);
+  void watch_exit(const Worker& w);
   void arm_call_timer(const Worker& w);
   void on_call_timer(const Worker& w, std::uint64_t id);
   void watch_memory();
@@ -229,7 +235,8 @@ class ProcessPoolCore : public std::enable_shared_from_this<ProcessPoolCore> {
 
   // I/O thread only
   std::vector<Worker> workers_;
-  int start_failures_ = 0;
+  int start_failures_ = 0;  // workers in a row that failed before their hello
+  int start_kills_ = 0;     // workers in a row SIGKILLed from outside before their hello
   bool start_failed_ = false;
   bool draining_ = false;
   bool stopping_ = false;  // stop_workers: every call ends cancelled, no new worker
