@@ -63,6 +63,7 @@ ProcessPoolCore::ProcessPoolCore(ProcessPoolOptions options)
       queue_([this] { asio::post(io_, [self = shared_from_this()] { self->dispatch(); }); }) {}
 
 void ProcessPoolCore::start() {
+  launch_thread_ = std::thread([this] { launch_io_.run(); });
   io_thread_ = std::thread([self = shared_from_this()] { self->run_io(); });
 }
 
@@ -133,6 +134,9 @@ void ProcessPoolCore::run_io() {
   sigaddset(&pipe_set, SIGPIPE);
   pthread_sigmask(SIG_BLOCK, &pipe_set, nullptr);
   io_.run();
+  // Every launch has ended (check_drained waits for them): the launcher thread is idle.
+  launch_guard_.reset();
+  launch_thread_.join();
 }
 
 void ProcessPoolCore::dispatch() {
@@ -140,11 +144,11 @@ void ProcessPoolCore::dispatch() {
   for (;;) {
     // Spawning blocks this thread for a few ms: fill the windows only when no worker is due.
     // With every worker started, the queue is looked at once, by fill_windows.
-    if (workers_.size() < max_workers_ && !start_failed_ && !stopping_) {
+    if (workers_.size() + launching_ < max_workers_ && !start_failed_ && !stopping_) {
       auto queued = queue_.begin_dispatch();
       if (!queued) break;  // broken
       if (should_spawn(*queued)) {
-        if (!spawn_worker()) break;
+        start_launch();
         continue;
       }
     }
@@ -158,7 +162,7 @@ void ProcessPoolCore::dispatch() {
 
 bool ProcessPoolCore::should_spawn(std::size_t queued) {
   // More work than workers (and room for another): start one (Python spawns on demand too).
-  return queued + in_flight_total() > workers_.size();
+  return queued + in_flight_total() > workers_.size() + launching_;
 }
 
 std::size_t ProcessPoolCore::in_flight_total() const {
@@ -287,35 +291,59 @@ void ProcessPoolCore::head_changed(const Worker& w) {
 
 // ---- I/O thread: workers and their channels ---------------------------------------------
 
-bool ProcessPoolCore::spawn_worker() {
-  auto w = std::make_shared<WorkerSlot>(io_);
-  try {
-    LaunchedWorker launched = launch_worker(options_.start_method, io_.get_executor());
-    w->proc.emplace(std::move(launched.process));
-    w->calls = std::make_shared<WorkerCalls>(std::move(launched.slots), weak_from_this());
-    w->calls->worker = w;
-    // assign() takes a descriptor only when it succeeds: release it from its Fd after.
-    w->to.assign(launched.calls.get());
-    launched.calls.release();
-    w->from.assign(launched.replies.get());
-    launched.replies.release();
-  } catch (const std::exception& e) {
-    start_failure(std::string("a worker process could not be started: ") + e.what(), true);
-    return false;
-  }
-  w->pid = w->proc->id();
-  // Its own pidfd: the child is not reaped yet, so its pid cannot name another process.
-  int watch = static_cast<int>(::syscall(SYS_pidfd_open, w->pid, 0));
-  if (watch < 0) {
-    w->proc->terminate();  // kills and reaps it: without a watch its exit would go unseen
+// Starting a worker takes milliseconds (a fork, or a fork and an exec and the launcher's
+// wait for it): it runs on the launcher thread, so that the I/O thread keeps serving the
+// other workers meanwhile (a crash storm would otherwise starve them).
+void ProcessPoolCore::start_launch() {
+  ++launching_;
+  asio::post(launch_io_, [this] {
+    auto launched = std::make_shared<std::optional<LaunchedWorker>>();
+    std::string error;
+    try {
+      launched->emplace(launch_worker(options_.start_method, io_.get_executor()));
+    } catch (const std::exception& e) {
+      error = e.what();
+    }
+    asio::post(io_, [self = shared_from_this(), launched, error = std::move(error)] {
+      self->on_launched(std::move(*launched), error);
+    });
+  });
+}
+
+void ProcessPoolCore::on_launched(std::optional<LaunchedWorker> launched, const std::string& error) {
+  --launching_;
+  if (!launched) {
+    start_failure("a worker process could not be started: " + error, true);
+  } else if (!adopt_worker(std::move(*launched))) {
     start_failure("a worker process could not be watched: " + std::string(std::strerror(errno)),
                   true);
+  }
+  dispatch();
+}
+
+bool ProcessPoolCore::adopt_worker(LaunchedWorker launched) {
+  auto w = std::make_shared<WorkerSlot>(io_);
+  w->proc.emplace(std::move(launched.process));
+  w->pid = w->proc->id();
+  // Its own pidfd: the child is not reaped yet, so its pid cannot name another process.
+  Fd watch(static_cast<int>(::syscall(SYS_pidfd_open, w->pid, 0)));
+  if (watch.get() < 0) {
+    w->proc->terminate();  // kills and reaps it: without a watch its exit would go unseen
     return false;
   }
-  w->exit_watch.assign(watch);
+  w->calls = std::make_shared<WorkerCalls>(std::move(launched.slots), weak_from_this());
+  w->calls->worker = w;
+  // assign() takes a descriptor only when it succeeds: release it from its Fd after.
+  w->exit_watch.assign(watch.get());
+  watch.release();
+  w->to.assign(launched.calls.get());
+  launched.calls.release();
+  w->from.assign(launched.replies.get());
+  launched.replies.release();
   workers_.push_back(w);
   queue_.add_worker(w->pid);
   watch_start(w);
+  if (stopping_ || start_failed_) kill_worker(w, KillCause::stopped, 0, "the pool is stopping");
   if (options_.initializer) send(w, new InitCall(*options_.initializer, weak_from_this()));
   start_reading(w);
   return true;
@@ -472,7 +500,7 @@ void ProcessPoolCore::check_drained() {
   for (auto& w : workers_)
     if (!w->in_flight.empty()) return;
   for (auto& w : workers_) close_channel(w);
-  if (workers_.empty()) {
+  if (workers_.empty() && launching_ == 0) {
     memory_timer_.cancel();
     stop_timer_.cancel();
     guard_.reset();  // io_.run() returns once the last handler ran

@@ -184,7 +184,9 @@ class ProcessPoolCore : public std::enable_shared_from_this<ProcessPoolCore> {
   std::vector<RemoteTask*> take_back_unstarted(const Worker& w, bool keep_first);
   void head_changed(const Worker& w);
   // pool.cpp: workers and their channels
-  bool spawn_worker();
+  void start_launch();
+  void on_launched(std::optional<LaunchedWorker> launched, const std::string& error);
+  bool adopt_worker(LaunchedWorker launched);
   void flush(const Worker& w);
   void start_reading(const Worker& w);
   void on_read(const Worker& w, boost::system::error_code ec, std::size_t n);
@@ -228,6 +230,11 @@ class ProcessPoolCore : public std::enable_shared_from_this<ProcessPoolCore> {
   asio::steady_timer reactor_{io_};
   asio::steady_timer memory_timer_{io_};  // worker_memory_limit checks of running calls
   asio::steady_timer stop_timer_{io_};    // terminate_workers(): SIGKILL after a grace
+  // The launcher thread starts workers (start_launch); it lives as long as the I/O thread.
+  asio::io_context launch_io_;
+  asio::executor_work_guard<asio::io_context::executor_type> launch_guard_{
+      asio::make_work_guard(launch_io_)};
+  std::thread launch_thread_;
   std::thread io_thread_;
   std::atomic<std::thread::id> io_thread_id_{};
   std::mutex join_mutex_;
@@ -239,6 +246,7 @@ class ProcessPoolCore : public std::enable_shared_from_this<ProcessPoolCore> {
   int start_kills_ = 0;     // workers in a row SIGKILLed from outside before their hello
   bool start_failed_ = false;
   bool draining_ = false;
+  std::size_t launching_ = 0;  // launches posted to the launcher thread, not yet adopted
   bool stopping_ = false;  // stop_workers: every call ends cancelled, no new worker
   bool watching_memory_ = false;
 };
