@@ -1,9 +1,12 @@
 // The process backend's channel (backends/process/channel.hpp): frames, the call and result
-// frames, and FrameSplitter, which cuts the byte stream read from a pipe back into frames.
+// frames, the pool's check of a reply's header, FrameSplitter, which cuts the byte stream read
+// from a pipe back into frames, and the call slots.
 #include <doctest/doctest.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <array>
+#include <atomic>
 #include <concepts>
 #include <cstdint>
 #include <cstring>
@@ -49,17 +52,27 @@ namespace {
 
 using cfx::SerializationError;
 using cfx::detail::begin_frame;
+using cfx::detail::check_reply_header;
 using cfx::detail::decode_value;
 using cfx::detail::encode_value;
 using cfx::detail::finish_frame;
+using cfx::detail::Frame;
+using cfx::detail::FrameHeader;
 using cfx::detail::FrameKind;
 using cfx::detail::FrameSplitter;
+using cfx::detail::kFrameHeaderSize;
+using cfx::detail::kMinFrameLength;
+using cfx::detail::max_frame_length;
 using cfx::detail::read_reply;
 using cfx::detail::Reader;
 using cfx::detail::Reply;
 using cfx::detail::TaskEntry;
 using cfx::detail::write_call_frame;
 using cfx::detail::Writer;
+
+/// What FrameSplitter offers to read before it knows better, and the least it grows by
+/// (kMinRead in channel.cpp).
+constexpr std::size_t kMinRead = 1 << 16;
 
 /// A RemoteTask that only carries its fields (the channel reads nothing else).
 class TestTask final : public cfx::detail::RemoteTask {
@@ -106,11 +119,24 @@ std::uint64_t u64_at(const std::vector<char>& buf, std::size_t at) {
   return v;
 }
 
-/// [u64 length][body], the body taken as is (no kind added).
-void append_raw_frame(std::vector<char>& stream, std::string_view body) {
+/// [u64 length][u8 kind][u64 id][body], written by hand (not by begin_frame).
+void append_raw_frame(std::vector<char>& stream, FrameKind kind, std::uint64_t id,
+                      std::string_view body) {
   Writer w(stream);
-  w.put(static_cast<std::uint64_t>(body.size()));
+  w.put(static_cast<std::uint64_t>(kMinFrameLength + body.size()));
+  w.put(kind);
+  w.put(id);
   w.put_bytes(body.data(), body.size());
+}
+
+/// A frame's header alone, claiming `length`.
+std::vector<char> raw_header(std::uint64_t length, FrameKind kind, std::uint64_t id) {
+  std::vector<char> out;
+  Writer w(out);
+  w.put(length);
+  w.put(kind);
+  w.put(id);
+  return out;
 }
 
 /// A body of `n` bytes that differs from frame to frame.
@@ -124,36 +150,59 @@ std::string pattern(std::size_t n, unsigned seed) {
   return s;
 }
 
+/// A frame to build a stream from, and what came out of a splitter.
+struct RawFrame {
+  FrameKind kind = FrameKind::result;
+  std::uint64_t id = 0;
+  std::string body;
+  bool operator==(const RawFrame&) const = default;
+};
+
 struct Split {
-  std::vector<std::string> bodies;
+  std::vector<RawFrame> frames;
   std::vector<std::size_t> ends;  // stream bytes committed when each frame came out
 };
 
+/// Copies `data` into the splitter's space and commits it; the space must hold it.
+void put_all(FrameSplitter& s, const char* data, std::size_t n) {
+  auto space = s.space();
+  REQUIRE(space.size() >= n);
+  std::memcpy(space.data(), data, n);
+  s.commit(n);
+}
+
 /// Feeds `stream` to `s` in reads of at most `chunk` bytes (or sizes from `chunk_of`), taking
-/// frames after each read. Checks that space() is never empty and always holds what the
-/// current frame still needs.
+/// frames after each read. Checks on every space(): it is never empty; once the current
+/// frame's header is in, it holds what the frame still needs, or at least as much again as
+/// has arrived of it; and the buffer behind it never grows past twice what was buffered.
 template <class ChunkOf>
 requires std::invocable<ChunkOf&> Split feed(FrameSplitter& s, const std::vector<char>& stream,
                                              ChunkOf chunk_of, std::size_t frame_start = 0) {
   Split out;
   std::size_t pos = 0;
+  std::size_t most_buffered = kMinRead;
   while (pos < stream.size()) {
     auto space = s.space();
     REQUIRE(!space.empty());
-    // Once the current frame's length is in, space() has room for the rest of it.
-    if (pos - frame_start >= sizeof(std::uint64_t)) {
+    std::size_t buffered = pos - frame_start;  // complete frames were all taken
+    CHECK(s.buffered() == buffered);
+    most_buffered = std::max(most_buffered, buffered);
+    CHECK(buffered + space.size() <= 2 * most_buffered);
+    if (buffered >= kFrameHeaderSize) {
       std::uint64_t len = u64_at(stream, frame_start);
       std::size_t need = frame_start + sizeof(std::uint64_t) + len - pos;
-      REQUIRE(space.size() >= need);
+      REQUIRE(space.size() >= std::min(need, std::max(buffered, kMinRead)));
+    } else {
+      REQUIRE(space.size() >= kMinRead);
     }
     std::size_t n = std::min({chunk_of(), space.size(), stream.size() - pos});
     std::memcpy(space.data(), stream.data() + pos, n);
     s.commit(n);
     pos += n;
     while (auto frame = s.next()) {
-      out.bodies.push_back(rest(*frame));
+      out.frames.push_back({frame->kind, frame->id, rest(frame->body)});
       out.ends.push_back(pos);
-      frame_start += sizeof(std::uint64_t) + out.bodies.back().size();
+      frame_start += kFrameHeaderSize + out.frames.back().body.size();
     }
   }
   CHECK(!s.next());
@@ -164,14 +213,22 @@ Split feed(FrameSplitter& s, const std::vector<char>& stream, std::size_t chunk)
   return feed(s, stream, [chunk] { return chunk; });
 }
 
-/// Builds a stream of frames with the given bodies; returns where each frame ends.
-std::vector<std::size_t> build(std::vector<char>& stream, const std::vector<std::string>& bodies) {
+/// Builds a stream of frames; returns where each frame ends.
+std::vector<std::size_t> build(std::vector<char>& stream, const std::vector<RawFrame>& frames) {
   std::vector<std::size_t> ends;
-  for (const auto& b : bodies) {
-    append_raw_frame(stream, b);
+  for (const auto& f : frames) {
+    append_raw_frame(stream, f.kind, f.id, f.body);
     ends.push_back(stream.size());
   }
   return ends;
+}
+
+/// Result frames numbered from 1, with the given bodies.
+std::vector<RawFrame> results_with(const std::vector<std::string>& bodies) {
+  std::vector<RawFrame> frames;
+  std::uint64_t id = 0;
+  for (const auto& b : bodies) frames.push_back({FrameKind::result, ++id, b});
+  return frames;
 }
 
 std::vector<char> reply_body(std::uint32_t count, const std::vector<char>& results,
@@ -198,57 +255,85 @@ std::vector<char> encoded_exception(E e, std::string_view task) {
   return out;
 }
 
-/// One call frame of `calls` to `task`, as the pool writes it, answered as the worker
-/// answers it: the bytes of the result frame.
+/// One call frame (call `id`) of `calls` to `task`, as the pool writes it, answered as the
+/// worker answers it: the bytes of the result frame. Unless a call throws (`all_run` false),
+/// the worker reads every argument.
 template <class Tuple>
-std::vector<char> answered(const TaskEntry& task, const std::vector<Tuple>& calls) {
+std::vector<char> answered(const TaskEntry& task, const std::vector<Tuple>& calls,
+                           std::uint64_t id = 1, bool all_run = true) {
   TestTask call_task;
   call_task.task = &task;
   call_task.count = static_cast<std::uint32_t>(calls.size());
   call_task.args = cfx::detail::encode_args(task, calls.data(), calls.size());
   std::vector<char> to_worker;
-  write_call_frame(to_worker, call_task);
-  Reader call(to_worker.data() + 8, to_worker.size() - 8);
-  REQUIRE(call.get<FrameKind>() == FrameKind::call);
+  write_call_frame(to_worker, call_task, id);
+  FrameSplitter worker(max_frame_length());
+  put_all(worker, to_worker.data(), to_worker.size());
+  auto call = worker.next();
+  REQUIRE(call);
+  REQUIRE(call->kind == FrameKind::call);
+  REQUIRE(call->id == id);
   std::vector<char> reply;
-  cfx::detail::answer_call(call, reply, ::getpid());
+  cfx::detail::answer_call(call->id, call->body, reply, ::getpid());
+  CHECK(exhausted(call->body) == all_run);
   return reply;
+}
+
+/// The pool's side of one reply frame in `bytes`: split, header checked as the answer to call
+/// `id`, body read.
+struct ReadBack {
+  std::vector<char> bytes;  // keeps the frame's body alive
+  FrameSplitter splitter{max_frame_length()};
+  Frame frame;
+};
+void read_back(ReadBack& rb, std::uint64_t id) {
+  put_all(rb.splitter, rb.bytes.data(), rb.bytes.size());
+  auto h = rb.splitter.header();
+  REQUIRE(h);
+  CHECK_NOTHROW(check_reply_header(*h, false, id));
+  auto frame = rb.splitter.next();
+  REQUIRE(frame);
+  CHECK(!rb.splitter.next());
+  rb.frame = *frame;
 }
 
 }  // namespace
 
 TEST_SUITE("process channel") {
-  TEST_CASE("channel: begin_frame and finish_frame write the frame's length and kind") {
+  TEST_CASE("channel: begin_frame and finish_frame write the frame's length, kind and id") {
     std::vector<char> out{'x', 'y', 'z'};  // frames are appended after what is there
     Writer w(out);
-    auto at = begin_frame(w, FrameKind::hello);
+    auto at = begin_frame(w, FrameKind::hello, 0);
     CHECK(at == 3);
-    CHECK(out.size() == 3 + 8 + 1);
+    CHECK(out.size() == 3 + kFrameHeaderSize);
     w.put(std::int32_t{1234});
     finish_frame(w, at);
-    CHECK(u64_at(out, 3) == 1 + 4);
+    CHECK(u64_at(out, 3) == kMinFrameLength + 4);
     CHECK(static_cast<FrameKind>(out[3 + 8]) == FrameKind::hello);
+    CHECK(u64_at(out, 3 + 9) == 0);
 
-    auto at2 = begin_frame(w, FrameKind::result);
-    CHECK(at2 == 3 + 8 + 5);
+    auto at2 = begin_frame(w, FrameKind::result, 77);
+    CHECK(at2 == 3 + kFrameHeaderSize + 4);
     std::string body = pattern(70000, 1);
     w.put_bytes(body.data(), body.size());
     finish_frame(w, at2);
-    CHECK(u64_at(out, at2) == 1 + body.size());
+    CHECK(u64_at(out, at2) == kMinFrameLength + body.size());
     CHECK(static_cast<FrameKind>(out[at2 + 8]) == FrameKind::result);
-    CHECK(out.size() == at2 + 8 + 1 + body.size());
+    CHECK(u64_at(out, at2 + 9) == 77);
+    CHECK(out.size() == at2 + kFrameHeaderSize + body.size());
     // The first frame is untouched.
-    CHECK(u64_at(out, 3) == 5);
+    CHECK(u64_at(out, 3) == 13);
     CHECK(std::string(out.data(), 3) == "xyz");
 
-    // A frame with nothing but its kind.
-    auto at3 = begin_frame(w, FrameKind::call);
+    // A frame with nothing but its kind and id: the skipped frame.
+    auto at3 = begin_frame(w, FrameKind::skipped, std::numeric_limits<std::uint64_t>::max());
     finish_frame(w, at3);
-    CHECK(u64_at(out, at3) == 1);
-    CHECK(out.size() == at3 + 9);
+    CHECK(u64_at(out, at3) == kMinFrameLength);
+    CHECK(u64_at(out, at3 + 9) == std::numeric_limits<std::uint64_t>::max());
+    CHECK(out.size() == at3 + kFrameHeaderSize);
   }
 
-  TEST_CASE("channel: write_call_frame writes [len][call][count][task][args]") {
+  TEST_CASE("channel: write_call_frame writes [len][call][id][count][task][args]") {
     TaskEntry entry;
     entry.name = "some.task";
     TestTask task;
@@ -262,29 +347,30 @@ TEST_SUITE("process channel") {
       }
     }
     std::vector<char> out{'p'};
-    write_call_frame(out, task);
-    const std::size_t body_size = 1 + 4 + 4 + entry.name.size() + task.args.size();
-    REQUIRE(out.size() == 1 + 8 + body_size);
+    write_call_frame(out, task, 42);
+    const std::size_t length = 1 + 8 + 4 + 4 + entry.name.size() + task.args.size();
+    REQUIRE(out.size() == 1 + 8 + length);
     CHECK(out[0] == 'p');
-    CHECK(u64_at(out, 1) == body_size);
+    CHECK(u64_at(out, 1) == length);
+    CHECK(static_cast<FrameKind>(out[1 + 8]) == FrameKind::call);
+    CHECK(u64_at(out, 1 + 9) == 42);
 
     // Read back as the worker does: through a FrameSplitter.
-    FrameSplitter s;
+    FrameSplitter s(max_frame_length());
     std::vector<char> stream(out.begin() + 1, out.end());
-    auto space = s.space();
-    REQUIRE(space.size() >= stream.size());
-    std::memcpy(space.data(), stream.data(), stream.size());
-    s.commit(stream.size());
+    put_all(s, stream.data(), stream.size());
     auto frame = s.next();
     REQUIRE(frame);
-    CHECK(frame->get<FrameKind>() == FrameKind::call);
-    CHECK(frame->get<std::uint32_t>() == 3);
-    CHECK(frame->get_string() == "some.task");
+    CHECK(frame->kind == FrameKind::call);
+    CHECK(frame->id == 42);
+    Reader& body = frame->body;
+    CHECK(body.get<std::uint32_t>() == 3);
+    CHECK(body.get_string() == "some.task");
     for (int i = 0; i < 3; ++i) {
-      CHECK(decode_value<int>(*frame) == i * 10);
-      CHECK(decode_value<std::string>(*frame) == std::string(static_cast<std::size_t>(i), 'a'));
+      CHECK(decode_value<int>(body) == i * 10);
+      CHECK(decode_value<std::string>(body) == std::string(static_cast<std::size_t>(i), 'a'));
     }
-    CHECK(exhausted(*frame));
+    CHECK(exhausted(body));
     CHECK(!s.next());
   }
 
@@ -295,11 +381,12 @@ TEST_SUITE("process channel") {
     task.task = &entry;
     task.count = 0;
     std::vector<char> out;
-    write_call_frame(out, task);
-    CHECK(out.size() == 8 + 1 + 4 + 4);
-    CHECK(u64_at(out, 0) == 9);
+    write_call_frame(out, task, 1);
+    CHECK(out.size() == kFrameHeaderSize + 4 + 4);
+    CHECK(u64_at(out, 0) == kMinFrameLength + 8);
     Reader r(out.data() + 8, out.size() - 8);
     CHECK(r.get<FrameKind>() == FrameKind::call);
+    CHECK(r.get<std::uint64_t>() == 1);
     CHECK(r.get<std::uint32_t>() == 0);
     CHECK(r.get_string().empty());
     CHECK(exhausted(r));
@@ -316,52 +403,78 @@ TEST_SUITE("process channel") {
     task.args = cfx::detail::encode_args(add, calls.data(), calls.size());
 
     std::vector<char> to_worker;
-    write_call_frame(to_worker, task);
-    write_call_frame(to_worker, task);  // two frames in one write
+    write_call_frame(to_worker, task, 1);
+    write_call_frame(to_worker, task, 2);  // two frames in one write
 
     // The worker: split, check the kind, serve.
-    FrameSplitter worker;
+    FrameSplitter worker(max_frame_length());
     auto replies_written = std::vector<char>{};
-    auto split = feed(worker, to_worker, 7);
-    REQUIRE(split.bodies.size() == 2);
-    for (const auto& body : split.bodies) {
-      Reader call(body.data(), body.size());
-      REQUIRE(call.get<FrameKind>() == FrameKind::call);
-      cfx::detail::answer_call(call, replies_written, ::getpid());
-      CHECK(exhausted(call));
-    }
-
-    // The pool: split the replies and read them.
-    FrameSplitter pool;
-    auto replies = feed(pool, replies_written, 5);
-    REQUIRE(replies.bodies.size() == 2);
-    for (const auto& body : replies.bodies) {
-      Reader frame(body.data(), body.size());
-      REQUIRE(frame.get<FrameKind>() == FrameKind::result);
-      Reply reply = read_reply(frame);
-      CHECK(exhausted(frame));
-      CHECK(reply.count == 4);
-      CHECK(!reply.error);
-      std::vector<int> sums;
-      for (std::uint32_t i = 0; i < reply.count; ++i) {
-        std::optional<int> v;
-        add.decode_result(add, reply.results, &v);
-        REQUIRE(v);
-        sums.push_back(*v);
+    std::vector<char> to_worker_copy = to_worker;
+    std::uint64_t expected_id = 0;
+    std::size_t served = 0;
+    std::size_t pos = 0;
+    while (pos < to_worker_copy.size()) {  // reads of 7 bytes
+      auto space = worker.space();
+      std::size_t n = std::min({std::size_t{7}, space.size(), to_worker_copy.size() - pos});
+      std::memcpy(space.data(), to_worker_copy.data() + pos, n);
+      worker.commit(n);
+      pos += n;
+      while (auto call = worker.next()) {
+        REQUIRE(call->kind == FrameKind::call);
+        CHECK(call->id == ++expected_id);
+        cfx::detail::answer_call(call->id, call->body, replies_written, ::getpid());
+        CHECK(exhausted(call->body));
+        ++served;
       }
-      CHECK(sums == std::vector<int>{3, 0, 1234, -1});
-      CHECK(exhausted(reply.results));
     }
+    REQUIRE(served == 2);
+
+    // The pool: split the replies, check each header as the answer to the oldest call, read.
+    FrameSplitter pool(max_frame_length());
+    std::uint64_t next_call = 1;
+    std::size_t read = 0;
+    pos = 0;
+    while (pos < replies_written.size()) {  // reads of 5 bytes
+      auto space = pool.space();
+      std::size_t n = std::min({std::size_t{5}, space.size(), replies_written.size() - pos});
+      std::memcpy(space.data(), replies_written.data() + pos, n);
+      pool.commit(n);
+      pos += n;
+      for (;;) {
+        if (auto h = pool.header()) check_reply_header(*h, false, next_call);
+        auto frame = pool.next();
+        if (!frame) break;
+        REQUIRE(frame->kind == FrameKind::result);
+        CHECK(frame->id == next_call);
+        ++next_call;
+        Reply reply = read_reply(frame->body);
+        CHECK(exhausted(frame->body));
+        CHECK(reply.count == 4);
+        CHECK(!reply.error);
+        std::vector<int> sums;
+        for (std::uint32_t i = 0; i < reply.count; ++i) {
+          std::optional<int> v;
+          add.decode_result(add, reply.results, &v);
+          REQUIRE(v);
+          sums.push_back(*v);
+        }
+        CHECK(sums == std::vector<int>{3, 0, 1234, -1});
+        CHECK(exhausted(reply.results));
+        ++read;
+      }
+    }
+    CHECK(read == 2);
   }
 
   TEST_CASE("channel: msgpack arguments and results travel too") {
     const TaskEntry& repeat = cfx::detail::registered_task(&channel_test::repeat);
     std::vector<std::tuple<std::string, int>> calls{{"ab", 3}, {"", 5}, {"xyz", 0}};
-    std::vector<char> reply_bytes = answered(repeat, calls);
-
-    Reader frame(reply_bytes.data() + 8, reply_bytes.size() - 8);
-    REQUIRE(frame.get<FrameKind>() == FrameKind::result);
-    Reply reply = read_reply(frame);
+    ReadBack rb;
+    rb.bytes = answered(repeat, calls, 9);
+    read_back(rb, 9);
+    REQUIRE(rb.frame.kind == FrameKind::result);
+    CHECK(rb.frame.id == 9);
+    Reply reply = read_reply(rb.frame.body);
     REQUIRE(reply.count == 3);
     CHECK(decode_value<std::string>(reply.results) == "ababab");
     CHECK(decode_value<std::string>(reply.results) == "");
@@ -373,13 +486,15 @@ TEST_SUITE("process channel") {
   TEST_CASE("channel: a call that throws ends the reply with its exception") {
     const TaskEntry& nn = cfx::detail::registered_task(&channel_test::non_negative);
     std::vector<std::tuple<int>> calls{{4}, {9}, {-3}, {5}};
-    std::vector<char> reply_bytes = answered(nn, calls);
+    std::vector<char> reply_bytes = answered(nn, calls, 3, false);  // {5} is never run
 
-    FrameSplitter pool;
+    FrameSplitter pool(max_frame_length());
     auto split = feed(pool, reply_bytes, 1);
-    REQUIRE(split.bodies.size() == 1);
-    Reader frame(split.bodies[0].data(), split.bodies[0].size());
-    REQUIRE(frame.get<FrameKind>() == FrameKind::result);
+    REQUIRE(split.frames.size() == 1);
+    CHECK(split.frames[0].kind == FrameKind::result);
+    CHECK(split.frames[0].id == 3);
+    const std::string& body = split.frames[0].body;
+    Reader frame(body.data(), body.size());
     Reply reply = read_reply(frame);
     CHECK(exhausted(frame));
     REQUIRE(reply.count == 2);
@@ -401,6 +516,28 @@ TEST_SUITE("process channel") {
     } catch (...) {
       FAIL("not a std::domain_error");
     }
+  }
+
+  TEST_CASE("channel: an unregistered task's call is answered with an error, not a crash") {
+    TaskEntry entry;
+    entry.name = "channel_test::nobody_registered_this";
+    TestTask task;
+    task.task = &entry;
+    task.count = 2;
+    task.args = {'j', 'u', 'n', 'k'};
+    std::vector<char> to_worker;
+    write_call_frame(to_worker, task, 5);
+    FrameSplitter worker(max_frame_length());
+    put_all(worker, to_worker.data(), to_worker.size());
+    auto call = worker.next();
+    REQUIRE(call);
+    ReadBack rb;
+    cfx::detail::answer_call(call->id, call->body, rb.bytes, ::getpid());
+    read_back(rb, 5);
+    Reply reply = read_reply(rb.frame.body);
+    CHECK(reply.count == 0);
+    REQUIRE(reply.error);
+    CHECK_THROWS_AS(std::rethrow_exception(reply.error), cfx::Error);
   }
 
   TEST_CASE("channel: read_reply of a hand-built result frame") {
@@ -513,110 +650,302 @@ TEST_SUITE("process channel") {
     CHECK_THROWS_AS(read_reply(frame), SerializationError);
   }
 
+  TEST_CASE("channel: check_reply_header takes only the answer to the oldest call") {
+    const auto max = max_frame_length();
+    auto header = [](FrameKind kind, std::uint64_t id, std::uint64_t body = 0) {
+      return FrameHeader{kMinFrameLength + body, kind, id};
+    };
+    auto bad = [](FrameHeader h, bool hello_expected, std::optional<std::uint64_t> next) {
+      CHECK_THROWS_AS(check_reply_header(h, hello_expected, next), SerializationError);
+    };
+
+    SUBCASE("the right id and kind") {
+      CHECK_NOTHROW(check_reply_header(header(FrameKind::result, 7, 100), false, 7));
+      CHECK_NOTHROW(check_reply_header(header(FrameKind::result, 7), false, 7));
+      CHECK_NOTHROW(check_reply_header(header(FrameKind::skipped, 7), false, 7));
+      CHECK_NOTHROW(check_reply_header(FrameHeader{max, FrameKind::result, 1}, false, 1));
+    }
+    SUBCASE("a kind a worker never sends") {
+      bad(header(FrameKind::call, 7, 20), false, 7);
+      bad(header(static_cast<FrameKind>(0), 7), false, 7);
+      bad(header(static_cast<FrameKind>(5), 7), false, 7);
+      bad(header(static_cast<FrameKind>(255), 7), false, 7);
+    }
+    SUBCASE("another call's id") {
+      bad(header(FrameKind::result, 8, 20), false, 7);
+      bad(header(FrameKind::result, 6, 20), false, 7);
+      bad(header(FrameKind::skipped, 0), false, 7);
+      bad(header(FrameKind::result, 7 + (std::uint64_t{1} << 32), 20), false, 7);
+    }
+    SUBCASE("no call held") {
+      bad(header(FrameKind::result, 1, 20), false, std::nullopt);
+      bad(header(FrameKind::skipped, 0), false, std::nullopt);
+    }
+    SUBCASE("a skipped frame with a body") {
+      bad(header(FrameKind::skipped, 7, 1), false, 7);
+      bad(header(FrameKind::skipped, 7, 1000), false, 7);
+    }
+    SUBCASE("a length out of bounds") {
+      bad(FrameHeader{kMinFrameLength - 1, FrameKind::result, 7}, false, 7);
+      bad(FrameHeader{0, FrameKind::result, 7}, false, 7);
+      bad(FrameHeader{max + 1, FrameKind::result, 7}, false, 7);
+      bad(FrameHeader{std::numeric_limits<std::uint64_t>::max(), FrameKind::result, 7}, false, 7);
+      bad(FrameHeader{kMinFrameLength - 1, FrameKind::skipped, 7}, false, 7);
+    }
+    SUBCASE("the hello, when it is expected and only then") {
+      CHECK_NOTHROW(check_reply_header(header(FrameKind::hello, 0, 4), true, std::nullopt));
+      // Calls may be sent before the hello arrives; it still comes first.
+      CHECK_NOTHROW(check_reply_header(header(FrameKind::hello, 0, 4), true, 1));
+      bad(header(FrameKind::hello, 0, 4), false, std::nullopt);
+      bad(header(FrameKind::hello, 0, 4), false, 1);
+      bad(header(FrameKind::result, 1, 20), true, 1);
+      bad(header(FrameKind::skipped, 1), true, 1);
+      bad(header(FrameKind::call, 0, 4), true, std::nullopt);
+      // A hello is [i32 pid] with id 0, nothing else.
+      bad(header(FrameKind::hello, 1, 4), true, std::nullopt);
+      bad(header(FrameKind::hello, 0, 3), true, std::nullopt);
+      bad(header(FrameKind::hello, 0, 5), true, std::nullopt);
+      bad(header(FrameKind::hello, 0, 1 << 20), true, std::nullopt);
+    }
+  }
+
   TEST_CASE("frame splitter: frames fed one byte at a time") {
     std::vector<char> stream;
-    std::vector<std::string> bodies{std::string(1, '\x03') + "pid!", pattern(5000, 2), "",
-                                    std::string(1, '\x01'), pattern(9, 3)};
-    auto ends = build(stream, bodies);
-    FrameSplitter s;
+    std::vector<RawFrame> frames{{FrameKind::hello, 0, "pid!"},
+                                 {FrameKind::result, 1, pattern(5000, 2)},
+                                 {FrameKind::skipped, 2, ""},
+                                 {FrameKind::call, 3, std::string(1, '\x01')},
+                                 {FrameKind::result, 1ull << 40, pattern(9, 3)}};
+    auto ends = build(stream, frames);
+    FrameSplitter s(max_frame_length());
     CHECK(!s.next());
+    CHECK(!s.header());
     auto split = feed(s, stream, 1);
-    CHECK(split.bodies == bodies);
+    CHECK(split.frames == frames);
     // Each frame comes out as soon as its last byte arrives, and not before.
     CHECK(split.ends == ends);
+  }
+
+  TEST_CASE("frame splitter: header() before a body arrives") {
+    std::string body = pattern(1000, 8);
+    std::vector<char> stream;
+    build(stream, {{FrameKind::result, 12, body}, {FrameKind::skipped, 13, ""}});
+    FrameSplitter s(max_frame_length());
+    CHECK(!s.header());
+    // Up to the last byte of the header, nothing is known.
+    put_all(s, stream.data(), kFrameHeaderSize - 1);
+    CHECK(!s.header());
+    CHECK(!s.next());
+    CHECK(s.buffered() == kFrameHeaderSize - 1);
+    // With the header in, header() says what is coming; the frame is not complete yet.
+    put_all(s, stream.data() + kFrameHeaderSize - 1, 1);
+    auto h = s.header();
+    REQUIRE(h);
+    CHECK(h->length == kMinFrameLength + body.size());
+    CHECK(h->kind == FrameKind::result);
+    CHECK(h->id == 12);
+    CHECK(!s.next());
+    // Half of the body: the same header, still no frame.
+    put_all(s, stream.data() + kFrameHeaderSize, 500);
+    h = s.header();
+    REQUIRE(h);
+    CHECK(h->id == 12);
+    CHECK(!s.next());
+    // The rest of the body and part of the next header: the frame, then no header until the
+    // next one is complete.
+    std::size_t first_end = kFrameHeaderSize + body.size();
+    put_all(s, stream.data() + kFrameHeaderSize + 500, first_end + 5 - kFrameHeaderSize - 500);
+    auto frame = s.next();
+    REQUIRE(frame);
+    CHECK(frame->id == 12);
+    CHECK(rest(frame->body) == body);
+    CHECK(!s.header());
+    CHECK(!s.next());
+    put_all(s, stream.data() + first_end + 5, stream.size() - first_end - 5);
+    h = s.header();
+    REQUIRE(h);
+    CHECK(h->kind == FrameKind::skipped);
+    CHECK(h->id == 13);
+    CHECK(h->length == kMinFrameLength);
+    // header() does not take the frame; next() does.
+    CHECK(s.header());
+    frame = s.next();
+    REQUIRE(frame);
+    CHECK(frame->kind == FrameKind::skipped);
+    CHECK(exhausted(frame->body));
+    CHECK(!s.header());
+    CHECK(s.buffered() == 0);
+  }
+
+  TEST_CASE("frame splitter: next() refuses a length out of bounds") {
+    constexpr std::uint64_t bound = 1000;
+    for (std::uint64_t length :
+         {std::uint64_t{0}, std::uint64_t{1}, std::uint64_t{8}, bound + 1, std::uint64_t{1} << 40,
+          std::numeric_limits<std::uint64_t>::max() - 8,
+          std::numeric_limits<std::uint64_t>::max()}) {
+      CAPTURE(length);
+      FrameSplitter s(bound);
+      auto h = raw_header(length, FrameKind::result, 1);
+      // Bytes after the header: enough for a short frame to be complete.
+      h.resize(h.size() + 64, 'b');
+      put_all(s, h.data(), h.size());
+      REQUIRE(s.header());
+      CHECK(s.header()->length == length);
+      CHECK_THROWS_AS(s.next(), SerializationError);
+    }
+    // The bounds themselves are taken.
+    for (std::uint64_t length : {kMinFrameLength, bound}) {
+      CAPTURE(length);
+      FrameSplitter s(bound);
+      std::vector<char> stream;
+      append_raw_frame(stream, FrameKind::result, 2,
+                       pattern(static_cast<std::size_t>(length - kMinFrameLength), 9));
+      auto split = feed(s, stream, 100);
+      REQUIRE(split.frames.size() == 1);
+      CHECK(split.frames[0].body.size() == length - kMinFrameLength);
+    }
+  }
+
+  TEST_CASE("frame splitter: a header that claims 1 GiB costs only what arrives") {
+    for (std::uint64_t claim :
+         {std::uint64_t{1} << 30, std::numeric_limits<std::uint64_t>::max()}) {
+      CAPTURE(claim);
+      // A bound above the claim of 1 GiB, so that the frame is only refused for its length
+      // when it claims more than that.
+      FrameSplitter s(std::uint64_t{1} << 40);
+      auto h = raw_header(claim, FrameKind::result, 1);
+      REQUIRE(h.size() == kFrameHeaderSize);
+      std::size_t arrived = 0;
+      auto space = s.space();
+      std::size_t first = space.size();
+      CHECK(first <= kMinRead);
+      std::memcpy(space.data(), h.data(), h.size());
+      s.commit(h.size());
+      arrived += h.size();
+      std::string more = pattern(8 << 10, 10);
+      for (std::size_t at = 0; at < more.size(); at += 1024) {
+        if (claim <= (std::uint64_t{1} << 40)) CHECK(!s.next());
+        space = s.space();
+        // Room for the next read, never for the gigabyte announced.
+        CHECK(space.size() <= kMinRead);
+        CHECK(space.size() >= 1024);
+        std::memcpy(space.data(), more.data() + at, 1024);
+        s.commit(1024);
+        arrived += 1024;
+        CHECK(s.buffered() == arrived);
+      }
+      CHECK(s.space().size() <= kMinRead);
+      if (claim > (std::uint64_t{1} << 40)) CHECK_THROWS_AS(s.next(), SerializationError);
+    }
+    // The same claim with a megabyte arriving: the buffer grows with what arrived, at most
+    // doubling it.
+    FrameSplitter s(std::uint64_t{1} << 40);
+    auto h = raw_header(std::uint64_t{1} << 30, FrameKind::result, 1);
+    put_all(s, h.data(), h.size());
+    std::string chunk = pattern(4096, 11);
+    while (s.buffered() < (1u << 20)) {
+      auto space = s.space();
+      CHECK(s.buffered() + space.size() <= 2 * std::max(s.buffered(), kMinRead));
+      std::size_t n = std::min(space.size(), chunk.size());
+      std::memcpy(space.data(), chunk.data(), n);
+      s.commit(n);
+      CHECK(!s.next());
+    }
   }
 
   TEST_CASE("frame splitter: many frames in one read") {
     std::vector<char> stream;
     std::vector<std::string> bodies;
-    for (unsigned i = 0; i < 500; ++i) bodies.push_back(pattern(i % 97, i));
-    auto ends = build(stream, bodies);
-    REQUIRE(stream.size() < 60000);
+    for (unsigned i = 0; i < 500; ++i) bodies.push_back(pattern(i % 89, i));
+    auto frames = results_with(bodies);
+    auto ends = build(stream, frames);
+    REQUIRE(stream.size() < kMinRead);
 
-    FrameSplitter s;
-    auto space = s.space();
-    REQUIRE(space.size() >= stream.size());
-    std::memcpy(space.data(), stream.data(), stream.size());
-    s.commit(stream.size());
-    std::vector<std::string> got;
-    while (auto frame = s.next()) got.push_back(rest(*frame));
-    CHECK(got == bodies);
+    FrameSplitter s(max_frame_length());
+    put_all(s, stream.data(), stream.size());
+    std::vector<RawFrame> got;
+    while (auto frame = s.next()) got.push_back({frame->kind, frame->id, rest(frame->body)});
+    CHECK(got == frames);
     CHECK(!s.next());
 
     // And again through the same splitter, now in reads that straddle frames.
     auto split = feed(s, stream, 1000);
-    CHECK(split.bodies == bodies);
+    CHECK(split.frames == frames);
   }
 
   TEST_CASE("frame splitter: a 1 MiB frame arriving in chunks") {
     std::string big = pattern(1 << 20, 4);
     std::vector<char> stream;
-    std::vector<std::string> bodies{"small", big, "after", big.substr(0, 70000)};
-    build(stream, bodies);
+    auto frames = results_with({"small", big, "after", big.substr(0, 70000)});
+    build(stream, frames);
     for (std::size_t chunk :
          {std::size_t{4096}, std::size_t{65536}, std::size_t{12345}, std::size_t{1} << 21}) {
       CAPTURE(chunk);
-      FrameSplitter s;
+      FrameSplitter s(max_frame_length());
       auto split = feed(s, stream, chunk);
-      REQUIRE(split.bodies.size() == bodies.size());
-      for (std::size_t i = 0; i < bodies.size(); ++i) {
+      REQUIRE(split.frames.size() == frames.size());
+      for (std::size_t i = 0; i < frames.size(); ++i) {
         CAPTURE(i);
-        CHECK(split.bodies[i].size() == bodies[i].size());
-        CHECK(split.bodies[i] == bodies[i]);
+        CHECK(split.frames[i].body.size() == frames[i].body.size());
+        CHECK(split.frames[i] == frames[i]);
       }
     }
   }
 
-  TEST_CASE("frame splitter: a frame that needs the whole buffer is read in one go") {
-    // Once the length is in, space() has room for the whole frame, so a reader that fills
-    // the space it is given finishes the frame with its next read.
+  TEST_CASE("frame splitter: a large frame is read in a few reads that fill their space") {
+    // The buffer grows with what has arrived, doubling it at most, so a reader that fills
+    // the space it is given finishes a frame in a number of reads logarithmic in its size.
     std::string big = pattern(300000, 5);
     std::vector<char> stream;
-    build(stream, {big});
-    FrameSplitter s;
-    auto space = s.space();
-    std::memcpy(space.data(), stream.data(), 8);
-    s.commit(8);
-    CHECK(!s.next());
-    space = s.space();
-    REQUIRE(space.size() >= big.size());
-    std::memcpy(space.data(), stream.data() + 8, big.size());
-    s.commit(big.size());
-    auto frame = s.next();
-    REQUIRE(frame);
-    CHECK(rest(*frame) == big);
+    build(stream, {{FrameKind::result, 1, big}});
+    FrameSplitter s(max_frame_length());
+    std::size_t pos = 0;
+    int reads = 0;
+    std::optional<Frame> frame;
+    while (!frame) {
+      REQUIRE(pos < stream.size());
+      auto space = s.space();
+      CHECK(s.buffered() + space.size() <= 2 * std::max(s.buffered(), kMinRead));
+      std::size_t n = std::min(space.size(), stream.size() - pos);
+      std::memcpy(space.data(), stream.data() + pos, n);
+      s.commit(n);
+      pos += n;
+      ++reads;
+      frame = s.next();
+    }
+    CHECK(pos == stream.size());
+    CHECK(reads <= 4);  // 64 KiB, 64 KiB, 128 KiB, the rest
+    CHECK(rest(frame->body) == big);
   }
 
   TEST_CASE("frame splitter: zero-length bodies") {
     std::vector<char> stream;
-    std::vector<std::string> bodies{"", "", "x", "", pattern(100, 6), ""};
-    auto ends = build(stream, bodies);
+    auto frames = results_with({"", "", "x", "", pattern(100, 6), ""});
+    frames.push_back({FrameKind::skipped, 7, ""});
+    auto ends = build(stream, frames);
     for (std::size_t chunk : {std::size_t{1}, std::size_t{3}, std::size_t{8}, std::size_t{4096}}) {
       CAPTURE(chunk);
-      FrameSplitter s;
+      FrameSplitter s(max_frame_length());
       auto split = feed(s, stream, chunk);
-      CHECK(split.bodies == bodies);
+      CHECK(split.frames == frames);
       if (chunk == 1) CHECK(split.ends == ends);
     }
 
     // An empty body's Reader reads nothing, even with the next frame's bytes after it.
-    FrameSplitter s;
-    auto space = s.space();
-    std::memcpy(space.data(), stream.data(), stream.size());
-    s.commit(stream.size());
+    FrameSplitter s(max_frame_length());
+    put_all(s, stream.data(), stream.size());
     auto first = s.next();
     REQUIRE(first);
-    CHECK(exhausted(*first));
-    CHECK_THROWS_AS(first->get<FrameKind>(), SerializationError);
+    CHECK(first->id == 1);
+    CHECK(exhausted(first->body));
+    CHECK_THROWS_AS(first->body.get<FrameKind>(), SerializationError);
   }
 
   TEST_CASE("frame splitter: a frame's Reader reads exactly its body") {
     std::vector<char> stream;
-    build(stream, {"abc", "defgh", std::string(1, '\x02')});
-    FrameSplitter s;
-    auto space = s.space();
-    std::memcpy(space.data(), stream.data(), stream.size());
-    s.commit(stream.size());
+    build(stream, results_with({"abc", "defgh", std::string(1, '\x02')}));
+    FrameSplitter s(max_frame_length());
+    put_all(s, stream.data(), stream.size());
     auto a = s.next();
     auto b = s.next();
     auto c = s.next();
@@ -624,14 +953,17 @@ TEST_SUITE("process channel") {
     REQUIRE(b);
     REQUIRE(c);
     CHECK(!s.next());
+    CHECK(s.buffered() == 0);
     // All three stay valid until the next space().
-    CHECK(std::string_view(a->take(3), 3) == "abc");
-    CHECK_THROWS_AS(a->take(1), SerializationError);
-    CHECK_THROWS_AS(b->take(6), SerializationError);
-    CHECK(std::string_view(b->take(5), 5) == "defgh");
-    CHECK(exhausted(*b));
-    CHECK(c->get<FrameKind>() == FrameKind::result);
-    CHECK(exhausted(*c));
+    CHECK(std::string_view(a->body.take(3), 3) == "abc");
+    CHECK_THROWS_AS(a->body.take(1), SerializationError);
+    CHECK_THROWS_AS(b->body.take(6), SerializationError);
+    CHECK(std::string_view(b->body.take(5), 5) == "defgh");
+    CHECK(exhausted(b->body));
+    CHECK(c->body.get<FrameKind>() == FrameKind::result);
+    CHECK(exhausted(c->body));
+    CHECK(a->id == 1);
+    CHECK(c->id == 3);
   }
 
   TEST_CASE("frame splitter: space() is never empty, even when every byte is used") {
@@ -639,10 +971,11 @@ TEST_SUITE("process channel") {
     std::vector<char> stream;
     std::vector<std::string> bodies;
     for (unsigned i = 0; i < 40; ++i) bodies.push_back(pattern(1000 + i * 3001, i));
-    build(stream, bodies);
-    FrameSplitter s;
+    auto frames = results_with(bodies);
+    build(stream, frames);
+    FrameSplitter s(max_frame_length());
     std::size_t pos = 0;
-    std::vector<std::string> got;
+    std::vector<RawFrame> got;
     while (pos < stream.size()) {
       auto space = s.space();
       REQUIRE(!space.empty());
@@ -659,17 +992,17 @@ TEST_SUITE("process channel") {
         s.commit(m);
         pos += m;
       }
-      while (auto frame = s.next()) got.push_back(rest(*frame));
+      while (auto frame = s.next()) got.push_back({frame->kind, frame->id, rest(frame->body)});
     }
-    CHECK(got == bodies);
+    CHECK(got == frames);
 
     // A fresh splitter offers room before anything arrives, and after a frame that
     // exactly filled the first buffer was taken.
-    FrameSplitter fresh;
+    FrameSplitter fresh(max_frame_length());
     auto first = fresh.space();
     CHECK(!first.empty());
     std::vector<char> exact;
-    build(exact, {pattern(first.size() - 8, 7)});
+    build(exact, {{FrameKind::result, 1, pattern(first.size() - kFrameHeaderSize, 7)}});
     REQUIRE(exact.size() == first.size());
     std::memcpy(first.data(), exact.data(), exact.size());
     fresh.commit(exact.size());
@@ -687,21 +1020,74 @@ TEST_SUITE("process channel") {
       return state;
     };
     std::vector<char> stream;
-    std::vector<std::string> bodies;
+    std::vector<RawFrame> frames;
     for (unsigned i = 0; i < 300; ++i) {
       unsigned kind = rnd() % 10;
       std::size_t n = kind < 3 ? 0 : kind < 8 ? rnd() % 200 : rnd() % 150000;
-      bodies.push_back(pattern(n, i));
+      frames.push_back({static_cast<FrameKind>(1 + rnd() % 4), rnd(), pattern(n, i)});
     }
-    build(stream, bodies);
-    FrameSplitter s;
+    build(stream, frames);
+    FrameSplitter s(max_frame_length());
     auto split = feed(s, stream, [&] {
       unsigned k = rnd() % 4;
       return static_cast<std::size_t>(k == 0  ? 1 + rnd() % 8
                                       : k < 3 ? 1 + rnd() % 5000
                                               : 1 + rnd() % 300000);
     });
-    CHECK(split.bodies.size() == bodies.size());
-    CHECK(split.bodies == bodies);
+    CHECK(split.frames.size() == frames.size());
+    CHECK(split.frames == frames);
+  }
+
+  TEST_CASE("channel: call slots move from queued exactly once") {
+    namespace slots = cfx::detail::slots;
+    using slots::State;
+    // The page as the worker maps it: zeroed.
+    std::vector<std::atomic<std::uint64_t>> page(slots::kCount);
+    for (auto& w : page) w.store(0);
+    auto* p = page.data();
+
+    for (State to : {State::started, State::withdrawn, State::taken_back}) {
+      CAPTURE(static_cast<int>(to));
+      const std::uint64_t id = 1 + static_cast<std::uint64_t>(to);
+      slots::queue(p, id);
+      CHECK(slots::state(p, id) == State::queued);
+      CHECK(slots::move(p, id, to));
+      CHECK(slots::state(p, id) == to);
+      // Whoever moves second loses, whatever it wanted, and changes nothing.
+      for (State again : {State::started, State::withdrawn, State::taken_back}) {
+        CHECK(!slots::move(p, id, again));
+        CHECK(slots::state(p, id) == to);
+      }
+    }
+
+    SUBCASE("a slot reused by a later call") {
+      const std::uint64_t id = 5;
+      const std::uint64_t later = id + slots::kCount;  // the same slot
+      CHECK(&slots::of(p, id) == &slots::of(p, later));
+      slots::queue(p, id);
+      // Nothing matches a call the slot does not hold.
+      CHECK(slots::state(p, later) == std::nullopt);
+      CHECK(!slots::move(p, later, State::started));
+      CHECK(slots::state(p, id) == State::queued);
+      // The later call takes the slot: the earlier one is stale now.
+      slots::queue(p, later);
+      CHECK(slots::state(p, id) == std::nullopt);
+      CHECK(!slots::move(p, id, State::withdrawn));
+      CHECK(slots::state(p, later) == State::queued);
+      CHECK(slots::move(p, later, State::withdrawn));
+      CHECK(slots::state(p, later) == State::withdrawn);
+      CHECK(slots::state(p, id) == std::nullopt);
+    }
+    SUBCASE("a call never queued") {
+      // Slot 7 holds id 0 (zeroed page): call 7 is not in it.
+      CHECK(slots::state(p, 7) == std::nullopt);
+      CHECK(!slots::move(p, 7, State::started));
+      CHECK(slots::state(p, 0) == State::queued);  // the zero word reads as call 0, queued
+    }
+    SUBCASE("the word keeps the id and the state apart") {
+      CHECK(slots::word(3, State::queued) == 12);
+      CHECK(slots::word(3, State::taken_back) == 15);
+      CHECK(slots::word(3, State::started) != slots::word(3, State::withdrawn));
+    }
   }
 }
