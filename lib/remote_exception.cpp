@@ -84,7 +84,8 @@ std::pair<std::string, std::string> describe_current() {
   } catch (const std::exception& e) {
     std::string message;
     try {
-      message = e.what();
+      const char* what = e.what();
+      message = what ? what : "(what() returned a null pointer)";
     } catch (...) {
       message = "(what() threw)";
     }

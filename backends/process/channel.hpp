@@ -118,8 +118,10 @@ std::uint64_t max_frame_length();
 namespace slots {
 
 /// Slots in the shared page; more than calls can be in flight to one worker at once.
-inline constexpr std::size_t kCount = 512;
-inline constexpr std::size_t kPageBytes = kCount * sizeof(std::uint64_t);
+inline constexpr std::size_t kCount = 511;
+/// The word after the slots: worker_memory_limit, which the worker checks after each call.
+inline constexpr std::size_t kMemoryLimitWord = kCount;
+inline constexpr std::size_t kPageBytes = (kCount + 1) * sizeof(std::uint64_t);
 
 enum class State : std::uint64_t { queued = 0, started = 1, withdrawn = 2, taken_back = 3 };
 

@@ -23,6 +23,8 @@ std::unique_ptr<Executor> make_process_pool(const ConfigReader& config) {
         {{"respawn", OnWorkerCrash::respawn}, {"break", OnWorkerCrash::break_pool}});
   if (config.has("initializer")) o.initializer = config.task_call("initializer");
   if (config.has("max_retries")) o.max_retries = config.count("max_retries");
+  if (config.has("initializer_timeout_s"))
+    o.initializer_timeout = *config.seconds("initializer_timeout_s");
   if (config.has("worker_memory_limit"))
     o.worker_memory_limit = config.count("worker_memory_limit");
   return std::make_unique<ProcessPoolExecutor>(std::move(o));
@@ -34,7 +36,7 @@ const BackendConfig& process_backend_config() {
   static const BackendConfig config{
       "process",
       {"start_method", "max_tasks_per_child", "task_timeout_s", "on_worker_crash", "initializer",
-       "max_retries", "worker_memory_limit"},
+       "max_retries", "worker_memory_limit", "initializer_timeout_s"},
       &make_process_pool};
   return config;
 }

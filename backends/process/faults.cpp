@@ -152,6 +152,10 @@ void ProcessPoolCore::arm_call_timer(const Worker& w) {
   std::optional<std::chrono::duration<double>> timeout;
   if (!front.empty() && front.front().task) timeout = front.front().task->timeout;
   if (!timeout) timeout = options_.task_timeout;
+  if (!front.empty() && is_init_call(front.front().task)) {
+    timeout.reset();
+    if (options_.initializer_timeout.count() > 0) timeout = options_.initializer_timeout;
+  }
   if (front.empty() || !timeout) {
     w->timer.cancel();
     return;
@@ -185,6 +189,12 @@ void ProcessPoolCore::on_call_timer(const Worker& w, std::uint64_t id) {
     return;
   }
   RemoteTask* t = w->in_flight.front().task;
+  if (is_init_call(t)) {
+    kill_worker(w, KillCause::timeout, id,
+                "its initializer ran longer than initializer_timeout (" +
+                    seconds(options_.initializer_timeout) + ")");
+    return;
+  }
   auto timeout = t && t->timeout ? *t->timeout : *options_.task_timeout;
   std::string which = t && t->timeout ? "its timeout" : "task_timeout";
   kill_worker(w, KillCause::timeout, id,
@@ -400,8 +410,8 @@ void ProcessPoolCore::charge_running(const Worker& w, RemoteTask* t, std::uint64
     t->drop();
   } else if (cause == KillCause::broken) {
     fail(BrokenProcessPool("the process pool broke while " + where));
-  } else if ((cause == KillCause::timeout || cause == KillCause::interrupt) && !for_this_call) {
-    requeue.push_back(t);  // killed for the call before it
+  } else if (cause != KillCause::none && cause != KillCause::channel && !for_this_call) {
+    requeue.push_back(t);  // killed for another call, which finished just before the kill
   } else if (cause == KillCause::timeout) {
     fail(TimeoutError("task '" + task + "' ran longer than its timeout: " + where +
                       " was killed (" + w->kill_reason + ") and will be replaced"));

@@ -115,7 +115,7 @@ void WorkerCalls::interrupt(std::uint64_t id) noexcept {
 }
 
 void ProcessPoolCore::detach_if_on_io_thread() {
-  if (on_io_thread()) io_thread_.detach();
+  if (on_io_thread() && io_thread_.joinable()) io_thread_.detach();
 }
 
 void ProcessPoolCore::join() {
@@ -137,6 +137,7 @@ void ProcessPoolCore::run_io() {
   // Every launch has ended (check_drained waits for them): the launcher thread is idle.
   launch_guard_.reset();
   launch_thread_.join();
+  io_thread_id_ = std::thread::id();  // ids are reused: a later thread must not look like us
 }
 
 void ProcessPoolCore::dispatch() {
@@ -333,6 +334,7 @@ bool ProcessPoolCore::adopt_worker(LaunchedWorker launched) {
   }
   w->calls = std::make_shared<WorkerCalls>(std::move(launched.slots), weak_from_this());
   w->calls->worker = w;
+  w->calls->page()[slots::kMemoryLimitWord].store(options_.worker_memory_limit);
   // assign() takes a descriptor only when it succeeds: release it from its Fd after.
   w->exit_watch.assign(watch.get());
   watch.release();

@@ -47,6 +47,20 @@ void kill_own_group(int) {
   ::kill(0, SIGKILL);  // the worker and everything its tasks started in its group
 }
 
+/// True if this process's resident memory is above the limit the pool wrote in the slot
+/// page (worker_memory_limit; 0: none).
+bool above_memory_limit(const std::atomic<std::uint64_t>* page) {
+  std::uint64_t limit = page[slots::kMemoryLimitWord].load(std::memory_order_relaxed);
+  if (limit == 0) return false;
+  std::FILE* statm = std::fopen("/proc/self/statm", "r");
+  if (!statm) return false;
+  unsigned long size = 0, resident = 0;
+  int read = std::fscanf(statm, "%lu %lu", &size, &resident);
+  std::fclose(statm);
+  return read == 2 &&
+         resident * static_cast<std::uint64_t>(::sysconf(_SC_PAGESIZE)) > limit;
+}
+
 void append_skipped(std::vector<char>& out, std::uint64_t id) {
   Writer w(out);
   finish_frame(w, begin_frame(w, FrameKind::skipped, id));
@@ -84,6 +98,9 @@ int serve_worker(int in_fd, int out_fd, int slots_fd) {
       answer_call(frame->id, frame->body, out, server);
       if (!write_all(out_fd, out.data(), out.size())) return 1;
       out.clear();
+      // Above worker_memory_limit after a call: leave before starting another. The calls
+      // sent ahead were not started (their slots say so), and the pool runs them elsewhere.
+      if (above_memory_limit(slot_page)) return 0;
     }
     if (!out.empty()) {  // skips, before waiting for more calls
       if (!write_all(out_fd, out.data(), out.size())) return 1;

@@ -79,6 +79,10 @@ struct ProcessPoolOptions {
   /// call is replaced; a call running while its worker is above it is killed with the worker
   /// (WorkerCrashed naming the limit).
   std::size_t worker_memory_limit = 0;
+  /// Beyond the contract: how long the initializer may run in a worker; past it the worker
+  /// is killed and the pool breaks, saying so (a hung initializer would otherwise leave every
+  /// call pending). 0: no limit.
+  std::chrono::duration<double> initializer_timeout = std::chrono::seconds(10);
 };
 
 namespace detail {

@@ -261,8 +261,8 @@ TEST_SUITE("faults API 7 control") {
     Gate gate;
     Signal started;
     // Running above the limit: killed, whatever the task does next.
+    // (Whether it gets to say it started is a race with the pool's memory check.)
     auto hog = pool->submit(hog_then_wait, 2 * kLimit, started.path(), gate.path());
-    REQUIRE(started.receive(1).size() == 1);
     bool ended = ends(hog, deadline());
     if (!ended) gate.open();
     REQUIRE_MESSAGE(ended,
