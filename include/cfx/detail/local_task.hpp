@@ -8,6 +8,7 @@
 #include <exception>
 #include <functional>
 #include <optional>
+#include <stop_token>
 #include <tuple>
 #include <type_traits>
 #include <utility>
@@ -32,6 +33,10 @@ class LocalTask {
   virtual void cancel() noexcept = 0;
   /// Fails a task that never started (a broken pool).
   virtual void fail(std::exception_ptr e) noexcept = 0;
+  /// True if the callable takes a std::stop_token.
+  virtual bool stoppable() const noexcept = 0;
+  /// Requests stop on the call's stop token; nothing if it takes none.
+  virtual void request_stop() noexcept = 0;
   /// Releases the executor's reference.
   virtual void drop() noexcept = 0;
 
@@ -48,7 +53,9 @@ class LocalTask {
   ~LocalTask() = default;
 };
 
-template <class R, class Fn>
+/// Fn is called as fn(std::stop_token) if Stoppable, fn() otherwise. Only a Stoppable call
+/// carries a std::stop_source.
+template <class R, class Fn, bool Stoppable = false>
 class LocalCall final : public SharedState<R>, public LocalTask {
  public:
   explicit LocalCall(Fn fn) : fn_(std::move(fn)) { this->add_ref(); }  // the executor's ref
@@ -59,9 +66,9 @@ class LocalCall final : public SharedState<R>, public LocalTask {
     this->claim();
     try {
       if constexpr (std::is_void_v<R>)
-        std::invoke(*fn_);
+        invoke();
       else
-        this->emplace_value(std::invoke(*fn_));
+        this->emplace_value(invoke());
     } catch (...) {
       this->store_error(std::current_exception());
     }
@@ -70,10 +77,30 @@ class LocalCall final : public SharedState<R>, public LocalTask {
   void publish() noexcept override { this->StateBase::publish(Status::finished); }
   void cancel() noexcept override { this->StateBase::cancel(); }
   void fail(std::exception_ptr e) noexcept override { this->try_set_exception(std::move(e)); }
+  bool stoppable() const noexcept override { return Stoppable; }
+  void request_stop() noexcept override {
+    if constexpr (Stoppable) stop_.request_stop();
+  }
   void drop() noexcept override { this->release(); }
 
+ protected:
+  /// Future::interrupt() of a running call: requests stop, the future stays running.
+  bool interrupt_running() noexcept override {
+    request_stop();
+    return false;
+  }
+
  private:
+  decltype(auto) invoke() {
+    if constexpr (Stoppable)
+      return std::invoke(*fn_, stop_.get_token());
+    else
+      return std::invoke(*fn_);
+  }
+
   std::optional<Fn> fn_;
+  struct NoStop {};
+  [[no_unique_address]] std::conditional_t<Stoppable, std::stop_source, NoStop> stop_;
 };
 
 }  // namespace cfx::detail
