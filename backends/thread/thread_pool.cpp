@@ -5,6 +5,10 @@
 // publishes a task's result, so a caller that sees the result and submits again finds the
 // idle worker instead of starting a new thread (CPython's test_idle_thread_reuse race).
 // The same lock section takes the next task, so a busy worker locks once per task.
+//
+// Stop tokens (API section 7): a worker lists the task it takes in its slot of
+// stoppable_running_ (under the queue mutex it holds anyway) when the callable takes a
+// std::stop_token, so that shutdown(cancel_futures = true) can request stop on it.
 #include "cfx/thread_pool.hpp"
 
 #include <pthread.h>
@@ -82,13 +86,27 @@ class ThreadPoolCore : public std::enable_shared_from_this<ThreadPoolCore> {
           "shutdown(wait=true) called from one of this ThreadPoolExecutor's own threads: it "
           "would wait for itself; call shutdown(false) there, or shut down from another thread");
     LocalTask* drained = nullptr;
+    std::vector<LocalTask*> to_stop;  // running calls that take a stop token
     {
       std::lock_guard lock(mutex_);
+      if (cancel_futures) to_stop.reserve(stoppable_running_.size());  // may throw: first
       shutdown_ = true;
-      if (cancel_futures) drained = queue_.take_all();
+      if (cancel_futures) {
+        drained = queue_.take_all();
+        for (LocalTask* t : stoppable_running_) {
+          if (!t) continue;
+          t->retain();  // its worker may finish and drop it once we unlock
+          to_stop.push_back(t);
+        }
+      }
       work_ready_.notify_all();
     }
     for_each_and_drop(drained, [](LocalTask* t) { t->cancel(); });
+    // Outside the lock: request_stop runs the task's std::stop_callbacks.
+    for (LocalTask* t : to_stop) {
+      t->request_stop();
+      t->drop();
+    }
     if (!wait) return;
     std::lock_guard join_lock(join_mutex_);
     std::vector<std::thread> threads;
@@ -126,6 +144,7 @@ class ThreadPoolCore : public std::enable_shared_from_this<ThreadPoolCore> {
   void start_thread() {
     std::size_t index = threads_.size();
     try {
+      stoppable_running_.resize(index + 1);
       threads_.emplace_back([self = shared_from_this(), index] { self->worker(index); });
     } catch (...) {
       if (threads_.empty()) throw;
@@ -173,7 +192,10 @@ class ThreadPoolCore : public std::enable_shared_from_this<ThreadPoolCore> {
       LocalTask* next = nullptr;
       {
         std::unique_lock lock(mutex_);
-        if (done || std::exchange(skipped, false)) ++idle_;
+        if (done || std::exchange(skipped, false)) {
+          ++idle_;
+          stoppable_running_[index] = nullptr;
+        }
         while (queue_.empty() && !shutdown_) {
           if (done) {  // publish before sleeping: never hold a finished result back
             lock.unlock();
@@ -188,18 +210,31 @@ class ThreadPoolCore : public std::enable_shared_from_this<ThreadPoolCore> {
         if (!queue_.empty()) {
           next = queue_.pop_front();
           --idle_;
+          if (next->stoppable()) stoppable_running_[index] = next;
         }
       }
       if (done) finish(std::exchange(done, nullptr));
       if (!next) return;  // shut down and nothing left
-      if (next->start()) {
-        next->execute();
+      if (run(next, index))
         done = next;
-      } else {
-        next->drop();  // cancelled while queued
+      else
         skipped = true;
-      }
     }
+  }
+
+  // Starts and executes a task taken from the queue (not yet published); false if it did
+  // not run (cancelled while queued) and is dropped.
+  bool run(LocalTask* task, std::size_t index) {
+    if (!task->start()) {
+      if (task->stoppable()) {  // unlist it before it may be freed
+        std::lock_guard lock(mutex_);
+        stoppable_running_[index] = nullptr;
+      }
+      task->drop();
+      return false;
+    }
+    task->execute();
+    return true;
   }
 
   static void finish(LocalTask* t) {
@@ -219,6 +254,7 @@ class ThreadPoolCore : public std::enable_shared_from_this<ThreadPoolCore> {
   bool shutdown_ = false;
   std::optional<std::string> broken_;
   std::vector<std::thread> threads_;
+  std::vector<LocalTask*> stoppable_running_;  // by worker index: its task, if stoppable
   std::mutex join_mutex_;
 };
 

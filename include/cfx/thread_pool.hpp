@@ -42,6 +42,8 @@ class ThreadPoolExecutor final : public Executor {
   /// finish on its own.
   ~ThreadPoolExecutor() override;
 
+  /// As Executor::shutdown; cancel_futures also requests stop on the std::stop_token of
+  /// every running call that takes one.
   void shutdown(bool wait = true, bool cancel_futures = false) override;
   std::size_t max_workers() const override;
   std::string_view backend() const override { return "thread"; }

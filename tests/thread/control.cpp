@@ -1,4 +1,5 @@
-// Control of thread-pool calls (API section 7): a callable's std::stop_token, interrupt().
+// Control of thread-pool calls (API section 7): a callable's std::stop_token, interrupt(),
+// and shutdown(cancel_futures) requesting stop.
 #include <doctest/doctest.h>
 
 #include <atomic>
@@ -92,5 +93,33 @@ TEST_SUITE("thread control") {
     CHECK_FALSE(done.cancelled());
     ex.shutdown(true);
     CHECK_FALSE(ran);
+  }
+
+  TEST_CASE("shutdown(cancel_futures) requests stop on running calls' tokens") {
+    cfx::ThreadPoolExecutor ex({.max_workers = 2});
+    Signal started;
+    auto a = ex.submit(started_then_stop_seen, started.path());
+    auto b = ex.submit(started_then_stop_seen, started.path());
+    REQUIRE(started.receive(2).size() == 2);
+    auto queued = ex.submit([](std::stop_token) { return false; });
+    ex.shutdown(true, true);
+    CHECK(queued.cancelled());
+    CHECK(a.result());
+    CHECK(b.result());
+  }
+
+  TEST_CASE("shutdown without cancel_futures leaves tokens alone") {
+    cfx::ThreadPoolExecutor ex({.max_workers = 1});
+    Gate gate;
+    Signal started;
+    auto f = ex.submit([gate_path = gate.path(), signal = started.path()](std::stop_token token) {
+      cfx_test::notify(signal, 1);
+      cfx_test::wait_gate(gate_path);
+      return token.stop_requested();
+    });
+    REQUIRE(started.receive(1).size() == 1);
+    ex.shutdown(false);
+    gate.open();
+    CHECK_FALSE(f.result());
   }
 }

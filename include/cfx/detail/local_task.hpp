@@ -37,7 +37,9 @@ class LocalTask {
   virtual bool stoppable() const noexcept = 0;
   /// Requests stop on the call's stop token; nothing if it takes none.
   virtual void request_stop() noexcept = 0;
-  /// Releases the executor's reference.
+  /// Takes one more reference, released by drop().
+  virtual void retain() noexcept = 0;
+  /// Releases the executor's reference (or one taken by retain()).
   virtual void drop() noexcept = 0;
 
   /// start + execute + publish + drop.
@@ -81,6 +83,7 @@ class LocalCall final : public SharedState<R>, public LocalTask {
   void request_stop() noexcept override {
     if constexpr (Stoppable) stop_.request_stop();
   }
+  void retain() noexcept override { this->add_ref(); }
   void drop() noexcept override { this->release(); }
 
  protected:
