@@ -9,6 +9,12 @@
 // Stop tokens (API section 7): a worker lists the task it takes in its slot of
 // stoppable_running_ (under the queue mutex it holds anyway) when the callable takes a
 // std::stop_token, so that shutdown(cancel_futures = true) can request stop on it.
+//
+// CallOptions timeouts: one timer thread per pool (deadlines.hpp), started by the first
+// submit with a timeout and joined after the workers at shutdown. A worker arms a call's
+// deadline when the call starts and disarms it when it returns; the timer thread fails a
+// call still running past its deadline with TimeoutError (then that call's done-callbacks
+// run on the timer thread) and requests stop on its token.
 #include "cfx/thread_pool.hpp"
 
 #include <pthread.h>
@@ -23,6 +29,7 @@
 #include <vector>
 
 #include "cfx/errors.hpp"
+#include "deadlines.hpp"
 #include "lib/cores.hpp"
 #include "lib/demangle.hpp"
 #include "lib/intrusive_queue.hpp"
@@ -68,6 +75,7 @@ class ThreadPoolCore : public std::enable_shared_from_this<ThreadPoolCore> {
       std::lock_guard lock(mutex_);
       if (broken_) throw BrokenThreadPool(*broken_);
       if (shutdown_) throw Error("cannot schedule new futures after shutdown");
+      if (task->timeout && !timer_started_) start_timer();  // throws if it cannot
       wake = sleeping_ > 0;
       if (queue_.size() + 1 > idle_ && threads_.size() < max_workers_) {
         start_thread();  // may throw only when there is no thread at all to run the task
@@ -114,16 +122,16 @@ class ThreadPoolCore : public std::enable_shared_from_this<ThreadPoolCore> {
       std::lock_guard lock(mutex_);
       threads.swap(threads_);
     }
-    for (auto& t : threads) {
-      if (t.get_id() == std::this_thread::get_id()) {
-        std::fprintf(stderr,
-                     "cfx: ThreadPoolExecutor destroyed on one of its own threads (%s): it "
-                     "cannot wait for itself; that thread finishes on its own\n",
-                     prefix_.c_str());
-        t.detach();
-      } else {
-        t.join();
-      }
+    for (auto& t : threads) join_unless_self(t);
+    // After the workers: a call running until its timeout requests stop needs the timer.
+    std::thread timer;
+    {
+      std::lock_guard lock(mutex_);
+      timer.swap(timer_thread_);
+    }
+    if (timer.joinable()) {
+      deadlines_.stop();
+      join_unless_self(timer);
     }
   }
 
@@ -140,6 +148,28 @@ class ThreadPoolCore : public std::enable_shared_from_this<ThreadPoolCore> {
     }
   }
 
+  void join_unless_self(std::thread& t) {
+    if (t.get_id() == std::this_thread::get_id()) {
+      std::fprintf(stderr,
+                   "cfx: ThreadPoolExecutor destroyed on one of its own threads (%s): it "
+                   "cannot wait for itself; that thread finishes on its own\n",
+                   prefix_.c_str());
+      t.detach();
+    } else {
+      t.join();
+    }
+  }
+
+  // Called with mutex_ held.
+  void start_timer() {
+    timer_thread_ = std::thread([self = shared_from_this()] {
+      current_pool = self.get();
+      self->name_this_thread("timer");
+      self->deadlines_.run();
+    });
+    timer_started_ = true;
+  }
+
   // Called with mutex_ held.
   void start_thread() {
     std::size_t index = threads_.size();
@@ -153,8 +183,8 @@ class ThreadPoolCore : public std::enable_shared_from_this<ThreadPoolCore> {
     ++idle_;
   }
 
-  void name_this_thread(std::size_t index) {
-    std::string name = prefix_ + "_" + std::to_string(index);
+  void name_this_thread(const std::string& suffix) {
+    std::string name = prefix_ + "_" + suffix;
     name.resize(std::min<std::size_t>(name.size(), 15));
     pthread_setname_np(pthread_self(), name.c_str());
   }
@@ -184,7 +214,7 @@ class ThreadPoolCore : public std::enable_shared_from_this<ThreadPoolCore> {
 
   void worker(std::size_t index) {
     current_pool = this;
-    name_this_thread(index);
+    name_this_thread(std::to_string(index));
     if (!initialize()) return;
     LocalTask* done = nullptr;  // executed, result not yet published
     bool skipped = false;       // the last task taken was cancelled: idle again
@@ -223,9 +253,19 @@ class ThreadPoolCore : public std::enable_shared_from_this<ThreadPoolCore> {
   }
 
   // Starts and executes a task taken from the queue (not yet published); false if it did
-  // not run (cancelled while queued) and is dropped.
+  // not run (cancelled while queued, or no memory to arm its timeout) and is dropped.
   bool run(LocalTask* task, std::size_t index) {
-    if (!task->start()) {
+    std::optional<Deadlines::Key> deadline;
+    bool started = task->start();
+    if (started && task->timeout) {
+      try {
+        deadline = deadlines_.arm(task);
+      } catch (...) {
+        task->fail(std::current_exception());
+        started = false;
+      }
+    }
+    if (!started) {
       if (task->stoppable()) {  // unlist it before it may be freed
         std::lock_guard lock(mutex_);
         stoppable_running_[index] = nullptr;
@@ -234,6 +274,7 @@ class ThreadPoolCore : public std::enable_shared_from_this<ThreadPoolCore> {
       return false;
     }
     task->execute();
+    if (deadline) deadlines_.disarm(*deadline);
     return true;
   }
 
@@ -255,6 +296,9 @@ class ThreadPoolCore : public std::enable_shared_from_this<ThreadPoolCore> {
   std::optional<std::string> broken_;
   std::vector<std::thread> threads_;
   std::vector<LocalTask*> stoppable_running_;  // by worker index: its task, if stoppable
+  bool timer_started_ = false;
+  std::thread timer_thread_;  // expires CallOptions timeouts; started by the first one
+  Deadlines deadlines_;
   std::mutex join_mutex_;
 };
 

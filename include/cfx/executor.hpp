@@ -97,8 +97,8 @@ class Executor {
   /// Throws cfx::Error after shutdown, BrokenExecutor if the pool is broken; an executor
   /// whose tasks run in other processes throws cfx::Error for a callable it cannot send.
   /// In-process executors (threads): a callable that takes a std::stop_token first, and
-  /// cannot be called without it, is called as fn(token, args...); Future::interrupt() and
-  /// shutdown(cancel_futures = true) request stop on that token.
+  /// cannot be called without it, is called as fn(token, args...); Future::interrupt(), a
+  /// CallOptions timeout and shutdown(cancel_futures = true) request stop on that token.
   template <class F, class... Args>
   requires(!std::is_same_v<std::remove_cvref_t<F>, CallOptions>)
       Future<detail::submit_result_t<F, Args...>> submit(F&& fn, Args&&... args) {

@@ -33,7 +33,13 @@ struct ThreadPoolOptions {
 };
 
 /// Runs tasks on up to max_workers threads, started lazily: a new thread only when no
-/// started thread is idle. Threads live until shutdown.
+/// started thread is idle. Threads live until shutdown. The first call submitted with a
+/// CallOptions timeout also starts the pool's timer thread ("<prefix>_timer"), which fails
+/// calls past their timeout and runs those futures' done-callbacks.
+///
+/// Beyond Python (API section 7): a callable taking a std::stop_token first receives one;
+/// Future::interrupt(), a CallOptions timeout and shutdown(cancel_futures = true) request
+/// stop on it (docs/thread-vs-process.md, "Stopping a thread task").
 class ThreadPoolExecutor final : public Executor {
  public:
   explicit ThreadPoolExecutor(ThreadPoolOptions options = {});
