@@ -5,6 +5,16 @@
 // publishes a task's result, so a caller that sees the result and submits again finds the
 // idle worker instead of starting a new thread (CPython's test_idle_thread_reuse race).
 // The same lock section takes the next task, so a busy worker locks once per task.
+//
+// Stop tokens (API section 7): a worker lists the task it takes in its slot of
+// stoppable_running_ (under the queue mutex it holds anyway) when the callable takes a
+// std::stop_token, so that shutdown(cancel_futures = true) can request stop on it.
+//
+// CallOptions timeouts: one timer thread per pool (deadlines.hpp), started by the first
+// submit with a timeout and joined after the workers at shutdown. A worker arms a call's
+// deadline when the call starts and disarms it when it returns; the timer thread fails a
+// call still running past its deadline with TimeoutError (then that call's done-callbacks
+// run on the timer thread) and requests stop on its token.
 #include "cfx/thread_pool.hpp"
 
 #include <pthread.h>
@@ -19,6 +29,7 @@
 #include <vector>
 
 #include "cfx/errors.hpp"
+#include "deadlines.hpp"
 #include "lib/cores.hpp"
 #include "lib/demangle.hpp"
 #include "lib/intrusive_queue.hpp"
@@ -64,6 +75,7 @@ class ThreadPoolCore : public std::enable_shared_from_this<ThreadPoolCore> {
       std::lock_guard lock(mutex_);
       if (broken_) throw BrokenThreadPool(*broken_);
       if (shutdown_) throw Error("cannot schedule new futures after shutdown");
+      if (task->timeout && !timer_started_) start_timer();  // throws if it cannot
       wake = sleeping_ > 0;
       if (queue_.size() + 1 > idle_ && threads_.size() < max_workers_) {
         start_thread();  // may throw only when there is no thread at all to run the task
@@ -82,13 +94,27 @@ class ThreadPoolCore : public std::enable_shared_from_this<ThreadPoolCore> {
           "shutdown(wait=true) called from one of this ThreadPoolExecutor's own threads: it "
           "would wait for itself; call shutdown(false) there, or shut down from another thread");
     LocalTask* drained = nullptr;
+    std::vector<LocalTask*> to_stop;  // running calls that take a stop token
     {
       std::lock_guard lock(mutex_);
+      if (cancel_futures) to_stop.reserve(stoppable_running_.size());  // may throw: first
       shutdown_ = true;
-      if (cancel_futures) drained = queue_.take_all();
+      if (cancel_futures) {
+        drained = queue_.take_all();
+        for (LocalTask* t : stoppable_running_) {
+          if (!t) continue;
+          t->retain();  // its worker may finish and drop it once we unlock
+          to_stop.push_back(t);
+        }
+      }
       work_ready_.notify_all();
     }
     for_each_and_drop(drained, [](LocalTask* t) { t->cancel(); });
+    // Outside the lock: request_stop runs the task's std::stop_callbacks.
+    for (LocalTask* t : to_stop) {
+      t->request_stop();
+      t->drop();
+    }
     if (!wait) return;
     std::lock_guard join_lock(join_mutex_);
     std::vector<std::thread> threads;
@@ -96,16 +122,16 @@ class ThreadPoolCore : public std::enable_shared_from_this<ThreadPoolCore> {
       std::lock_guard lock(mutex_);
       threads.swap(threads_);
     }
-    for (auto& t : threads) {
-      if (t.get_id() == std::this_thread::get_id()) {
-        std::fprintf(stderr,
-                     "cfx: ThreadPoolExecutor destroyed on one of its own threads (%s): it "
-                     "cannot wait for itself; that thread finishes on its own\n",
-                     prefix_.c_str());
-        t.detach();
-      } else {
-        t.join();
-      }
+    for (auto& t : threads) join_unless_self(t);
+    // After the workers: a call running until its timeout requests stop needs the timer.
+    std::thread timer;
+    {
+      std::lock_guard lock(mutex_);
+      timer.swap(timer_thread_);
+    }
+    if (timer.joinable()) {
+      deadlines_.stop();
+      join_unless_self(timer);
     }
   }
 
@@ -122,10 +148,33 @@ class ThreadPoolCore : public std::enable_shared_from_this<ThreadPoolCore> {
     }
   }
 
+  void join_unless_self(std::thread& t) {
+    if (t.get_id() == std::this_thread::get_id()) {
+      std::fprintf(stderr,
+                   "cfx: ThreadPoolExecutor destroyed on one of its own threads (%s): it "
+                   "cannot wait for itself; that thread finishes on its own\n",
+                   prefix_.c_str());
+      t.detach();
+    } else {
+      t.join();
+    }
+  }
+
+  // Called with mutex_ held.
+  void start_timer() {
+    timer_thread_ = std::thread([self = shared_from_this()] {
+      current_pool = self.get();
+      self->name_this_thread("timer");
+      self->deadlines_.run();
+    });
+    timer_started_ = true;
+  }
+
   // Called with mutex_ held.
   void start_thread() {
     std::size_t index = threads_.size();
     try {
+      stoppable_running_.resize(index + 1);
       threads_.emplace_back([self = shared_from_this(), index] { self->worker(index); });
     } catch (...) {
       if (threads_.empty()) throw;
@@ -134,8 +183,8 @@ class ThreadPoolCore : public std::enable_shared_from_this<ThreadPoolCore> {
     ++idle_;
   }
 
-  void name_this_thread(std::size_t index) {
-    std::string name = prefix_ + "_" + std::to_string(index);
+  void name_this_thread(const std::string& suffix) {
+    std::string name = prefix_ + "_" + suffix;
     name.resize(std::min<std::size_t>(name.size(), 15));
     pthread_setname_np(pthread_self(), name.c_str());
   }
@@ -165,7 +214,7 @@ class ThreadPoolCore : public std::enable_shared_from_this<ThreadPoolCore> {
 
   void worker(std::size_t index) {
     current_pool = this;
-    name_this_thread(index);
+    name_this_thread(std::to_string(index));
     if (!initialize()) return;
     LocalTask* done = nullptr;  // executed, result not yet published
     bool skipped = false;       // the last task taken was cancelled: idle again
@@ -173,7 +222,10 @@ class ThreadPoolCore : public std::enable_shared_from_this<ThreadPoolCore> {
       LocalTask* next = nullptr;
       {
         std::unique_lock lock(mutex_);
-        if (done || std::exchange(skipped, false)) ++idle_;
+        if (done || std::exchange(skipped, false)) {
+          ++idle_;
+          stoppable_running_[index] = nullptr;
+        }
         while (queue_.empty() && !shutdown_) {
           if (done) {  // publish before sleeping: never hold a finished result back
             lock.unlock();
@@ -188,18 +240,42 @@ class ThreadPoolCore : public std::enable_shared_from_this<ThreadPoolCore> {
         if (!queue_.empty()) {
           next = queue_.pop_front();
           --idle_;
+          if (next->stoppable()) stoppable_running_[index] = next;
         }
       }
       if (done) finish(std::exchange(done, nullptr));
       if (!next) return;  // shut down and nothing left
-      if (next->start()) {
-        next->execute();
+      if (run(next, index))
         done = next;
-      } else {
-        next->drop();  // cancelled while queued
+      else
         skipped = true;
+    }
+  }
+
+  // Starts and executes a task taken from the queue (not yet published); false if it did
+  // not run (cancelled while queued, or no memory to arm its timeout) and is dropped.
+  bool run(LocalTask* task, std::size_t index) {
+    std::optional<Deadlines::Key> deadline;
+    bool started = task->start();
+    if (started && task->timeout) {
+      try {
+        deadline = deadlines_.arm(task);
+      } catch (...) {
+        task->fail(std::current_exception());
+        started = false;
       }
     }
+    if (!started) {
+      if (task->stoppable()) {  // unlist it before it may be freed
+        std::lock_guard lock(mutex_);
+        stoppable_running_[index] = nullptr;
+      }
+      task->drop();
+      return false;
+    }
+    task->execute();
+    if (deadline) deadlines_.disarm(*deadline);
+    return true;
   }
 
   static void finish(LocalTask* t) {
@@ -219,6 +295,10 @@ class ThreadPoolCore : public std::enable_shared_from_this<ThreadPoolCore> {
   bool shutdown_ = false;
   std::optional<std::string> broken_;
   std::vector<std::thread> threads_;
+  std::vector<LocalTask*> stoppable_running_;  // by worker index: its task, if stoppable
+  bool timer_started_ = false;
+  std::thread timer_thread_;  // expires CallOptions timeouts; started by the first one
+  Deadlines deadlines_;
   std::mutex join_mutex_;
 };
 

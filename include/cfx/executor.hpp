@@ -23,6 +23,7 @@
 #include <optional>
 #include <ranges>
 #include <stdexcept>
+#include <stop_token>
 #include <string_view>
 #include <tuple>
 #include <type_traits>
@@ -65,9 +66,22 @@ struct ExecutorLink {
   Executor* executor;
 };
 
+/// fn(args...) or, for a callable that takes a std::stop_token first and cannot be called
+/// without one, fn(token, args...) (API section 7; thread backends pass the token).
 template <class F, class... Args>
-using submit_result_t =
-    std::remove_cvref_t<std::invoke_result_t<std::decay_t<F>, std::decay_t<Args>...>>;
+inline constexpr bool takes_stop_token_v =
+    std::is_invocable_v<std::decay_t<F>, std::stop_token, std::decay_t<Args>...> &&
+    !std::is_invocable_v<std::decay_t<F>, std::decay_t<Args>...>;
+
+template <bool StopToken, class F, class... Args>
+struct submit_invoke_result : std::invoke_result<std::decay_t<F>, std::decay_t<Args>...> {};
+template <class F, class... Args>
+struct submit_invoke_result<true, F, Args...>
+    : std::invoke_result<std::decay_t<F>, std::stop_token, std::decay_t<Args>...> {};
+
+template <class F, class... Args>
+using submit_result_t = std::remove_cvref_t<
+    typename submit_invoke_result<takes_stop_token_v<F, Args...>, F, Args...>::type>;
 
 }  // namespace detail
 
@@ -82,6 +96,9 @@ class Executor {
   /// arguments are decayed and stored by value, then passed to the call as rvalues, once.
   /// Throws cfx::Error after shutdown, BrokenExecutor if the pool is broken; an executor
   /// whose tasks run in other processes throws cfx::Error for a callable it cannot send.
+  /// In-process executors (threads): a callable that takes a std::stop_token first, and
+  /// cannot be called without it, is called as fn(token, args...); Future::interrupt(), a
+  /// CallOptions timeout and shutdown(cancel_futures = true) request stop on that token.
   template <class F, class... Args>
   requires(!std::is_same_v<std::remove_cvref_t<F>, CallOptions>)
       Future<detail::submit_result_t<F, Args...>> submit(F&& fn, Args&&... args) {
@@ -94,12 +111,25 @@ class Executor {
     using R = detail::submit_result_t<F, Args...>;
     if (remote_)
       return submit_registered<R, std::decay_t<F>>(options, fn, std::forward<Args>(args)...);
-    auto call =
-        [fn = std::decay_t<F>(std::forward<F>(fn)),
-         args = std::tuple<std::decay_t<Args>...>(std::forward<Args>(args)...)]() mutable -> R {
-      return std::apply(std::move(fn), std::move(args));
-    };
-    return submit_local<R>(std::move(call), options);
+    if constexpr (detail::takes_stop_token_v<F, Args...>) {
+      auto call = [fn = std::decay_t<F>(std::forward<F>(fn)),
+                   args = std::tuple<std::decay_t<Args>...>(std::forward<Args>(args)...)](
+                      std::stop_token token) mutable -> R {
+        return std::apply(
+            [&](auto&&... a) -> R {
+              return std::invoke(std::move(fn), std::move(token), std::forward<decltype(a)>(a)...);
+            },
+            std::move(args));
+      };
+      return submit_local<R, true>(std::move(call), options);
+    } else {
+      auto call =
+          [fn = std::decay_t<F>(std::forward<F>(fn)),
+           args = std::tuple<std::decay_t<Args>...>(std::forward<Args>(args)...)]() mutable -> R {
+        return std::apply(std::move(fn), std::move(args));
+      };
+      return submit_local<R>(std::move(call), options);
+    }
   }
 
   /// fn(item) for each item of `inputs`, results in input order. Without
@@ -141,9 +171,10 @@ class Executor {
   void detach_maps() noexcept;
 
  private:
-  template <class R, class Call>
+  /// Stoppable: call takes the task's std::stop_token.
+  template <class R, bool Stoppable = false, class Call>
   Future<R> submit_local(Call&& call, const CallOptions& options = {}) {
-    using Task = detail::LocalCall<R, std::decay_t<Call>>;
+    using Task = detail::LocalCall<R, std::decay_t<Call>, Stoppable>;
     auto* task = new Task(std::forward<Call>(call));
     task->timeout = options.timeout;
     auto future = detail::make_future<R>(detail::Ref<detail::SharedState<R>>::adopt(task));

@@ -33,7 +33,13 @@ struct ThreadPoolOptions {
 };
 
 /// Runs tasks on up to max_workers threads, started lazily: a new thread only when no
-/// started thread is idle. Threads live until shutdown.
+/// started thread is idle. Threads live until shutdown. The first call submitted with a
+/// CallOptions timeout also starts the pool's timer thread ("<prefix>_timer"), which fails
+/// calls past their timeout and runs those futures' done-callbacks.
+///
+/// Beyond Python (API section 7): a callable taking a std::stop_token first receives one;
+/// Future::interrupt(), a CallOptions timeout and shutdown(cancel_futures = true) request
+/// stop on it (docs/thread-vs-process.md, "Stopping a thread task").
 class ThreadPoolExecutor final : public Executor {
  public:
   explicit ThreadPoolExecutor(ThreadPoolOptions options = {});
@@ -42,6 +48,8 @@ class ThreadPoolExecutor final : public Executor {
   /// finish on its own.
   ~ThreadPoolExecutor() override;
 
+  /// As Executor::shutdown; cancel_futures also requests stop on the std::stop_token of
+  /// every running call that takes one.
   void shutdown(bool wait = true, bool cancel_futures = false) override;
   std::size_t max_workers() const override;
   std::string_view backend() const override { return "thread"; }
