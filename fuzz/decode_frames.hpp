@@ -242,25 +242,6 @@ class Stream {
   std::size_t most_buffered_ = kMinRead;
 };
 
-/// KNOWN GAP, modelled rather than run: the pool hands a reply's count to the call's future
-/// unchecked (pool.cpp, on_result), and a map chunk's future reserves room for that many
-/// values (RemoteCall::publish_decoded): a worker's reply claiming 2^32-1 results makes the
-/// parent allocate 16 GiB (or, for a void function, push 4 billion values). The check the
-/// pool should make is made here instead, so that the fuzzer can look past it; remove it once
-/// the pool makes it (docs/fuzzing.md, "Known gaps"). CFX_FUZZ_KNOWN_GAPS=1 in the
-/// environment skips it, to reproduce the gap.
-inline void check_reply_count(const Reply& reply, std::uint32_t sent) {
-  static const bool skip = [] {
-    const char* v = std::getenv("CFX_FUZZ_KNOWN_GAPS");
-    return v && std::string_view(v) == "1";
-  }();
-  if (skip) return;
-  if (reply.count > sent || (!reply.error && reply.count != sent))
-    throw cfx::SerializationError("a reply with " + std::to_string(reply.count) +
-                                  " results to a call of " + std::to_string(sent) +
-                                  " (fuzz/decode_frames.hpp: the pool does not check this yet)");
-}
-
 /// The pool's side (pool.cpp: on_frames, check_header, on_frame, on_result).
 inline void parent_side(Stream& in, bool ready, unsigned calls) {
   std::deque<std::uint64_t> in_flight;
@@ -298,7 +279,7 @@ inline void parent_side(Stream& in, bool ready, unsigned calls) {
       Reply reply = cfx::detail::read_reply(frame->body);  // a malformed reply: cfx::Error
       auto shape = call_shape(in_flight.front());
       in_flight.pop_front();
-      check_reply_count(reply, shape.count);
+      cfx::detail::check_reply_count(reply, shape.count);  // as on_result
       const TaskOps& task = fuzz_tasks()[shape.task];
       task.complete(*task.entry, reply, shape.map);
     }

@@ -80,6 +80,13 @@ Reply read_reply(Reader& body) {
   return reply;
 }
 
+void check_reply_count(const Reply& reply, std::uint32_t sent) {
+  if (reply.count > sent || (!reply.error && reply.count != sent))
+    throw SerializationError("a reply with " + std::to_string(reply.count) +
+                             " results to a call of " + std::to_string(sent) +
+                             (reply.error ? "" : ", and no exception"));
+}
+
 void answer_call(std::uint64_t id, Reader& body, std::vector<char>& out, int server) {
   auto count = body.get<std::uint32_t>();
   std::string name(body.get_string());

@@ -75,6 +75,10 @@ void check_reply_header(const FrameHeader& h, bool hello_expected,
 
 /// Reads a result frame's body; throws SerializationError if it is malformed.
 Reply read_reply(Reader& body);
+/// Throws SerializationError unless `reply` fits a call of `sent` argument tuples: as many
+/// results, or fewer and the exception that stopped them. (Checked before a future reserves
+/// room for the results: a lying count must not make the parent allocate.)
+void check_reply_count(const Reply& reply, std::uint32_t sent);
 
 /// Worker side: runs the calls of call frame `id`'s body and appends their result frame to
 /// `out`: the results of the calls that returned, then the exception of the one that threw,

@@ -464,6 +464,7 @@ void ProcessPoolCore::on_frame(const Worker& w, Frame& frame) {
 void ProcessPoolCore::on_result(const Worker& w, Frame& frame) {
   Reply reply = read_reply(frame.body);  // before taking the call: a malformed reply kills
   SentCall done = w->in_flight.front();
+  if (done.task) check_reply_count(reply, done.task->count);
   w->in_flight.pop_front();
   double took = std::chrono::duration<double>(Clock::now() - w->head_since).count();
   w->mean_service = w->mean_service > 0 ? 0.8 * w->mean_service + 0.2 * took : took;
