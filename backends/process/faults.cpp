@@ -134,6 +134,7 @@ void ProcessPoolCore::watch_exit(const Worker& w) {
           self->watch_exit(w);  // a readiness without an exit: wait again
           return;
         }
+        w->reaped = r == 0;
         // The status in waitpid's encoding; -1 (no exit has it) if it could not be read.
         int status = -1;
         if (r == 0 && info.si_code == CLD_EXITED)
@@ -152,10 +153,10 @@ void ProcessPoolCore::arm_call_timer(const Worker& w) {
   std::optional<std::chrono::duration<double>> timeout;
   if (!front.empty() && front.front().task) timeout = front.front().task->timeout;
   if (!timeout) timeout = options_.task_timeout;
-  if (!front.empty() && is_init_call(front.front().task)) {
-    timeout.reset();
-    if (options_.initializer_timeout.count() > 0) timeout = options_.initializer_timeout;
-  }
+  if (!front.empty() && is_init_call(front.front().task) &&
+      options_.initializer_timeout.count() > 0 &&
+      (!timeout || options_.initializer_timeout < *timeout))
+    timeout = options_.initializer_timeout;
   if (front.empty() || !timeout) {
     w->timer.cancel();
     return;
@@ -189,7 +190,10 @@ void ProcessPoolCore::on_call_timer(const Worker& w, std::uint64_t id) {
     return;
   }
   RemoteTask* t = w->in_flight.front().task;
-  if (is_init_call(t)) {
+  bool by_task_timeout =
+      options_.task_timeout && (options_.initializer_timeout.count() <= 0 ||
+                                *options_.task_timeout <= options_.initializer_timeout);
+  if (is_init_call(t) && !by_task_timeout) {
     kill_worker(w, KillCause::timeout, id,
                 "its initializer ran longer than initializer_timeout (" +
                     seconds(options_.initializer_timeout) + ")");

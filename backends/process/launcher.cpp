@@ -157,31 +157,24 @@ bp::process spawn_child(const ChildEnds& ends, const boost::asio::any_io_executo
   serve_and_exit();
 }
 
-/// The handle of child `pid`, or, if none can be made, the child killed and reaped.
-bp::process adopt_child(pid_t pid, const boost::asio::any_io_executor& executor) {
+/// A pidfd of child `pid`, or, if none can be made, the child killed and reaped.
+Fd open_pidfd(pid_t pid) {
   Fd pidfd(static_cast<int>(::syscall(SYS_pidfd_open, pid, 0)));
   if (pidfd.get() < 0) {
     int error = errno;
     reap(pid);
     throw_errno("pidfd_open", error);
   }
-  try {
-    bp::process process(executor, pid, pidfd.get());
-    pidfd.release();  // the handle owns it now
-    return process;
-  } catch (...) {
-    reap(pid);
-    throw;
-  }
+  return pidfd;
 }
 
-/// Forks the calling (I/O) thread as a worker.
-bp::process fork_child(const ChildEnds& ends, const boost::asio::any_io_executor& executor) {
+/// Forks the calling (launcher) thread as a worker.
+pid_t fork_child(const ChildEnds& ends) {
   pid_t parent = ::getpid();
   pid_t pid = ::fork();
   if (pid < 0) throw_errno("fork");
   if (pid == 0) run_forked_worker(ends, parent);
-  return adopt_child(pid, executor);
+  return pid;
 }
 
 }  // namespace
@@ -225,10 +218,20 @@ LaunchedWorker launch_worker(StartMethod method, const boost::asio::any_io_execu
   if (::ftruncate(memfd.get(), slots::kPageBytes) != 0) throw_errno("ftruncate");
   SlotPage page(memfd.get());
   ChildEnds ends{calls.read_end.get(), replies.write_end.get(), memfd.get()};
-  bp::process process =
-      method == StartMethod::fork ? fork_child(ends, executor) : spawn_child(ends, executor);
+  pid_t pid;
+  if (method == StartMethod::fork) {
+    pid = fork_child(ends);
+  } else {
+    // Boost's handle is let go here, on the launching thread: its descriptor belongs to
+    // `executor`'s reactor, which only this thread may touch while it forks (a lock held by
+    // another thread at the fork would deadlock the child's notify_fork).
+    bp::process process = spawn_child(ends, executor);
+    pid = process.id();
+    auto handle = process.detach();  // neither kills nor waits for the child
+  }
+  Fd pidfd = open_pidfd(pid);
   // The child has its own copies of its ends; the parent's close as this returns.
-  return {std::move(process), std::move(calls.write_end), std::move(replies.read_end),
+  return {pid, std::move(pidfd), std::move(calls.write_end), std::move(replies.read_end),
           std::move(page)};
 }
 

@@ -66,15 +66,18 @@ class SlotPage {
   std::atomic<std::uint64_t>* page_ = nullptr;
 };
 
-/// A started worker: its process (pid and pidfd) and the parent's side of its channel.
+/// A started worker: its process (pid and pidfd, by which the parent reaps it) and the
+/// parent's side of its channel.
 struct LaunchedWorker {
-  boost::process::v2::process process;
+  int pid = 0;
+  Fd pidfd;
   Fd calls;        // the parent writes calls here
   Fd replies;      // and reads replies here
   SlotPage slots;  // its call slots
 };
 
-/// Starts a worker by `method`; its process handle is bound to `executor`. Throws
+/// Starts a worker by `method`. `executor` is for Boost.Process's own use during a spawn: it
+/// must belong to an io_context that only the calling thread uses (see launcher.cpp). Throws
 /// std::system_error (or boost::system::system_error) after undoing what it had done.
 LaunchedWorker launch_worker(StartMethod method, const boost::asio::any_io_executor& executor);
 

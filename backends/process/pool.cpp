@@ -30,6 +30,7 @@
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/syscall.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -301,7 +302,7 @@ void ProcessPoolCore::start_launch() {
     auto launched = std::make_shared<std::optional<LaunchedWorker>>();
     std::string error;
     try {
-      launched->emplace(launch_worker(options_.start_method, io_.get_executor()));
+      launched->emplace(launch_worker(options_.start_method, launch_io_.get_executor()));
     } catch (const std::exception& e) {
       error = e.what();
     }
@@ -311,36 +312,34 @@ void ProcessPoolCore::start_launch() {
   });
 }
 
-void ProcessPoolCore::on_launched(std::optional<LaunchedWorker> launched, const std::string& error) {
+void ProcessPoolCore::on_launched(std::optional<LaunchedWorker> launched,
+                                  const std::string& error) {
   --launching_;
   if (!launched) {
     start_failure("a worker process could not be started: " + error, true);
   } else if (!adopt_worker(std::move(*launched))) {
-    start_failure("a worker process could not be watched: " + std::string(std::strerror(errno)),
-                  true);
+    start_failure("a worker process could not be registered with the pool's I/O thread", true);
   }
   dispatch();
 }
 
 bool ProcessPoolCore::adopt_worker(LaunchedWorker launched) {
   auto w = std::make_shared<WorkerSlot>(io_);
-  w->proc.emplace(std::move(launched.process));
-  w->pid = w->proc->id();
-  // Its own pidfd: the child is not reaped yet, so its pid cannot name another process.
-  Fd watch(static_cast<int>(::syscall(SYS_pidfd_open, w->pid, 0)));
-  if (watch.get() < 0) {
-    w->proc->terminate();  // kills and reaps it: without a watch its exit would go unseen
-    return false;
-  }
+  w->pid = launched.pid;  // from here on ~WorkerSlot reaps it if the pool does not
+  boost::system::error_code ec;
+  // assign() takes a descriptor only when it succeeds: release it from its Fd after.
+  w->exit_watch.assign(launched.pidfd.get(), ec);
+  if (ec) return false;
+  launched.pidfd.release();
   w->calls = std::make_shared<WorkerCalls>(std::move(launched.slots), weak_from_this());
   w->calls->worker = w;
   w->calls->page()[slots::kMemoryLimitWord].store(options_.worker_memory_limit);
   // assign() takes a descriptor only when it succeeds: release it from its Fd after.
-  w->exit_watch.assign(watch.get());
-  watch.release();
-  w->to.assign(launched.calls.get());
+  w->to.assign(launched.calls.get(), ec);
+  if (ec) return false;
   launched.calls.release();
-  w->from.assign(launched.replies.get());
+  w->from.assign(launched.replies.get(), ec);
+  if (ec) return false;
   launched.replies.release();
   workers_.push_back(w);
   queue_.add_worker(w->pid);
@@ -349,6 +348,16 @@ bool ProcessPoolCore::adopt_worker(LaunchedWorker launched) {
   if (options_.initializer) send(w, new InitCall(*options_.initializer, weak_from_this()));
   start_reading(w);
   return true;
+}
+
+WorkerSlot::~WorkerSlot() {
+  // Normally reaped by the exit watch; a worker whose pool went away first (or whose watch
+  // could not be set up) must not be left running or as a zombie.
+  if (reaped || pid <= 0) return;
+  ::kill(-pid, SIGKILL);
+  ::kill(pid, SIGKILL);
+  while (::waitpid(pid, nullptr, 0) < 0 && errno == EINTR) {
+  }
 }
 
 void ProcessPoolCore::flush(const Worker& w) {

@@ -24,7 +24,6 @@
 #include <boost/asio/readable_pipe.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/writable_pipe.hpp>
-#include <boost/process/v2/process.hpp>
 
 #include "backends/process/channel.hpp"
 #include "backends/process/launcher.hpp"
@@ -80,15 +79,13 @@ class WorkerCalls final : public CallSlots {
 /// One worker process and its channel. Touched only on the I/O thread.
 struct WorkerSlot {
   explicit WorkerSlot(asio::io_context& io) : to(io), from(io), exit_watch(io), timer(io) {}
+  ~WorkerSlot();
 
   asio::writable_pipe to;    // calls
   asio::readable_pipe from;  // replies
-  // Emplaced: 1.81's move assignment breaks async_wait.
-  std::optional<boost::process::v2::process> proc;
-  // A duplicate of its pidfd, readable once it exits. (Boost 1.81's process::async_wait
-  // answers a readiness with a blocking waitpid, which hung the I/O thread when the
-  // readiness was spurious; this watch reaps with WNOHANG and waits again.)
+  // Its pidfd, readable once it exits; the pool reaps it with waitid (faults.cpp).
   asio::posix::stream_descriptor exit_watch;
+  bool reaped = false;
   asio::steady_timer timer;  // startup deadline, then the timeout of the running call
   int pid = 0;
   std::shared_ptr<WorkerCalls> calls;
@@ -222,6 +219,13 @@ class ProcessPoolCore : public std::enable_shared_from_this<ProcessPoolCore> {
 
   const ProcessPoolOptions options_;
   const std::size_t max_workers_;
+  // The launcher thread starts workers (start_launch); it lives as long as the I/O thread.
+  // Its io_context is used by no other thread (launch_worker's requirement).
+  asio::io_context launch_io_;
+  asio::executor_work_guard<asio::io_context::executor_type> launch_guard_{
+      asio::make_work_guard(launch_io_)};
+  std::thread launch_thread_;
+  asio::steady_timer launch_reactor_{launch_io_};  // made now: see reactor_ below
   asio::io_context io_;
   asio::executor_work_guard<asio::io_context::executor_type> guard_;
   // Asio creates its reactor (an epoll and an eventfd descriptor) with the first timer. Made
@@ -230,11 +234,6 @@ class ProcessPoolCore : public std::enable_shared_from_this<ProcessPoolCore> {
   asio::steady_timer reactor_{io_};
   asio::steady_timer memory_timer_{io_};  // worker_memory_limit checks of running calls
   asio::steady_timer stop_timer_{io_};    // terminate_workers(): SIGKILL after a grace
-  // The launcher thread starts workers (start_launch); it lives as long as the I/O thread.
-  asio::io_context launch_io_;
-  asio::executor_work_guard<asio::io_context::executor_type> launch_guard_{
-      asio::make_work_guard(launch_io_)};
-  std::thread launch_thread_;
   std::thread io_thread_;
   std::atomic<std::thread::id> io_thread_id_{};
   std::mutex join_mutex_;
@@ -247,7 +246,7 @@ class ProcessPoolCore : public std::enable_shared_from_this<ProcessPoolCore> {
   bool start_failed_ = false;
   bool draining_ = false;
   std::size_t launching_ = 0;  // launches posted to the launcher thread, not yet adopted
-  bool stopping_ = false;  // stop_workers: every call ends cancelled, no new worker
+  bool stopping_ = false;      // stop_workers: every call ends cancelled, no new worker
   bool watching_memory_ = false;
 };
 

@@ -57,8 +57,7 @@ bool above_memory_limit(const std::atomic<std::uint64_t>* page) {
   unsigned long size = 0, resident = 0;
   int read = std::fscanf(statm, "%lu %lu", &size, &resident);
   std::fclose(statm);
-  return read == 2 &&
-         resident * static_cast<std::uint64_t>(::sysconf(_SC_PAGESIZE)) > limit;
+  return read == 2 && resident * static_cast<std::uint64_t>(::sysconf(_SC_PAGESIZE)) > limit;
 }
 
 void append_skipped(std::vector<char>& out, std::uint64_t id) {

@@ -767,4 +767,16 @@ TEST_SUITE("core") {
       CHECK_THROWS_AS(cfx::detail::decode_exception(r), SerializationError);
     }
   }
+
+  TEST_CASE("codec: a value's length prefix is never cut short") {
+    // Encoding 4 GiB for real would take minutes and 12 GiB in a test: the length check is
+    // the one place that decides, so it is tested at its bounds.
+    using cfx::detail::checked_length;
+    CHECK(checked_length<std::string>(0) == 0);
+    CHECK(checked_length<std::string>((std::size_t{1} << 31) + 1) == (1u << 31) + 1);
+    CHECK(checked_length<std::string>(UINT32_MAX) == UINT32_MAX);
+    CHECK_THROWS_AS(checked_length<std::string>(std::size_t{1} << 32), SerializationError);
+    CHECK_THROWS_WITH_AS(checked_length<std::vector<int>>((std::size_t{1} << 32) + 5),
+                         doctest::Contains("4294967301 bytes"), SerializationError);
+  }
 }

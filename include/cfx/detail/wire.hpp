@@ -78,6 +78,17 @@ std::string type_name() {
   return demangle_type(typeid(T));
 }
 
+/// The 32-bit length prefix of an encoded value of `bytes` bytes: a longer one is refused
+/// with SerializationError rather than cut short.
+template <class T>
+std::uint32_t checked_length(std::size_t bytes) {
+  if (bytes > UINT32_MAX)
+    throw SerializationError("a value of type " + type_name<T>() + " encodes to " +
+                             std::to_string(bytes) +
+                             " bytes, more than the 4 GiB (2^32 - 1 bytes) a value may take");
+  return static_cast<std::uint32_t>(bytes);
+}
+
 /// Encodes one value; throws SerializationError (naming the type) if to_json throws.
 template <class T>
 void encode_value(Writer& w, const T& v) {
@@ -89,7 +100,7 @@ void encode_value(Writer& w, const T& v) {
       auto at = w.size();
       w.put(std::uint32_t{0});
       nlohmann::json::to_msgpack(j, w.buffer());
-      auto n = static_cast<std::uint32_t>(w.size() - at - sizeof(std::uint32_t));
+      auto n = checked_length<T>(w.size() - at - sizeof(std::uint32_t));
       std::memcpy(w.buffer().data() + at, &n, sizeof(n));
     } catch (const std::exception& e) {
       throw SerializationError("cannot encode a value of type " + type_name<T>() + ": " + e.what());
