@@ -98,8 +98,11 @@ CFX_TASK(hog_then_wait);
 
 /// Leaks `bytes` of touched memory in its worker; returns the worker's pid.
 int leak(std::size_t bytes) {
+  // Kept where the compiler cannot see it unused: else malloc and memset are elided.
+  static std::vector<char*> kept;
   auto* p = static_cast<char*>(std::malloc(bytes));
   if (p) std::memset(p, 1, bytes);
+  kept.push_back(p);
   return ::getpid();
 }
 CFX_TASK(leak);
