@@ -73,7 +73,7 @@ struct ExceptionTable {
 };
 
 ExceptionTable& table() {
-  static ExceptionTable t;
+  static ExceptionTable& t = *new ExceptionTable;  // never destroyed: see task_registry.cpp
   return t;
 }
 

@@ -19,7 +19,9 @@ struct Registry {
 };
 
 Registry& registry() {
-  static Registry r;  // constructed on first use: safe from other static initialisers
+  // Constructed on first use (safe from other static initialisers) and never destroyed: a
+  // pool's I/O thread may still look a task up while exit() runs static destructors.
+  static Registry& r = *new Registry;
   return r;
 }
 
