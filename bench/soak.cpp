@@ -46,7 +46,7 @@ struct Config {
   std::size_t outside_ms = 50;  // 0: no outside killer
   std::size_t in_flight = 20'000;
   bool fork = false;
-  std::size_t py_tasks = 20'000;
+  std::size_t py_tasks = 2000;
   bool python = true;
 };
 

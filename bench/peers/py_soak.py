@@ -112,7 +112,7 @@ def ppe_storm(n, kill_every):
 
 def main():
     parser = argparse.ArgumentParser()
-    parser.add_argument("--tasks", type=int, default=20_000)
+    parser.add_argument("--tasks", type=int, default=2000)
     parser.add_argument("--kill-every", type=int, default=30)
     parser.add_argument("--outside-ms", type=int, default=50)
     args = parser.parse_args()
