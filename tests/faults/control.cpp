@@ -2,12 +2,6 @@
 // terminate_workers() / kill_workers(), max_retries (robust-pools.md 3.1 #10) and
 // worker_memory_limit (3.5 #47); and 3.3 #25.
 //
-// terminate_workers, kill_workers, max_retries and worker_memory_limit did not exist yet when
-// these tests were written. They are reached through the shims in namespace api7 below, which
-// compile either way (requires-expressions on a template parameter) and fail the test with
-// "... does not exist yet" until the names land; then the shims can be replaced by plain
-// calls. Future::interrupt and CallOptions exist and are called directly.
-//
 // Not tested here: the std::stop_token of thread-pool tasks (thread pool only).
 #include <doctest/doctest.h>
 
@@ -21,48 +15,13 @@ using namespace faults;
 using cfx_test::Gate;
 using cfx_test::Signal;
 
-namespace api7 {
-
-template <class P = cfx::ProcessPoolExecutor>
-constexpr bool has_stop_workers = requires(P& p) {
-  p.terminate_workers();
-  p.kill_workers();
-};
-
 /// pool.terminate_workers() or pool.kill_workers().
-template <class P>
-void stop_workers(P& pool, bool terminate) {
-  if constexpr (has_stop_workers<P>) {
-    if (terminate)
-      pool.terminate_workers();
-    else
-      pool.kill_workers();
-  }
+void stop_workers(cfx::ProcessPoolExecutor& pool, bool terminate) {
+  if (terminate)
+    pool.terminate_workers();
+  else
+    pool.kill_workers();
 }
-
-/// options.max_retries = n; false where the field does not exist yet.
-template <class O>
-bool set_max_retries(O& options, std::size_t n) {
-  if constexpr (requires { options.max_retries = n; }) {
-    options.max_retries = n;
-    return true;
-  } else {
-    return false;
-  }
-}
-
-/// options.worker_memory_limit = bytes; false where the field does not exist yet.
-template <class O>
-bool set_worker_memory_limit(O& options, std::size_t bytes) {
-  if constexpr (requires { options.worker_memory_limit = bytes; }) {
-    options.worker_memory_limit = bytes;
-    return true;
-  } else {
-    return false;
-  }
-}
-
-}  // namespace api7
 
 namespace {
 
@@ -173,8 +132,6 @@ TEST_SUITE("faults API 7 control") {
   }
 
   TEST_CASE("3.3 #25 kill_workers()/terminate_workers(): futures end cancelled; nothing left") {
-    REQUIRE_MESSAGE(api7::has_stop_workers<>,
-                    "ProcessPoolExecutor::terminate_workers/kill_workers do not exist yet");
     for (bool terminate : {false, true}) {
       CAPTURE(terminate);
       NoLeaks leaks;
@@ -192,7 +149,7 @@ TEST_SUITE("faults API 7 control") {
       auto pids = read_pids(pid_file);
       REQUIRE(pids.size() == 6);
       auto since = Clock::now();
-      api7::stop_workers(*pool, terminate);
+      stop_workers(*pool, terminate);
       // It returns when every worker is reaped.
       auto children = proc_test::child_pids();
       for (int w : workers) CHECK(std::find(children.begin(), children.end(), w) == children.end());
@@ -207,8 +164,6 @@ TEST_SUITE("faults API 7 control") {
   }
 
   TEST_CASE("API 7: kill_workers() stops a pool whose initializer never returns") {
-    REQUIRE_MESSAGE(api7::has_stop_workers<>,
-                    "ProcessPoolExecutor::terminate_workers/kill_workers do not exist yet");
     NoLeaks leaks;
     Pool pool({.max_workers = 2, .initializer = cfx::task_call(hang)});
     std::vector<cfx::Future<int>> fs;
@@ -217,15 +172,13 @@ TEST_SUITE("faults API 7 control") {
     } catch (const cfx::BrokenProcessPool&) {
       // a start-up limit on the initializer broke the pool first: fine too
     }
-    api7::stop_workers(*pool, false);
+    stop_workers(*pool, false);
     CHECK(unfinished(fs) == 0);
     CHECK(pool.destroy() < 1s);
   }
 
   TEST_CASE("3.1 #10 poison task with max_retries: WorkerCrashed counting the attempts") {
-    cfx::ProcessPoolOptions options{.max_workers = 2};
-    REQUIRE_MESSAGE(api7::set_max_retries(options, 2),
-                    "ProcessPoolOptions::max_retries does not exist yet");
+    cfx::ProcessPoolOptions options{.max_workers = 2, .max_retries = 2};
     NoLeaks leaks;
     Pool pool(options);
     TempDir dir;
@@ -256,9 +209,7 @@ TEST_SUITE("faults API 7 control") {
 
   TEST_CASE("3.5 #47 worker_memory_limit: a task above it is killed naming the limit; no loss") {
     constexpr std::size_t kLimit = 256u << 20;
-    cfx::ProcessPoolOptions options{.max_workers = 1};
-    REQUIRE_MESSAGE(api7::set_worker_memory_limit(options, kLimit),
-                    "ProcessPoolOptions::worker_memory_limit does not exist yet");
+    cfx::ProcessPoolOptions options{.max_workers = 1, .worker_memory_limit = kLimit};
     NoLeaks leaks;
     Pool pool(options);
     Gate gate;
