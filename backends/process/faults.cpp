@@ -240,14 +240,7 @@ void ProcessPoolCore::check_memory(const Worker& w, bool between_calls) {
   }
   // Between calls: replaced once idle; what it holds and has not started runs elsewhere.
   w->retiring = true;
-  auto moved = take_back_unstarted(w, running.has_value());
-  if (!moved.empty()) {
-    if (auto broken = queue_.requeue(moved))
-      for (auto* t : moved) {
-        t->fail(std::make_exception_ptr(BrokenProcessPool(*broken)));
-        t->drop();
-      }
-  }
+  requeue(take_back_unstarted(w, running.has_value()));
   if (w->in_flight.empty()) close_channel(w);
 }
 
@@ -263,8 +256,7 @@ void ProcessPoolCore::stop_all(int signal) {
     if (w->exit_status) continue;
     w->kill_cause = KillCause::stopped;
     w->kill_reason = signal == SIGKILL ? "kill_workers()" : "terminate_workers()";
-    ::kill(-w->pid, signal);
-    ::kill(w->pid, signal);
+    signal_group(w->pid, signal);
   }
   if (signal == SIGKILL || workers_.empty()) return;
   // A task that ignores SIGTERM in a worker must not make terminate_workers() wait forever.
@@ -272,10 +264,7 @@ void ProcessPoolCore::stop_all(int signal) {
   stop_timer_.async_wait([self = shared_from_this()](boost::system::error_code ec) {
     if (ec) return;
     for (auto& w : self->workers_)
-      if (!w->exit_status) {
-        ::kill(-w->pid, SIGKILL);
-        ::kill(w->pid, SIGKILL);
-      }
+      if (!w->exit_status) signal_group(w->pid, SIGKILL);
   });
 }
 
@@ -288,8 +277,7 @@ void ProcessPoolCore::kill_worker(const Worker& w, KillCause cause, std::uint64_
     w->kill_reason = std::move(reason);
   }
   w->timer.cancel();
-  ::kill(-w->pid, SIGKILL);  // the whole group: the worker and anything its task started
-  ::kill(w->pid, SIGKILL);   // in case it had not yet made its own group
+  signal_group(w->pid, SIGKILL);
 }
 
 // The channel ended (EOF) or failed before the exit was seen. A crash closes the channel a
@@ -334,7 +322,7 @@ void ProcessPoolCore::bury(const Worker& w) {
   bool expected =
       w->closing && w->in_flight.empty() && WIFEXITED(status) && WEXITSTATUS(status) == 0;
   if (!expected && !w->ready && w->kill_cause != KillCause::stopped) exited_before_ready(w, status);
-  std::vector<RemoteTask*> requeue;
+  std::vector<RemoteTask*> unstarted;
   std::deque<SentCall> held;
   held.swap(w->in_flight);
   for (auto& sent : held) {
@@ -343,7 +331,7 @@ void ProcessPoolCore::bury(const Worker& w) {
     t->detach();
     auto state = w->state(sent.id);
     if (state == slots::State::started) {
-      charge_running(w, t, sent.id, status, requeue);
+      charge_running(w, t, sent.id, status, unstarted);
     } else if (w->kill_cause == KillCause::stopped) {
       t->cancel();
       t->drop();
@@ -351,17 +339,10 @@ void ProcessPoolCore::bury(const Worker& w) {
                !slots::move(w->calls->page(), sent.id, slots::State::taken_back)) {
       t->drop();  // the initializer is the worker's own; a withdrawn call's cancel() ends it
     } else {
-      requeue.push_back(t);
+      unstarted.push_back(t);
     }
   }
-  if (!requeue.empty()) {
-    if (auto broken = queue_.requeue(requeue)) {
-      for (RemoteTask* t : requeue) {
-        t->fail(std::make_exception_ptr(BrokenProcessPool(*broken)));
-        t->drop();
-      }
-    }
-  }
+  requeue(unstarted);
   remove_worker(w);
   if (draining_) check_drained();
 }
@@ -395,7 +376,7 @@ void ProcessPoolCore::exited_before_ready(const Worker& w, int status) {
 // as the kill says; if the pool killed the worker for another call (which finished just
 // before the kill), it is not to blame and runs again; otherwise it crashed the worker.
 void ProcessPoolCore::charge_running(const Worker& w, RemoteTask* t, std::uint64_t id, int status,
-                                     std::vector<RemoteTask*>& requeue) {
+                                     std::vector<RemoteTask*>& retry) {
   std::string task = t->task ? t->task->name : "?";
   std::string where = "worker process " + std::to_string(w->pid) + " running task '" + task + "'";
   auto fail = [&](auto error) {
@@ -415,7 +396,7 @@ void ProcessPoolCore::charge_running(const Worker& w, RemoteTask* t, std::uint64
   } else if (cause == KillCause::broken) {
     fail(BrokenProcessPool("the process pool broke while " + where));
   } else if (cause != KillCause::none && cause != KillCause::channel && !for_this_call) {
-    requeue.push_back(t);  // killed for another call, which finished just before the kill
+    retry.push_back(t);  // killed for another call, which finished just before the kill
   } else if (cause == KillCause::timeout) {
     fail(TimeoutError("task '" + task + "' ran longer than its timeout: " + where +
                       " was killed (" + w->kill_reason + ") and will be replaced"));
@@ -432,7 +413,7 @@ void ProcessPoolCore::charge_running(const Worker& w, RemoteTask* t, std::uint64
     break_pool("A process in the process pool was terminated abruptly: " + where + " " +
                describe_status(status, w->kill_reason));
   } else if (++t->attempts <= options_.max_retries) {
-    requeue.push_back(t);  // run it again, on a fresh worker
+    retry.push_back(t);  // run it again, on a fresh worker
   } else {
     std::string attempts;
     if (options_.max_retries)

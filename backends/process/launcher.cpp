@@ -40,15 +40,6 @@ Fd above_channel_fds(Fd fd) {
   return moved;
 }
 
-/// Kills a child the launch could not hand over and waits for it, so that no process or
-/// zombie outlives the failed launch.
-void reap(pid_t pid) {
-  ::kill(-pid, SIGKILL);  // its group, if it had made it
-  ::kill(pid, SIGKILL);
-  while (::waitpid(pid, nullptr, 0) < 0 && errno == EINTR) {
-  }
-}
-
 /// The ends of the channel that the worker gets, as descriptors 3, 4 and 5.
 struct ChildEnds {
   int calls;
@@ -132,7 +123,7 @@ bp::process spawn_child(const ChildEnds& ends, const boost::asio::any_io_executo
   } catch (...) {
     // After the fork the launcher drops a child it fails on (its exec failed, or no
     // descriptor was left for the pidfd) without waiting for it.
-    if (launcher.pid > 0) reap(launcher.pid);
+    if (launcher.pid > 0) kill_and_reap(launcher.pid);
     throw;
   }
 }
@@ -162,7 +153,7 @@ Fd open_pidfd(pid_t pid) {
   Fd pidfd(static_cast<int>(::syscall(SYS_pidfd_open, pid, 0)));
   if (pidfd.get() < 0) {
     int error = errno;
-    reap(pid);
+    kill_and_reap(pid);
     throw_errno("pidfd_open", error);
   }
   return pidfd;
@@ -178,6 +169,17 @@ pid_t fork_child(const ChildEnds& ends) {
 }
 
 }  // namespace
+
+void signal_group(int pid, int signal) noexcept {
+  ::kill(-pid, signal);  // the group: the worker and anything its tasks started
+  ::kill(pid, signal);   // in case it had not yet made its own group
+}
+
+void kill_and_reap(int pid) noexcept {
+  signal_group(pid, SIGKILL);
+  while (::waitpid(pid, nullptr, 0) < 0 && errno == EINTR) {
+  }
+}
 
 void Fd::reset(int fd) noexcept {
   if (fd_ >= 0) ::close(fd_);

@@ -66,6 +66,11 @@ class SlotPage {
   std::atomic<std::uint64_t>* page_ = nullptr;
 };
 
+/// Sends `signal` to worker `pid`'s process group and to the worker itself.
+void signal_group(int pid, int signal) noexcept;
+/// SIGKILLs a child's group and waits for the child, so that no process or zombie is left.
+void kill_and_reap(int pid) noexcept;
+
 /// A started worker: its process (pid and pidfd, by which the parent reaps it) and the
 /// parent's side of its channel.
 struct LaunchedWorker {

@@ -255,14 +255,18 @@ void ProcessPoolCore::rebalance(std::vector<RemoteTask*>& cancelled) {
     moved.insert(moved.end(), taken.begin(), taken.end());
   }
   if (moved.empty()) return;
-  if (auto broken = queue_.requeue(moved)) {
-    for (auto* t : moved) {
-      t->fail(std::make_exception_ptr(BrokenProcessPool(*broken)));
-      t->drop();
-    }
-    return;
+  if (requeue(moved)) fill_windows(cancelled);
+}
+
+bool ProcessPoolCore::requeue(const std::vector<RemoteTask*>& calls) {
+  if (calls.empty()) return true;
+  auto broken = queue_.requeue(calls);
+  if (!broken) return true;
+  for (RemoteTask* t : calls) {
+    t->fail(std::make_exception_ptr(BrokenProcessPool(*broken)));
+    t->drop();
   }
-  fill_windows(cancelled);
+  return false;
 }
 
 // Takes back the calls `w` holds and has not started (after its first one, if keep_first),
@@ -353,11 +357,7 @@ bool ProcessPoolCore::adopt_worker(LaunchedWorker launched) {
 WorkerSlot::~WorkerSlot() {
   // Normally reaped by the exit watch; a worker whose pool went away first (or whose watch
   // could not be set up) must not be left running or as a zombie.
-  if (reaped || pid <= 0) return;
-  ::kill(-pid, SIGKILL);
-  ::kill(pid, SIGKILL);
-  while (::waitpid(pid, nullptr, 0) < 0 && errno == EINTR) {
-  }
+  if (!reaped && pid > 0) kill_and_reap(pid);
 }
 
 void ProcessPoolCore::flush(const Worker& w) {

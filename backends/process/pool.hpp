@@ -179,6 +179,9 @@ class ProcessPoolCore : public std::enable_shared_from_this<ProcessPoolCore> {
   bool send(const Worker& w, RemoteTask* t);
   void rebalance(std::vector<RemoteTask*>& cancelled);
   std::vector<RemoteTask*> take_back_unstarted(const Worker& w, bool keep_first);
+  /// Puts calls back at the front of the queue; once the pool is broken, fails them with
+  /// BrokenProcessPool instead and returns false.
+  bool requeue(const std::vector<RemoteTask*>& calls);
   void head_changed(const Worker& w);
   // pool.cpp: workers and their channels
   void start_launch();
@@ -211,7 +214,7 @@ class ProcessPoolCore : public std::enable_shared_from_this<ProcessPoolCore> {
   void bury(const Worker& w);
   void exited_before_ready(const Worker& w, int status);
   void charge_running(const Worker& w, RemoteTask* t, std::uint64_t id, int status,
-                      std::vector<RemoteTask*>& requeue);
+                      std::vector<RemoteTask*>& retry);
   void start_failure(const std::string& why, bool fatal);
   /// SIGKILLs the worker's process group; `cause` and `reason` say why, in the messages of
   /// its death, and `call` which call it was killed for.

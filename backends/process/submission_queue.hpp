@@ -44,8 +44,8 @@ class SubmissionQueue {
   Calls take(std::size_t n);
   /// Returns calls taken but not sent to the front, as they were.
   void give_back(Calls calls);
-  /// Puts calls a dead worker never started back at the front, in their order, marked
-  /// requeued. Once the pool is broken it takes none and returns why it broke.
+  /// Puts calls that no worker started back at the front, in their order. Once the pool
+  /// is broken it takes none and returns why it broke.
   std::optional<std::string> requeue(const std::vector<RemoteTask*>& calls);
   /// Breaks the pool with `message` and hands back every queued call; nullopt if it was
   /// broken already.
