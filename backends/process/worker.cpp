@@ -129,6 +129,11 @@ void serve_and_exit() noexcept {
     std::fputs("cfx: a worker's serve loop failed; the worker exits\n", stderr);
   }
   std::fflush(nullptr);
+  // The channel's end is also how a worker learns that the pool died: the kernel closes a
+  // dying parent's descriptors before it sends the parent-death signal, so an idle worker can
+  // see EOF and leave before its handler runs. Whatever ended the channel, what the tasks
+  // started in this group must not outlive the worker: it takes its group with it.
+  if (status == 0) kill_own_group(0);
   ::_exit(status);
 }
 
