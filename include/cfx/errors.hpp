@@ -78,6 +78,27 @@ class WorkerCrashed : public BrokenProcessPool {
   using BrokenProcessPool::BrokenProcessPool;
 };
 
+/// Queue::get(timeout) found nothing in time, or Queue::try_get's timed forms (API section 6).
+class QueueEmpty : public Error {
+ public:
+  QueueEmpty() : Error("queue is empty") {}
+  using Error::Error;
+};
+
+/// Queue::put(x, timeout) found no room in time in a bounded queue (API section 6).
+class QueueFull : public Error {
+ public:
+  QueueFull() : Error("queue is full") {}
+  using Error::Error;
+};
+
+/// A Barrier was aborted, or a wait on it timed out, and it has not been reset since.
+class BrokenBarrierError : public Error {
+ public:
+  BrokenBarrierError() : Error("barrier is broken (aborted or a wait timed out); reset() it") {}
+  using Error::Error;
+};
+
 /// A task in a worker process threw an exception whose type cannot be rebuilt here (neither
 /// a standard type nor one registered with CFX_EXCEPTION): what() holds
 /// "<type name>: <message>".
