@@ -3,6 +3,7 @@
 
 #include <fcntl.h>
 #include <signal.h>
+#include <spawn.h>
 #include <stdio_ext.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
@@ -17,15 +18,11 @@
 #include <system_error>
 #include <vector>
 
-#include <boost/process/v2/posix/default_launcher.hpp>
-
 #include "backends/process/channel.hpp"
 #include "backends/process/worker.hpp"
 
 namespace cfx::detail {
 namespace {
-
-namespace bp = boost::process::v2;
 
 [[noreturn]] void throw_errno(const char* what, int error = errno) {
   throw std::system_error(error, std::generic_category(), what);
@@ -47,55 +44,6 @@ struct ChildEnds {
   int slots;
 };
 
-/// Gives the child `fd` as descriptor `target`. (Boost 1.81's posix::bind_fd cannot be used:
-/// its on_setup returns no value, which is undefined behaviour and corrupts the heap.)
-struct BindFd {
-  int target;
-  int fd;
-  bp::error_code on_setup(bp::posix::default_launcher& launcher, const bp::filesystem::path&,
-                          const char* const*) {
-    launcher.fd_whitelist.push_back(target);
-    return {};
-  }
-  bp::error_code on_exec_setup(bp::posix::default_launcher&, const bp::filesystem::path&,
-                               const char* const*) {
-    if (::dup2(fd, target) == -1) return {errno, bp::system_category()};
-    return {};
-  }
-};
-
-/// Runs in the spawned child between fork and exec, after the BindFd dup2s.
-struct WorkerChildSetup {
-  pid_t parent;
-  bp::error_code on_exec_setup(bp::posix::default_launcher& launcher, const bp::filesystem::path&,
-                               const char* const*) {
-    ::setpgid(0, 0);  // its own group: kills reach its descendants
-    // SIGTERM when the pool's I/O thread dies: the worker's handler (worker.cpp) then kills
-    // its whole group. Until cfx::init installs it, SIGTERM just ends the worker, which has
-    // started nothing yet.
-    ::prctl(PR_SET_PDEATHSIG, kParentDeathSignal);
-    if (::getppid() != parent) ::_exit(1);  // the parent died before prctl
-    sigset_t none;
-    sigemptyset(&none);
-    ::sigprocmask(SIG_SETMASK, &none, nullptr);  // the I/O thread blocks SIGPIPE
-    // Boost 1.81's close_all skips the gaps between whitelisted descriptors; close every
-    // descriptor that is not whitelisted ourselves, so nothing of the parent leaks.
-    // No allocation here: between fork and exec of a multithreaded parent, malloc can
-    // deadlock on a lock another thread held at the fork (and the parent would wait for
-    // the exec forever). The launcher's whitelist is this child's own copy: sort it in place.
-    auto& keep = launcher.fd_whitelist;
-    std::sort(keep.begin(), keep.end());
-    unsigned next = 0;
-    for (int fd : keep) {
-      if (fd < 0) continue;
-      if (static_cast<unsigned>(fd) > next) ::close_range(next, static_cast<unsigned>(fd) - 1, 0);
-      next = static_cast<unsigned>(fd) + 1;
-    }
-    ::close_range(next, ~0u, 0);
-    return {};
-  }
-};
-
 /// The environment of a spawned worker: this process's, with the marker naming the parent.
 /// The marker travels in this child's environment only; cfx::init removes it before any task
 /// runs, so programs a task starts are not workers.
@@ -108,24 +56,51 @@ std::vector<std::string> worker_environment() {
   return env;
 }
 
-/// Re-runs this program (/proc/self/exe) as a worker.
-bp::process spawn_child(const ChildEnds& ends, const boost::asio::any_io_executor& executor) {
-  std::vector<std::string> env_strings = worker_environment();
-  std::vector<const char*> env;
-  for (auto& s : env_strings) env.push_back(s.c_str());
-  env.push_back(nullptr);
-  bp::posix::default_launcher launcher;
-  launcher.env = env.data();
-  try {
-    return launcher(executor, "/proc/self/exe", std::vector<std::string>{},
-                    BindFd{kWorkerInFd, ends.calls}, BindFd{kWorkerOutFd, ends.replies},
-                    BindFd{kWorkerSlotsFd, ends.slots}, WorkerChildSetup{::getpid()});
-  } catch (...) {
-    // After the fork the launcher drops a child it fails on (its exec failed, or no
-    // descriptor was left for the pidfd) without waiting for it.
-    if (launcher.pid > 0) kill_and_reap(launcher.pid);
-    throw;
+/// posix_spawn's attributes and file actions, released however the spawn ends.
+struct SpawnSetup {
+  posix_spawnattr_t attributes;
+  posix_spawn_file_actions_t actions;
+  SpawnSetup() {
+    posix_spawnattr_init(&attributes);
+    posix_spawn_file_actions_init(&actions);
   }
+  SpawnSetup(const SpawnSetup&) = delete;
+  SpawnSetup& operator=(const SpawnSetup&) = delete;
+  ~SpawnSetup() {
+    posix_spawn_file_actions_destroy(&actions);
+    posix_spawnattr_destroy(&attributes);
+  }
+};
+
+/// Re-runs this program (/proc/self/exe) as a worker, its channel on descriptors 3, 4 and 5
+/// and nothing else of ours open. posix_spawn, not a fork: glibc's shares the parent's memory
+/// until the exec, so a parent with a large heap pays neither the copy of its page tables nor
+/// the copy-on-write faults that follow a fork (they were most of a respawn's cost).
+/// PR_SET_PDEATHSIG cannot be set from here; the worker sets it in cfx::init and checks that
+/// the parent named in its environment is still its parent (worker.cpp).
+pid_t spawn_child(const ChildEnds& ends) {
+  std::vector<std::string> env_strings = worker_environment();
+  std::vector<char*> env;
+  for (auto& s : env_strings) env.push_back(s.data());
+  env.push_back(nullptr);
+  SpawnSetup setup;
+  // Its own group, so that kills reach its descendants; no signal blocked (the I/O thread
+  // blocks SIGPIPE).
+  sigset_t none;
+  sigemptyset(&none);
+  posix_spawnattr_setsigmask(&setup.attributes, &none);
+  posix_spawnattr_setpgroup(&setup.attributes, 0);
+  posix_spawnattr_setflags(&setup.attributes, POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSIGMASK);
+  posix_spawn_file_actions_adddup2(&setup.actions, ends.calls, kWorkerInFd);
+  posix_spawn_file_actions_adddup2(&setup.actions, ends.replies, kWorkerOutFd);
+  posix_spawn_file_actions_adddup2(&setup.actions, ends.slots, kWorkerSlotsFd);
+  posix_spawn_file_actions_addclosefrom_np(&setup.actions, kWorkerSlotsFd + 1);
+  char program[] = "/proc/self/exe";
+  char* argv[] = {program, nullptr};
+  pid_t pid = -1;
+  int error = ::posix_spawn(&pid, program, &setup.actions, &setup.attributes, argv, env.data());
+  if (error != 0) throw_errno("posix_spawn", error);
+  return pid;
 }
 
 /// The forked child: binds its channel and serves. Nothing here allocates: the parent's other
@@ -212,7 +187,7 @@ void SlotPage::unmap() noexcept {
   page_ = nullptr;
 }
 
-LaunchedWorker launch_worker(StartMethod method, const boost::asio::any_io_executor& executor) {
+LaunchedWorker launch_worker(StartMethod method) {
   Pipe calls, replies;  // the parent writes calls.write_end and reads replies.read_end
   Fd memfd(::memfd_create("cfx-worker-slots", MFD_CLOEXEC));
   if (memfd.get() < 0) throw_errno("memfd_create");
@@ -220,17 +195,7 @@ LaunchedWorker launch_worker(StartMethod method, const boost::asio::any_io_execu
   if (::ftruncate(memfd.get(), slots::kPageBytes) != 0) throw_errno("ftruncate");
   SlotPage page(memfd.get());
   ChildEnds ends{calls.read_end.get(), replies.write_end.get(), memfd.get()};
-  pid_t pid;
-  if (method == StartMethod::fork) {
-    pid = fork_child(ends);
-  } else {
-    // Boost's handle is let go here, on the launching thread: its descriptor belongs to
-    // `executor`'s reactor, which only this thread may touch while it forks (a lock held by
-    // another thread at the fork would deadlock the child's notify_fork).
-    bp::process process = spawn_child(ends, executor);
-    pid = process.id();
-    auto handle = process.detach();  // neither kills nor waits for the child
-  }
+  pid_t pid = method == StartMethod::fork ? fork_child(ends) : spawn_child(ends);
   Fd pidfd = open_pidfd(pid);
   // The child has its own copies of its ends; the parent's close as this returns.
   return {pid, std::move(pidfd), std::move(calls.write_end), std::move(replies.read_end),

@@ -10,9 +10,6 @@
 #include <cstdint>
 #include <utility>
 
-#include <boost/asio/any_io_executor.hpp>
-#include <boost/process/v2/process.hpp>
-
 #include "cfx/process_pool.hpp"
 
 namespace cfx::detail {
@@ -81,9 +78,7 @@ struct LaunchedWorker {
   SlotPage slots;  // its call slots
 };
 
-/// Starts a worker by `method`. `executor` is for Boost.Process's own use during a spawn: it
-/// must belong to an io_context that only the calling thread uses (see launcher.cpp). Throws
-/// std::system_error (or boost::system::system_error) after undoing what it had done.
-LaunchedWorker launch_worker(StartMethod method, const boost::asio::any_io_executor& executor);
+/// Starts a worker by `method`. Throws std::system_error after undoing what it had done.
+LaunchedWorker launch_worker(StartMethod method);
 
 }  // namespace cfx::detail

@@ -297,16 +297,16 @@ void ProcessPoolCore::head_changed(const Worker& w) {
 
 // ---- I/O thread: workers and their channels ---------------------------------------------
 
-// Starting a worker takes milliseconds (a fork, or a fork and an exec and the launcher's
-// wait for it): it runs on the launcher thread, so that the I/O thread keeps serving the
-// other workers meanwhile (a crash storm would otherwise starve them).
+// Starting a worker takes milliseconds (a fork, or a posix_spawn and its exec): it runs on the
+// launcher thread, so that the I/O thread keeps serving the other workers meanwhile (a crash storm
+// would otherwise starve them).
 void ProcessPoolCore::start_launch() {
   ++launching_;
   asio::post(launch_io_, [this] {
     auto launched = std::make_shared<std::optional<LaunchedWorker>>();
     std::string error;
     try {
-      launched->emplace(launch_worker(options_.start_method, launch_io_.get_executor()));
+      launched->emplace(launch_worker(options_.start_method));
     } catch (const std::exception& e) {
       error = e.what();
     }
