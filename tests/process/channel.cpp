@@ -87,16 +87,6 @@ class TestTask final : public cfx::detail::RemoteTask {
   void drop() noexcept override {}
 };
 
-/// True if the reader has nothing left.
-bool exhausted(Reader& r) {
-  try {
-    r.take(1);
-    return false;
-  } catch (const SerializationError&) {
-    return true;
-  }
-}
-
 /// Everything left in the reader (a failed take consumes nothing).
 std::string rest(Reader& r) {
   std::string out;
@@ -275,7 +265,7 @@ std::vector<char> answered(const TaskEntry& task, const std::vector<Tuple>& call
   REQUIRE(call->id == id);
   std::vector<char> reply;
   cfx::detail::answer_call(call->id, call->body, reply, ::getpid());
-  CHECK(exhausted(call->body) == all_run);
+  CHECK((call->body.remaining() == 0) == all_run);
   return reply;
 }
 
@@ -370,7 +360,7 @@ TEST_SUITE("process channel") {
       CHECK(decode_value<int>(body) == i * 10);
       CHECK(decode_value<std::string>(body) == std::string(static_cast<std::size_t>(i), 'a'));
     }
-    CHECK(exhausted(body));
+    CHECK(body.remaining() == 0);
     CHECK(!s.next());
   }
 
@@ -389,7 +379,7 @@ TEST_SUITE("process channel") {
     CHECK(r.get<std::uint64_t>() == 1);
     CHECK(r.get<std::uint32_t>() == 0);
     CHECK(r.get_string().empty());
-    CHECK(exhausted(r));
+    CHECK(r.remaining() == 0);
   }
 
   TEST_CASE("channel: a registered task's calls travel to the worker and their results back") {
@@ -423,7 +413,7 @@ TEST_SUITE("process channel") {
         REQUIRE(call->kind == FrameKind::call);
         CHECK(call->id == ++expected_id);
         cfx::detail::answer_call(call->id, call->body, replies_written, ::getpid());
-        CHECK(exhausted(call->body));
+        CHECK(call->body.remaining() == 0);
         ++served;
       }
     }
@@ -448,7 +438,7 @@ TEST_SUITE("process channel") {
         CHECK(frame->id == next_call);
         ++next_call;
         Reply reply = read_reply(frame->body);
-        CHECK(exhausted(frame->body));
+        CHECK(frame->body.remaining() == 0);
         CHECK(reply.count == 4);
         CHECK(!reply.error);
         std::vector<int> sums;
@@ -459,7 +449,7 @@ TEST_SUITE("process channel") {
           sums.push_back(*v);
         }
         CHECK(sums == std::vector<int>{3, 0, 1234, -1});
-        CHECK(exhausted(reply.results));
+        CHECK(reply.results.remaining() == 0);
         ++read;
       }
     }
@@ -479,7 +469,7 @@ TEST_SUITE("process channel") {
     CHECK(decode_value<std::string>(reply.results) == "ababab");
     CHECK(decode_value<std::string>(reply.results) == "");
     CHECK(decode_value<std::string>(reply.results) == "");
-    CHECK(exhausted(reply.results));
+    CHECK(reply.results.remaining() == 0);
     CHECK(!reply.error);
   }
 
@@ -496,11 +486,11 @@ TEST_SUITE("process channel") {
     const std::string& body = split.frames[0].body;
     Reader frame(body.data(), body.size());
     Reply reply = read_reply(frame);
-    CHECK(exhausted(frame));
+    CHECK(frame.remaining() == 0);
     REQUIRE(reply.count == 2);
     CHECK(decode_value<int>(reply.results) == 4);
     CHECK(decode_value<int>(reply.results) == 9);
-    CHECK(exhausted(reply.results));
+    CHECK(reply.results.remaining() == 0);
     REQUIRE(reply.error);
     try {
       std::rethrow_exception(reply.error);
@@ -552,7 +542,7 @@ TEST_SUITE("process channel") {
       auto body = reply_body(3, results, nullptr);
       Reader frame(body.data(), body.size());
       Reply reply = read_reply(frame);
-      CHECK(exhausted(frame));
+      CHECK(frame.remaining() == 0);
       CHECK(reply.count == 3);
       CHECK(!reply.error);
       // The results Reader covers the results and nothing more (the failed flag follows).
@@ -560,21 +550,21 @@ TEST_SUITE("process channel") {
       CHECK(decode_value<std::string>(reply.results) == "two");
       CHECK(decode_value<std::pair<double, char>>(reply.results) ==
             std::pair<double, char>{3.5, 'c'});
-      CHECK(exhausted(reply.results));
+      CHECK(reply.results.remaining() == 0);
     }
     SUBCASE("the results reader views the frame's own bytes") {
       auto body = reply_body(3, results, nullptr);
       Reader frame(body.data(), body.size());
       Reply reply = read_reply(frame);
       CHECK(reply.results.take(results.size()) == body.data() + 4 + 8);
-      CHECK(exhausted(reply.results));
+      CHECK(reply.results.remaining() == 0);
     }
     SUBCASE("results, then a failure") {
       auto failure = encoded_exception(std::invalid_argument("third call"), "t");
       auto body = reply_body(3, results, &failure);
       Reader frame(body.data(), body.size());
       Reply reply = read_reply(frame);
-      CHECK(exhausted(frame));
+      CHECK(frame.remaining() == 0);
       CHECK(reply.count == 3);
       CHECK(rest(reply.results) == std::string(results.begin(), results.end()));
       REQUIRE(reply.error);
@@ -587,7 +577,7 @@ TEST_SUITE("process channel") {
       Reader frame(body.data(), body.size());
       Reply reply = read_reply(frame);
       CHECK(reply.count == 0);
-      CHECK(exhausted(reply.results));
+      CHECK(reply.results.remaining() == 0);
       CHECK_THROWS_WITH_AS(std::rethrow_exception(reply.error), "late", cfx::TimeoutError);
     }
     SUBCASE("no results, no failure") {
@@ -597,8 +587,8 @@ TEST_SUITE("process channel") {
       Reply reply = read_reply(frame);
       CHECK(reply.count == 0);
       CHECK(!reply.error);
-      CHECK(exhausted(reply.results));
-      CHECK(exhausted(frame));
+      CHECK(reply.results.remaining() == 0);
+      CHECK(frame.remaining() == 0);
     }
   }
 
@@ -772,7 +762,7 @@ TEST_SUITE("process channel") {
     frame = s.next();
     REQUIRE(frame);
     CHECK(frame->kind == FrameKind::skipped);
-    CHECK(exhausted(frame->body));
+    CHECK(frame->body.remaining() == 0);
     CHECK(!s.header());
     CHECK(s.buffered() == 0);
   }
@@ -937,7 +927,7 @@ TEST_SUITE("process channel") {
     auto first = s.next();
     REQUIRE(first);
     CHECK(first->id == 1);
-    CHECK(exhausted(first->body));
+    CHECK(first->body.remaining() == 0);
     CHECK_THROWS_AS(first->body.get<FrameKind>(), SerializationError);
   }
 
@@ -959,9 +949,9 @@ TEST_SUITE("process channel") {
     CHECK_THROWS_AS(a->body.take(1), SerializationError);
     CHECK_THROWS_AS(b->body.take(6), SerializationError);
     CHECK(std::string_view(b->body.take(5), 5) == "defgh");
-    CHECK(exhausted(b->body));
+    CHECK(b->body.remaining() == 0);
     CHECK(c->body.get<FrameKind>() == FrameKind::result);
-    CHECK(exhausted(c->body));
+    CHECK(c->body.remaining() == 0);
     CHECK(a->id == 1);
     CHECK(c->id == 3);
   }
