@@ -261,7 +261,7 @@ inline void parent_side(Stream& in, bool ready, unsigned calls) {
                         std::to_string(static_cast<int>(frame->kind)) + " for call " +
                         std::to_string(frame->id));
       if (frame->kind == FrameKind::skipped) {
-        if (!frame->body.remaining() == 0)
+        if (frame->body.remaining() != 0)
           throw Violation("check_reply_header let a skip with a body through");
         in_flight.pop_front();
         continue;
@@ -298,7 +298,7 @@ inline void check_answer(const std::vector<char>& out, std::uint64_t id, std::ui
       throw Violation("answer_call wrote more than one frame");
     if (frame->kind != FrameKind::result) throw Violation("answer_call wrote no result frame");
     Reply reply = cfx::detail::read_reply(frame->body);
-    if (!frame->body.remaining() == 0) throw Violation("answer_call wrote bytes after its reply");
+    if (frame->body.remaining() != 0) throw Violation("answer_call wrote bytes after its reply");
     if (reply.count > count || (!reply.error && reply.count != count))
       throw Violation("answer_call answered " + std::to_string(reply.count) + " of " +
                       std::to_string(count) + " calls" + (reply.error ? ", then failed" : ""));
@@ -311,7 +311,7 @@ inline void check_answer(const std::vector<char>& out, std::uint64_t id, std::ui
     const TaskOps* task = find_ops(entry);
     if (!task) return;  // a task of another file linked in (the test programs have some)
     task->decode(*entry, reply.results, reply.count);
-    if (!reply.results.remaining() == 0)
+    if (reply.results.remaining() != 0)
       throw Violation("answer_call wrote bytes after its results");
   } catch (const cfx::Error& e) {
     throw Violation(std::string("answer_call wrote a reply the pool refuses: ") + e.what());
