@@ -36,7 +36,12 @@ thread_local std::int32_t cached_tid = 0;
   throw Error("cfx: shared mutex: " + what + ": " + std::strerror(error));
 }
 
+bool passed(const SyncDeadline& deadline) {
+  return deadline && *deadline <= std::chrono::steady_clock::now();
+}
+
 timespec to_timespec(std::chrono::nanoseconds since_epoch) {
+  if (since_epoch < since_epoch.zero()) since_epoch = since_epoch.zero();
   auto secs = std::chrono::duration_cast<std::chrono::seconds>(since_epoch);
   return timespec{static_cast<time_t>(secs.count()),
                   static_cast<long>((since_epoch - secs).count())};
@@ -143,6 +148,7 @@ bool SharedMutex::lock_until(const SyncDeadline& deadline) {
     lock();
     return true;
   }
+  if (passed(deadline)) return try_lock();  // Python: a timeout <= 0 tries once
   if (held_by_me()) {
     if (!recursive_) throw Error("cfx: lock already held by this thread (it is not recursive)");
     ++depth_;
@@ -179,6 +185,7 @@ void SharedMutex::reacquire(std::uint32_t depth) {
 
 bool futex_wait(std::atomic<std::uint32_t>& word, std::uint32_t expected,
                 const SyncDeadline& deadline) noexcept {
+  if (passed(deadline)) return false;
   timespec ts{};
   if (deadline) ts = monotonic_timespec(*deadline);
   // FUTEX_WAIT_BITSET takes an absolute CLOCK_MONOTONIC deadline (plain FUTEX_WAIT a
@@ -195,6 +202,7 @@ void futex_wake(std::atomic<std::uint32_t>& word, int how_many) noexcept {
 
 bool SharedCondition::wait(SharedMutex& m, const SyncDeadline& deadline) {
   if (!m.held_by_me()) throw Error("cfx: wait on a condition whose lock this thread does not hold");
+  if (passed(deadline)) return false;
   // Read the counter while still holding the mutex: a notify that follows our unlock
   // changes it, and the futex then refuses to sleep on the stale value. Nothing is lost.
   waiters_.fetch_add(1, std::memory_order_seq_cst);
