@@ -15,12 +15,17 @@
 // ThreadSanitizer's runtime (GCC 12, LLVM 14) does not intercept pthread_mutex_clocklock, so
 // it would not see those acquisitions and would report races on everything they guard.
 // Under TSan, timed locks go through the intercepted pthread_mutex_timedlock instead.
+// Its pthread_mutex_timedlock interceptor, unlike pthread_mutex_lock's, does not count an
+// EOWNERDEAD return as an acquisition either, so that call is annotated by hand.
 #if defined(__SANITIZE_THREAD__)
 #define CFX_TSAN 1
 #elif defined(__has_feature)
 #if __has_feature(thread_sanitizer)
 #define CFX_TSAN 1
 #endif
+#endif
+#ifdef CFX_TSAN
+#include <sanitizer/tsan_interface.h>
 #endif
 
 namespace cfx::detail {
@@ -65,6 +70,10 @@ int timed_lock(pthread_mutex_t* m, std::chrono::steady_clock::time_point deadlin
                 std::chrono::duration_cast<std::chrono::nanoseconds>(left);
     timespec ts = to_timespec(when);
     int rc = ::pthread_mutex_timedlock(m, &ts);
+    if (rc == EOWNERDEAD) {  // the acquisition the interceptor did not record
+      __tsan_mutex_pre_lock(m, __tsan_mutex_try_lock);
+      __tsan_mutex_post_lock(m, __tsan_mutex_try_lock, 0);
+    }
     if (rc != ETIMEDOUT || std::chrono::steady_clock::now() >= deadline) return rc;
   }
 #else
