@@ -24,7 +24,7 @@ class PipeSignal {
   }
   ~PipeSignal() {
     ::close(fds_[0]);
-    ::close(fds_[1]);
+    if (fds_[1] >= 0) ::close(fds_[1]);
   }
   PipeSignal(const PipeSignal&) = delete;
   PipeSignal& operator=(const PipeSignal&) = delete;
@@ -32,6 +32,11 @@ class PipeSignal {
   void notify() const {
     char c = 1;
     if (::write(fds_[1], &c, 1) != 1) throw std::runtime_error("pipe write failed");
+  }
+  /// Closes this process's write end, so that wait() sees a notifier's death as EOF.
+  void close_write() {
+    ::close(fds_[1]);
+    fds_[1] = -1;
   }
   /// False if every writer closed without writing (the notifier died).
   bool wait() const {
@@ -70,6 +75,27 @@ inline int join_child(pid_t pid) {
   }
   if (WIFSIGNALED(status)) return -WTERMSIG(status);
   return WEXITSTATUS(status);
+}
+
+/// Forks a child that runs take() (which takes some lock) and then waits to be killed;
+/// returns once take() has returned there.
+template <class Take>
+pid_t fork_holder(Take take) {
+  PipeSignal taken;
+  pid_t pid = fork_child([&]() -> int {
+    take();
+    taken.notify();
+    for (;;) ::pause();
+  });
+  taken.close_write();
+  if (!taken.wait()) throw std::runtime_error("the child died before taking the lock");
+  return pid;
+}
+
+/// SIGKILLs the child and reaps it; what join_child() returns (-SIGKILL).
+inline int kill_child(pid_t pid) {
+  ::kill(pid, SIGKILL);
+  return join_child(pid);
 }
 
 }  // namespace cfx::test

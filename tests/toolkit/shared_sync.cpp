@@ -17,8 +17,9 @@ using cfx::detail::SharedBlock;
 using cfx::detail::SharedCondition;
 using cfx::detail::SharedMutex;
 using cfx::test::fork_child;
+using cfx::test::fork_holder;
 using cfx::test::join_child;
-using cfx::test::PipeSignal;
+using cfx::test::kill_child;
 using namespace std::chrono_literals;
 
 struct Guarded {
@@ -78,18 +79,12 @@ TEST_CASE("SharedMutex: recursive levels") {
 TEST_CASE("SharedMutex: a holder killed by SIGKILL hands it to the next locker") {
   SharedBlock block(sizeof(Guarded));
   auto& g = make_guarded(block);
-  PipeSignal locked;
-  pid_t child = fork_child([&] {
+  pid_t child = fork_holder([&] {
     g.mutex.lock();
     g.value = 42;
-    locked.notify();
-    ::pause();
-    return 0;
   });
-  REQUIRE(locked.wait());
   CHECK_FALSE(g.mutex.try_lock());
-  ::kill(child, SIGKILL);
-  CHECK(join_child(child) == -SIGKILL);
+  CHECK(kill_child(child) == -SIGKILL);
   g.mutex.lock();
   CHECK(g.mutex.recovered());
   CHECK(g.value == 42);

@@ -18,7 +18,9 @@
 namespace {
 
 using cfx::test::fork_child;
+using cfx::test::fork_holder;
 using cfx::test::join_child;
+using cfx::test::kill_child;
 using cfx::test::PipeSignal;
 using namespace std::chrono_literals;
 using Clock = std::chrono::steady_clock;
@@ -169,17 +171,9 @@ TEST_CASE("Lock: std::scoped_lock over two Locks, taken in opposite orders") {
 
 TEST_CASE("Lock: a holder killed by SIGKILL hands it to the next locker") {
   auto lock = cfx::Lock::create();
-  PipeSignal locked;
-  pid_t child = fork_child([&] {
-    lock.lock();
-    locked.notify();
-    ::pause();
-    return 0;
-  });
-  REQUIRE(locked.wait());
+  pid_t child = fork_holder([&] { lock.lock(); });
   CHECK_FALSE(lock.try_lock());
-  ::kill(child, SIGKILL);
-  CHECK(join_child(child) == -SIGKILL);
+  CHECK(kill_child(child) == -SIGKILL);
   CHECK(lock.try_lock_for(10s));
   lock.unlock();
 }
@@ -214,17 +208,11 @@ TEST_CASE("RLock: the holder locks again; others wait for the last unlock") {
 
 TEST_CASE("RLock: a holder killed at depth 2 hands it on at depth 1") {
   auto rlock = cfx::RLock::create();
-  PipeSignal locked;
-  pid_t child = fork_child([&] {
+  pid_t child = fork_holder([&] {
     rlock.lock();
     rlock.lock();
-    locked.notify();
-    ::pause();
-    return 0;
   });
-  REQUIRE(locked.wait());
-  ::kill(child, SIGKILL);
-  CHECK(join_child(child) == -SIGKILL);
+  CHECK(kill_child(child) == -SIGKILL);
   rlock.lock();
   rlock.unlock();
   CHECK_FALSE(rlock.held_by_me());
@@ -364,34 +352,30 @@ TEST_CASE("Condition: ping-pong between a parent and a child process") {
   CHECK(turn.value() == 400);
 }
 
-TEST_CASE("Condition: notify_one wakes a thread waiting with a predicate") {
-  auto cond = cfx::Condition::create();
+/// A thread waits on `cond` with a predicate that this thread makes true and notifies.
+void check_wakes_a_waiter(cfx::Condition cond, bool all) {
   bool ready = false;
   std::thread waiter([&] {
     std::unique_lock held(cond);
     CHECK(cond.wait_for(60s, [&] { return ready; }));
   });
-  {
-    std::unique_lock held(cond);
-    ready = true;
-    cond.notify_one();
-  }
+  std::unique_lock held(cond);
+  ready = true;
+  all ? cond.notify_all() : cond.notify_one();
+  held.unlock();
   waiter.join();
+}
+
+TEST_CASE("Condition: notify_one and notify_all wake a thread waiting with a predicate") {
+  check_wakes_a_waiter(cfx::Condition::create(), false);
+  check_wakes_a_waiter(cfx::Condition::create(), true);
 }
 
 TEST_CASE("Condition: a holder killed holding its lock, or killed while waiting") {
   auto cond = cfx::Condition::create();
   SUBCASE("holding the lock") {
-    PipeSignal locked;
-    pid_t child = fork_child([&] {
-      cond.lock();
-      locked.notify();
-      ::pause();
-      return 0;
-    });
-    REQUIRE(locked.wait());
-    ::kill(child, SIGKILL);
-    CHECK(join_child(child) == -SIGKILL);
+    pid_t child = fork_holder([&] { cond.lock(); });
+    CHECK(kill_child(child) == -SIGKILL);
   }
   SUBCASE("inside wait()") {
     PipeSignal waiting;
@@ -400,25 +384,16 @@ TEST_CASE("Condition: a holder killed holding its lock, or killed while waiting"
       waiting.notify();
       for (;;) cond.wait();
     });
+    waiting.close_write();
     REQUIRE(waiting.wait());
     cond.lock();  // only once the child waits, which releases the lock
-    ::kill(child, SIGKILL);
-    CHECK(join_child(child) == -SIGKILL);
+    CHECK(kill_child(child) == -SIGKILL);
     cond.notify_all();
     cond.unlock();
   }
-  // Either way the condition works on: a new waiter is woken.
-  bool ready = false;
-  std::thread waiter([&] {
-    std::unique_lock held(cond);
-    CHECK(cond.wait_for(60s, [&] { return ready; }));
-  });
-  {
-    std::unique_lock held(cond);
-    ready = true;
-    cond.notify_all();
-  }
-  waiter.join();
+  // Either way the condition works on: new waiters are woken.
+  check_wakes_a_waiter(cond, false);
+  check_wakes_a_waiter(cond, true);
 }
 
 // --- Barrier ----------------------------------------------------------------------------

@@ -101,7 +101,9 @@ struct SharedMutex {
 };
 
 /// A condition variable over a SharedMutex (see the file comment). Wake-ups may be spurious:
-/// wait in a loop on the predicate (or use the predicate form).
+/// wait in a loop on the predicate (or use the predicate form). Notify while holding the
+/// mutex: a waiter that arrives between an unlocked notify and its wake call may take the
+/// wake meant for an earlier one (notify_all is immune).
 struct SharedCondition {
   void init() noexcept {}
 
