@@ -27,6 +27,7 @@
 
 #include <chrono>
 #include <cstddef>
+#include <utility>
 
 #include "cfx/detail/shared_block.hpp"
 #include "cfx/detail/shared_sync.hpp"
@@ -34,6 +35,17 @@
 namespace cfx {
 
 namespace detail {
+
+/// Makes a handle of type H to the object at `offset` of `block`, which the caller knows to
+/// be an initialised object of H's kind: for the decoder of a handle that crossed a process
+/// boundary (from_json), and for objects that embed a Lock in their own block (a
+/// SharedArray's get_lock()). Every use of the handle still checks that the object fits.
+struct HandleAccess {
+  template <class H>
+  static H make(SharedBlock block, std::size_t offset) {
+    return H(std::move(block), offset);
+  }
+};
 
 /// What every synchronisation handle has: its block, where its object lies in it, and
 /// identity. Internal (the serialisation of handles uses block() and offset()).
@@ -104,11 +116,9 @@ class Lock final : public detail::MutexHandle<Lock> {
   Lock() = default;
   /// A new, unlocked lock.
   static Lock create();
-  /// Internal: the lock already initialised at `offset` of `block` (objects that embed
-  /// their lock, such as Condition and SharedArray, hand it out this way).
-  static Lock adopt(detail::SharedBlock block, std::size_t offset);
 
  private:
+  friend detail::HandleAccess;
   using MutexHandle::MutexHandle;
 };
 
@@ -120,6 +130,7 @@ class RLock final : public detail::MutexHandle<RLock> {
   static RLock create();
 
  private:
+  friend detail::HandleAccess;
   using MutexHandle::MutexHandle;
 };
 
@@ -149,6 +160,8 @@ class Semaphore : public detail::SyncHandle {
 
  protected:
   Semaphore(std::ptrdiff_t value, std::ptrdiff_t bound);
+  using SyncHandle::SyncHandle;
+  friend detail::HandleAccess;
   bool acquire_until(const detail::SyncDeadline& deadline);
 };
 
@@ -158,6 +171,10 @@ class BoundedSemaphore final : public Semaphore {
  public:
   BoundedSemaphore() = default;
   explicit BoundedSemaphore(std::ptrdiff_t value) : Semaphore(value, value) {}
+
+ private:
+  friend detail::HandleAccess;
+  using Semaphore::Semaphore;
 };
 
 /// multiprocessing.Event: a flag that wait() waits for.
@@ -184,6 +201,7 @@ class Event final : public detail::SyncHandle {
   }
 
  private:
+  friend detail::HandleAccess;
   using SyncHandle::SyncHandle;
   bool wait_deadline(const detail::SyncDeadline& deadline);
 };
@@ -242,6 +260,7 @@ class Condition final : public detail::SyncHandle {
   void notify_all();
 
  private:
+  friend detail::HandleAccess;
   using SyncHandle::SyncHandle;
   bool wait_deadline(const detail::SyncDeadline& deadline);
   template <class Pred>
@@ -287,6 +306,8 @@ class Barrier final : public detail::SyncHandle {
   bool broken() const;
 
  private:
+  friend detail::HandleAccess;
+  using SyncHandle::SyncHandle;
   std::size_t wait_deadline(const detail::SyncDeadline& deadline);
 };
 

@@ -79,11 +79,6 @@ Lock Lock::create() {
   return Lock(make_block<SharedMutex>([](SharedMutex& m) { m.init(false); }), 0);
 }
 
-Lock Lock::adopt(detail::SharedBlock block, std::size_t offset) {
-  detail::shared_at<SharedMutex>(block, offset);  // checks that it fits
-  return Lock(std::move(block), offset);
-}
-
 RLock RLock::create() {
   return RLock(make_block<SharedMutex>([](SharedMutex& m) { m.init(true); }), 0);
 }
@@ -210,7 +205,7 @@ void Condition::unlock() {
 
 Lock Condition::get_lock() const {
   state<ConditionState>("cfx::Condition");
-  return Lock::adopt(block_, offsetof(ConditionState, lock));
+  return detail::HandleAccess::make<Lock>(block_, offsetof(ConditionState, lock));
 }
 
 bool Condition::wait_deadline(const SyncDeadline& deadline) {

@@ -75,6 +75,18 @@ TEST_CASE("Copies of a handle are the same object; created ones are distinct") {
   CHECK_FALSE(a.held_by_me());
 }
 
+TEST_CASE("A handle rebuilt from its block and offset (as a decoder does) is the same object") {
+  auto event = cfx::Event::create();
+  auto rebuilt = cfx::detail::HandleAccess::make<cfx::Event>(event.block(), event.offset());
+  CHECK(rebuilt == event);
+  rebuilt.set();
+  CHECK(event.is_set());
+  // A handle of the wrong kind for its memory fails cleanly where the object does not fit.
+  auto lock = cfx::Lock::create();
+  auto wrong = cfx::detail::HandleAccess::make<cfx::Barrier>(lock.block(), 0);
+  CHECK_THROWS_WITH_AS(wrong.wait(), doctest::Contains("does not fit"), cfx::Error);
+}
+
 TEST_CASE("Constructors refuse bad counts") {
   CHECK_THROWS_WITH_AS(cfx::Semaphore(-1), doctest::Contains("negative"), cfx::Error);
   CHECK_THROWS_AS(cfx::BoundedSemaphore(-3), cfx::Error);
