@@ -6,6 +6,7 @@
 #include "cfx/executor.hpp"
 #include "cfx/future.hpp"
 #include "cfx/process_pool.hpp"
+#include "cfx/sync.hpp"
 #include "cfx/task.hpp"
 #include "cfx/thread_pool.hpp"
 #include "cfx/wait.hpp"
