@@ -30,6 +30,7 @@ constexpr std::size_t page_bytes = 4096;
 constexpr std::uint64_t release_chunk = std::uint64_t{1} << 20;
 constexpr std::uint64_t release_min_chunks = 8;
 constexpr std::size_t record_header = sizeof(std::uint32_t);
+constexpr int spin_rounds = 200;  // pause instructions, a few microseconds in all
 
 struct QueueState {
   SharedMutex mutex;
@@ -96,9 +97,23 @@ void recount(const SharedBlock& block, QueueState& s) {
   s.count.store(n, std::memory_order_relaxed);
 }
 
+void cpu_relax() {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause();
+#endif
+}
+
+/// Spins a little while `busy()`: the other side of a queue usually finishes within a
+/// microsecond, much less than falling asleep in the kernel and being woken costs both.
+template <class Busy>
+void spin_while(Busy busy) {
+  for (int i = 0; i < spin_rounds && busy(); ++i) cpu_relax();
+}
+
 /// Takes the mutex (false if `deadline` passed first) and repairs the state if its last
 /// holder died.
 bool lock_state(const SharedBlock& block, QueueState& s, const SyncDeadline& deadline) {
+  spin_while([&] { return s.mutex.owner_.load(std::memory_order_relaxed) != 0; });
   if (!s.mutex.lock_until(deadline)) return false;
   if (s.mutex.recovered()) recount(block, s);
   return true;
@@ -184,6 +199,12 @@ bool QueueOps::put(const SharedBlock& block, std::size_t offset, const char* dat
 bool QueueOps::get(const SharedBlock& block, std::size_t offset, std::vector<char>& out,
                    const SyncDeadline& deadline) {
   auto& s = state_of(block, offset);
+  auto nothing_yet = [&] {
+    return s.count.load(std::memory_order_relaxed) == 0 &&
+           !s.closed.load(std::memory_order_relaxed);
+  };
+  if (nothing_yet() && (!deadline || *deadline > std::chrono::steady_clock::now()))
+    spin_while(nothing_yet);
   if (!lock_state(block, s, deadline)) return false;
   Guard guard(s.mutex, std::adopt_lock);
   auto has_item = [&] {
