@@ -28,7 +28,7 @@ constexpr std::size_t page_bytes = 4096;
 // Pages the consumers have passed go back to the system in chunks this large (one madvise
 // per chunk), for rings of at least release_min_chunks chunks; smaller rings keep theirs.
 constexpr std::uint64_t release_chunk = std::uint64_t{1} << 20;
-constexpr std::uint64_t release_min_chunks = 8;
+constexpr std::uint64_t release_min_chunks = 4;
 constexpr std::size_t record_header = sizeof(std::uint32_t);
 constexpr int spin_rounds = 200;  // pause instructions, a few microseconds in all
 

@@ -176,15 +176,15 @@ TEST_CASE("Queue: close wakes a get and a put waiting in other processes") {
 }
 
 TEST_CASE("Queue: big items, and an item larger than the capacity refused without harm") {
-  cfx::Queue<std::vector<std::int64_t>> q(0, 1 << 20);
+  cfx::Queue<std::vector<std::int64_t>> q(0, 1 << 18);
   std::vector<std::int64_t> big(50000);
   std::iota(big.begin(), big.end(), 0);
   q.put(big);
-  CHECK_THROWS_WITH_AS(q.put(std::vector<std::int64_t>(200000, INT64_MAX)),
+  CHECK_THROWS_WITH_AS(q.put(std::vector<std::int64_t>(50000, INT64_MAX)),
                        doctest::Contains("does not fit the queue's capacity"), cfx::Error);
   CHECK(q.qsize() == 1);
   CHECK(q.get() == big);
-  CHECK(q.capacity_bytes() == 1 << 20);
+  CHECK(q.capacity_bytes() == 1 << 18);
   CHECK_THROWS_AS(cfx::Queue<int>(0, 100), cfx::Error);
 }
 
@@ -211,15 +211,15 @@ TEST_CASE("Queue: a full ring of bytes makes put wait like a full maxsize") {
 }
 
 TEST_CASE("Queue: pages the consumers passed go back to the system") {
-  cfx::Queue<std::string> q(0, 16 << 20);
+  cfx::Queue<std::string> q(0, 4 << 20);
   std::string item(64 << 10, 'z');
-  for (int i = 0; i < 1000; ++i) {  // 64 MiB through a 16 MiB ring: four laps
+  for (int i = 0; i < 80; ++i) {  // 5 MiB through a 4 MiB ring: more than a lap
     q.put(item);
     REQUIRE(q.get().size() == item.size());
   }
   struct stat st {};
   REQUIRE(::fstat(q.block().fd(), &st) == 0);
-  CHECK(st.st_blocks * 512 <= (3 << 20));  // without the release: all 16 MiB
+  CHECK(st.st_blocks * 512 <= (2 << 20));  // without the release: all 4 MiB
 }
 
 TEST_CASE("Queue: a process killed holding the queue's lock does not stop the others") {
