@@ -256,6 +256,30 @@ TEST_CASE("Semaphore: release wakes a waiting thread") {
   CHECK(sem.value() == 0);
 }
 
+TEST_CASE("Semaphore(2): never more than two threads inside at once") {
+  cfx::Semaphore slots(2);
+  std::atomic<int> inside = 0;
+  std::atomic<int> most = 0;
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 4; ++t) {
+    threads.emplace_back([&, slots]() mutable {
+      for (int i = 0; i < 2000; ++i) {
+        slots.acquire();
+        int now = ++inside;
+        int seen = most.load();
+        while (now > seen && !most.compare_exchange_weak(seen, now)) {
+        }
+        --inside;
+        slots.release();
+      }
+    });
+  }
+  for (auto& t : threads) t.join();
+  CHECK(most.load() <= 2);
+  CHECK(most.load() >= 1);
+  CHECK(slots.value() == 2);
+}
+
 TEST_CASE("Semaphore: a parent releases, a child acquires, 1000 times") {
   cfx::Semaphore items(0);
   cfx::Semaphore room(1);

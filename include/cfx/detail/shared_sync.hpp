@@ -18,6 +18,15 @@
 // Deadlines are absolute steady_clock (CLOCK_MONOTONIC) times; nullopt waits forever; a
 // deadline in the past still makes one attempt (Python's timeout <= 0).
 //
+//   struct Ring { SharedMutex mutex; SharedCondition not_empty; std::uint64_t count; ... };
+//   SharedBlock block(sizeof(Ring));                 // creator
+//   auto& r = shared_at<Ring>(block);
+//   r.mutex.init();
+//   r.not_empty.init();
+//   ...                                              // any process mapping the block:
+//   std::unique_lock held(r.mutex);
+//   if (!r.not_empty.wait(r.mutex, deadline, [&] { return r.count > 0; })) throw QueueEmpty();
+//
 // Thread safety: every member may be called from any thread of any process mapping the
 // block, except init() (once, by the creator, before sharing).
 #pragma once
