@@ -69,6 +69,8 @@ EXPECTED = {
         r"Barrier: 3 processes met twice \(phase two seen: yes\)\n",
         r"Event: 3 processes waiting, event set: no\n",
         r"Event: set; every waiter went on: yes\n",
+        r"Queue: two producers, 2,000 squares in all: sum = 2664667000\n",
+        r"Manager dict: 3 keys: apple=3 fig=1 pear=2\n",
     ]),
     "config_swap-process-file": (0, [
         r"backend: process, max_workers: 2\n",

@@ -5,18 +5,25 @@
 // waiting processes. The processes here are plain fork() children, which inherit every
 // object; the objects are the same when passed to cfx::Process or to pool tasks.
 //
-// TODO(f9-handles, f9-queue): Value/Array with get_lock(), a Queue producer/consumer, a Pipe
-// and a Manager dict, marked below; and cfx::Process in place of fork() (which also runs the
-// children by spawn, as Python's default does).
+// Then a Queue between two producers and a consumer, and the dict of a Manager that three
+// processes count words into.
+//
+// TODO(f9-handles): Value/Array with get_lock() and a Pipe, marked below; and cfx::Process in
+// place of fork() (which also runs the children by spawn, as Python's default does).
 #include <sys/mman.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <cstdlib>
 #include <mutex>
+#include <optional>
+#include <string>
 #include <vector>
 
+#include <cfx/queue.hpp>
+#include <cfx/shared_dict.hpp>
 #include <cfx/sync.hpp>
 
 namespace {
@@ -134,10 +141,66 @@ bool event_release() {
 
 // TODO(f9-handles): Value/Array with get_lock():
 //   arr = Array('d', 10); with arr.get_lock(): arr[0] += 1
-// TODO(f9-queue): Queue producer/consumer: q.put(x) ... q.get(), with a sentinel to stop.
+// Python:
+//   def producer(q, first):
+//       for i in range(first, first + 1000): q.put(i * i)
+//       q.put(None)                          # this producer is done
+//   q = Queue(); start two producers
+//   done, total = 0, 0
+//   while done < 2:
+//       x = q.get()
+//       if x is None: done += 1
+//       else: total += x
+bool queue_producers() {
+  cfx::Queue<long> q(100);  // bounded: producers wait while 100 items wait
+  auto producer = [&](long first) {
+    return [&q, first] {
+      for (long i = first; i < first + 1000; ++i) q.put(i * i);
+      q.put(-1);  // the sentinel (Python's None)
+      return 0;
+    };
+  };
+  std::vector<pid_t> children{start_child(producer(0)), start_child(producer(1000))};
+  long total = 0;
+  for (int done = 0; done < 2;) {
+    long x = q.get();
+    if (x < 0) {
+      ++done;
+    } else {
+      total += x;
+    }
+  }
+  std::printf("Queue: two producers, 2,000 squares in all: sum = %ld\n", total);
+  return join_all(children);
+}
+
 // TODO(f9-handles): Pipe: parent_conn, child_conn = Pipe(); child_conn.send([42, None]);
 //   parent_conn.recv()
-// TODO(f9-queue): Manager dict: d = Manager().dict(); d[k] = v in workers; dict(d) after.
+
+// Python:
+//   def count(d, words):
+//       for w in words:
+//           with lock: d[w] = d.get(w, 0) + 1   # Manager dicts need the lock for this
+//   d = Manager().dict(); start three workers; ...; dict(d)
+bool manager_dict() {
+  auto counts = cfx::SharedDict<std::string, int>::create();
+  auto count = [&](std::vector<std::string> words) {
+    return [counts, words]() mutable {
+      for (const auto& w : words)  // atomic per key: no lock of our own
+        counts.update(w, [](std::optional<int> n) { return n.value_or(0) + 1; });
+      return 0;
+    };
+  };
+  std::vector<pid_t> children{start_child(count({"apple", "pear", "apple"})),
+                              start_child(count({"pear", "fig"})), start_child(count({"apple"}))};
+  bool ok = join_all(children);
+  auto items = counts.items();
+  std::sort(items.begin(), items.end());
+  std::printf("Manager dict: %zu keys:", counts.size());
+  for (const auto& [word, n] : items) std::printf(" %s=%d", word.c_str(), n);
+  std::printf("\n");
+  return ok;
+}
 
 }  // namespace
 
@@ -145,5 +208,7 @@ int main() {
   bool ok = lock_guarded_counter();
   ok = barrier_phases() && ok;
   ok = event_release() && ok;
+  ok = queue_producers() && ok;
+  ok = manager_dict() && ok;
   return ok ? 0 : 1;
 }

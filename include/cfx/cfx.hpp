@@ -6,6 +6,8 @@
 #include "cfx/executor.hpp"
 #include "cfx/future.hpp"
 #include "cfx/process_pool.hpp"
+#include "cfx/queue.hpp"
+#include "cfx/shared_dict.hpp"
 #include "cfx/sync.hpp"
 #include "cfx/task.hpp"
 #include "cfx/thread_pool.hpp"
