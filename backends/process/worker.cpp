@@ -19,6 +19,7 @@
 #include <cstring>
 #include <vector>
 
+#include "backends/mpi/launch.hpp"
 #include "backends/process/channel.hpp"
 #include "cfx/errors.hpp"
 #include "cfx/process_pool.hpp"
@@ -170,9 +171,12 @@ bool is_worker_process() noexcept {
   return detail::worker_process.load();
 }
 
-void init(int, char**) {
+void init(int argc, char** argv) {
   const char* marker = std::getenv(detail::kWorkerEnv);
-  if (!marker) return;
+  if (!marker) {
+    detail::init_mpi_if_launched(argc, argv);  // a serving MPI rank serves and exits here
+    return;
+  }
   detail::kill_group_on_parent_death(std::atoi(marker));
   // Only this process is a worker: programs its tasks start must not inherit the marker.
   ::unsetenv(detail::kWorkerEnv);
