@@ -11,6 +11,7 @@
 #include <condition_variable>
 #include <cstdio>
 #include <deque>
+#include <exception>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -103,7 +104,17 @@ class MpiPoolCore : public std::enable_shared_from_this<MpiPoolCore> {
     calls_ = std::make_shared<SentCalls>([weak = weak_from_this()](std::uint64_t id) {
       if (auto self = weak.lock()) self->request_interrupt(id);
     });
-    thread_ = std::thread([self = shared_from_this()] { self->run(); });
+    thread_ = std::thread([self = shared_from_this()] {
+      try {
+        self->run();
+      } catch (const std::exception& e) {
+        // A malformed message, out of memory: the futures it owes could never end. Say why
+        // and end the job, as MPI does with its own errors, rather than hang.
+        std::fprintf(stderr, "cfx: MPI backend: rank 0's MPI thread failed: %s; aborting\n",
+                     e.what());
+        MPI_Abort(MPI_COMM_WORLD, 1);
+      }
+    });
   }
 
   std::size_t max_workers() const { return slots_; }
