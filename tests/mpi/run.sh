@@ -9,6 +9,11 @@ program=$(readlink -f "$2")
 shift 2
 # As root Open MPI refuses to run without these; 3 ranks on 2 cores need oversubscription.
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
+# Under ASan, leak checking is off for MPI jobs: Open MPI 4.1 leaves about 120 kB in 3,400
+# allocations at MPI_Finalize, mostly from components it has already unloaded (dlclose), so
+# the stacks have no module names to suppress by (4.1 has no way to keep them loaded). None of
+# the stacks that have names passes through cfx. Every other ASan and UBSan check stays on.
+export ASAN_OPTIONS="detect_leaks=0${ASAN_OPTIONS:+:$ASAN_OPTIONS}"
 timeout -k 10 300 "$mpiexec" --oversubscribe --bind-to none -n 3 "$program" "$@"
 status=$?
 if [ $status -ne 0 ]; then
