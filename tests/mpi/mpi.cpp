@@ -137,13 +137,15 @@ TEST_CASE("map keeps input order, with chunks, a buffer and unordered") {
 
 TEST_CASE("a map's timeout ends its iteration") {
   cfx::MpiPoolExecutor ex;
-  std::vector<int> ms{2000, 2000, 2000};
-  auto results = ex.map(sleep_ms, ms, {.timeout = std::chrono::milliseconds(200)});
+  cfx_test::Gate gate;  // after the executor: opened first, so its destructor does not wait
+  std::vector<std::string> gates(3, gate.path());
+  auto results = ex.map(cfx_test::wait_gate, gates, {.timeout = std::chrono::milliseconds(200)});
   CHECK_THROWS_AS(
       [&] {
-        for (int v : results) (void)v;
+        for (auto v : results) (void)v;
       }(),
       cfx::TimeoutError);
+  gate.open();
 }
 
 TEST_CASE("exceptions cross the ranks by type, with their remote context") {
