@@ -1,6 +1,6 @@
-// Stands in for the MPI backend when cfx is built without MPI (meson feature `mpi` not
-// found or disabled): the same symbols, each saying so.
-#include "backends/mpi/launch.hpp"
+// Stands in for the MPI backend (library cfx-mpi) when cfx is built without MPI (meson
+// feature `mpi` not found or disabled): the same public symbols, each saying so. It
+// registers no hooks, so "backend": "mpi" says so too (backends/mpi/config.cpp).
 #include "cfx/errors.hpp"
 #include "cfx/mpi_pool.hpp"
 
@@ -8,12 +8,6 @@ namespace cfx {
 namespace detail {
 
 class MpiPoolCore {};
-
-bool mpi_built() noexcept {
-  return false;
-}
-
-void init_mpi_if_launched(int, char**) {}
 
 }  // namespace detail
 

@@ -24,15 +24,6 @@ Launch& launch_state() {
   return state;
 }
 
-/// Launchers say so in the environment: Open MPI's mpiexec (OMPI_...), MPICH's Hydra (PMI_...),
-/// PMIx launchers such as srun --mpi=pmix (PMIX_RANK). Checked before MPI_Init, which a plain
-/// run must not pay for (a singleton MPI_Init starts a daemon, about half a second).
-bool started_by_launcher() {
-  for (const char* var : {"OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_RANK", "MPI_LOCALNRANKS"})
-    if (std::getenv(var)) return true;
-  return false;
-}
-
 }  // namespace
 
 const Launch& launch() {
@@ -123,15 +114,9 @@ std::optional<Message> wait_message(int source, int tag, std::chrono::duration<d
   return std::nullopt;
 }
 
-}  // namespace mpi
-
-bool mpi_built() noexcept {
-  return true;
-}
-
-void init_mpi_if_launched(int argc, char** argv) {
-  auto& state = mpi::launch_state();
-  if (state.initialized || !mpi::started_by_launcher()) return;
+void init_if_launched(int argc, char** argv) {
+  auto& state = launch_state();
+  if (state.initialized || !started_by_launcher()) return;
   state.by_launcher = true;
   int provided = 0;
   // One thread at a time calls MPI: rank 0's executor thread, or the main thread before it
@@ -144,8 +129,9 @@ void init_mpi_if_launched(int argc, char** argv) {
     std::fprintf(stderr, "cfx: this MPI gives no MPI_THREAD_SERIALIZED support; aborting\n");
     MPI_Abort(MPI_COMM_WORLD, 1);
   }
-  if (state.rank > 0) mpi::serve_rank();
+  if (state.rank > 0) serve_rank();
   std::atexit([] { cfx::finalize(); });  // rank 0: release the serving ranks at exit
 }
 
+}  // namespace mpi
 }  // namespace cfx::detail

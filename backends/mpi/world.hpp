@@ -21,7 +21,7 @@ namespace cfx::detail::mpi {
 
 using Clock = std::chrono::steady_clock;
 
-/// This process's place in the launch: set by init_mpi_if_launched.
+/// This process's place in the launch: set by init_if_launched.
 struct Launch {
   bool by_launcher = false;  // an MPI launcher started it (mpiexec, srun)
   bool initialized = false;  // cfx::init initialised MPI
@@ -110,5 +110,9 @@ std::optional<Message> wait_message(int source, int tag, std::chrono::duration<d
 /// The serving rank's life (server.cpp): serves until rank 0 says exit, then finalizes MPI
 /// and exits the process with status 0.
 [[noreturn]] void serve_rank();
+
+/// MpiHooks::init_if_launched (launch.hpp): under a launcher, MPI_Init; a serving rank then
+/// serves and exits; rank 0 arranges cfx::finalize at exit.
+void init_if_launched(int argc, char** argv);
 
 }  // namespace cfx::detail::mpi
