@@ -10,6 +10,9 @@
 // processes, so a task that crashes fails only its own future (WorkerCrashed naming the rank
 // and host). The death of a whole rank ends the MPI job: that is MPI's own limit (docs/mpi.md).
 //
+// The program must link the library cfx-mpi (meson dependency 'cfx-mpi', pkg-config cfx-mpi,
+// -lcfx-mpi; docs/mpi.md "Linking"): its symbols live there, so that programs without it do
+// not load MPI. Including this header (or <cfx/cfx.hpp>) references none of them.
 // Built when meson finds an MPI implementation (feature option `mpi`); otherwise the
 // constructor throws cfx::Error and "backend": "mpi" throws ConfigError, both saying that cfx
 // was built without MPI.
