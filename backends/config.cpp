@@ -13,6 +13,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "backends/mpi/config.hpp"
 #include "backends/process/config.hpp"
 #include "backends/thread/config.hpp"
 #include "cfx/errors.hpp"
@@ -25,7 +26,8 @@ using nlohmann::json;
 
 const std::vector<const BackendConfig*>& backends() {
   static const std::vector<const BackendConfig*> all = {&detail::thread_backend_config(),
-                                                        &detail::process_backend_config()};
+                                                        &detail::process_backend_config(),
+                                                        &detail::mpi_backend_config()};
   return all;
 }
 

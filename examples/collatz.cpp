@@ -1,8 +1,11 @@
 // cfx-collatz: Project Euler 14 (which start below a limit gives the longest Collatz chain?)
 // sequentially and on cfx's backends, with timings. ./run.sh runs it.
 //
-//   cfx-collatz [--limit N] [--backend thread|process|both] [--workers N] [--chunksize N]
-//               [--config FILE] [--json]
+//   cfx-collatz [--limit N] [--backend thread|process|both|mpi|all] [--workers N]
+//               [--workers-per-rank N] [--chunksize N] [--config FILE] [--json]
+//
+// mpi (and all, which is both plus mpi) needs an MPI launch, one serving rank or more:
+//   mpiexec -n 3 cfx-collatz --backend all     (rank 0 prints the table, ranks 1-2 serve)
 //
 // The range [1, limit) is cut into chunks of --chunksize starts; each chunk is one task,
 // submitted as its own future, and the answers are reduced as the futures complete
@@ -43,6 +46,7 @@ struct Options {
   std::uint64_t limit = 1'000'000;
   std::string backend = "both";
   std::size_t workers = std::max(1U, std::thread::hardware_concurrency());
+  std::size_t workers_per_rank = 1;
   std::uint64_t chunksize = 0;  // 0: chosen from limit and workers
   std::string config;
   bool json = false;
@@ -63,11 +67,15 @@ std::optional<int> parse(int argc, char** argv, Options& o) {
       ->check(CLI::Range(std::uint64_t{2}, std::uint64_t{1} << 40))
       ->capture_default_str();
   auto* backend = app.add_option("--backend", o.backend, "which backends to time")
-                      ->check(CLI::IsMember({"thread", "process", "both"}))
+                      ->check(CLI::IsMember({"thread", "process", "both", "mpi", "all"}))
                       ->capture_default_str();
   auto* workers = app.add_option("--workers", o.workers, "threads or processes per pool")
                       ->check(CLI::Range(std::size_t{1}, std::size_t{1024}))
                       ->capture_default_str();
+  app.add_option("--workers-per-rank", o.workers_per_rank,
+                 "mpi: worker processes on each serving rank")
+      ->check(CLI::Range(std::size_t{1}, std::size_t{1024}))
+      ->capture_default_str();
   app.add_option("--chunksize", o.chunksize, "starts per task (default: a few ms of work)")
       ->check(CLI::Range(std::uint64_t{1}, std::uint64_t{1} << 40));
   app.add_option("--config", o.config, "cfx config JSON: runs only the backend it names")
@@ -164,18 +172,26 @@ std::vector<Row> run_backends(const Options& o) {
     rows.push_back(time_pool([&] { return cfx::make_executor_from_file(o.config); }, o));
     return rows;
   }
-  if (o.backend != "process")
+  const bool mpi_only = o.backend == "mpi";
+  if (o.backend != "process" && !mpi_only)
     rows.push_back(time_pool(
         [&] {
           return std::make_unique<cfx::ThreadPoolExecutor>(
               cfx::ThreadPoolOptions{.max_workers = o.workers});
         },
         o));
-  if (o.backend != "thread")
+  if (o.backend != "thread" && !mpi_only)
     rows.push_back(time_pool(
         [&] {
           return std::make_unique<cfx::ProcessPoolExecutor>(
               cfx::ProcessPoolOptions{.max_workers = o.workers});
+        },
+        o));
+  if (o.backend == "mpi" || o.backend == "all")
+    rows.push_back(time_pool(
+        [&] {
+          return std::make_unique<cfx::MpiPoolExecutor>(
+              cfx::MpiPoolOptions{.workers_per_rank = o.workers_per_rank});
         },
         o));
   return rows;
@@ -231,7 +247,7 @@ int main(int argc, char** argv) {
   try {
     auto pools = run_backends(o);
     rows.insert(rows.end(), pools.begin(), pools.end());
-  } catch (const cfx::ConfigError& e) {
+  } catch (const cfx::Error& e) {  // a bad config file; --backend mpi without mpiexec
     std::fprintf(stderr, "cfx-collatz: %s\n", e.what());
     return 2;
   }

@@ -5,11 +5,14 @@
 # (lib/x86_64-linux-gnu). Without it (g++ installed without recommended packages) meson falls
 # back to lib64, which Debian's CMake, pkg-config and ld.so do not search, so an installed cfx
 # is not found.
+# Open MPI (libopenmpi-dev, openmpi-bin) builds the MPI backend and runs its tests under
+# mpiexec; python3-mpi4py is bench/mpi's peer (mpi4py.futures).
 
 CFX_BUILD_PACKAGES="g++ pkgconf meson ninja-build cmake dpkg-dev libboost1.81-dev
   libboost-filesystem1.81-dev libboost-stacktrace1.81-dev doctest-dev nlohmann-json3-dev
-  libcli11-dev"
-CFX_BENCH_PACKAGES="libtbb-dev libthread-pool-dev python3 python3-joblib python3-pebble"
+  libcli11-dev libopenmpi-dev openmpi-bin"
+CFX_BENCH_PACKAGES="libtbb-dev libthread-pool-dev python3 python3-joblib python3-pebble
+  python3-mpi4py"
 
 # ensure_packages PKG...: apt-get install the ones dpkg does not report as installed.
 ensure_packages() {

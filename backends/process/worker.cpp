@@ -19,6 +19,7 @@
 #include <cstring>
 #include <vector>
 
+#include "backends/mpi/launch.hpp"
 #include "backends/process/channel.hpp"
 #include "cfx/errors.hpp"
 #include "cfx/process_pool.hpp"
@@ -116,6 +117,16 @@ int serve_worker(int in_fd, int out_fd, int slots_fd) {
   }
 }
 
+/// cfx::init's MPI step, through the hook that cfx-mpi registers. A program that does not link
+/// cfx-mpi but was started by mpiexec runs main on every rank, as any program would.
+void init_mpi_backend(int argc, char** argv) {
+  if (auto init = mpi_hooks().init_if_launched) return init(argc, argv);
+  if (started_by_launcher())
+    std::fprintf(stderr,
+                 "cfx: started by an MPI launcher, but this program is not linked with cfx's MPI "
+                 "backend (cfx-mpi): every rank runs main\n");
+}
+
 }  // namespace
 
 void serve_and_exit() noexcept {
@@ -170,9 +181,12 @@ bool is_worker_process() noexcept {
   return detail::worker_process.load();
 }
 
-void init(int, char**) {
+void init(int argc, char** argv) {
   const char* marker = std::getenv(detail::kWorkerEnv);
-  if (!marker) return;
+  if (!marker) {
+    detail::init_mpi_backend(argc, argv);  // a serving MPI rank serves and exits here
+    return;
+  }
   detail::kill_group_on_parent_death(std::atoi(marker));
   // Only this process is a worker: programs its tasks start must not inherit the marker.
   ::unsetenv(detail::kWorkerEnv);

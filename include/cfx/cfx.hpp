@@ -5,6 +5,7 @@
 #include "cfx/errors.hpp"
 #include "cfx/executor.hpp"
 #include "cfx/future.hpp"
+#include "cfx/mpi_pool.hpp"
 #include "cfx/process_pool.hpp"
 #include "cfx/queue.hpp"
 #include "cfx/shared_dict.hpp"

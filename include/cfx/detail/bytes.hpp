@@ -58,6 +58,8 @@ class Reader {
     p_ += n;
     return at;
   }
+  /// Bytes not yet read.
+  std::size_t remaining() const { return static_cast<std::size_t>(end_ - p_); }
   std::string_view get_string() {
     auto n = get<std::uint32_t>();
     return {take(n), n};
