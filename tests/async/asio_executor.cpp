@@ -23,8 +23,7 @@ namespace asio = boost::asio;
 static_assert(asio::execution::executor<cfx::ThreadPoolExecutor::AsioExecutor>);
 static_assert(asio::is_executor<cfx::ThreadPoolExecutor::AsioExecutor>::value ||
               asio::execution::is_executor<cfx::ThreadPoolExecutor::AsioExecutor>::value);
-static_assert(
-    std::is_convertible_v<cfx::ThreadPoolExecutor::AsioExecutor, asio::any_io_executor>);
+static_assert(std::is_convertible_v<cfx::ThreadPoolExecutor::AsioExecutor, asio::any_io_executor>);
 
 namespace {
 
@@ -43,10 +42,10 @@ TEST_CASE("post, dispatch and defer run handlers on the pool's threads") {
   // dispatch from outside the pool queues; from inside it runs at once, in the same thread.
   CHECK(asio::dispatch(ex, asio::use_future([] { return on_pool_thread(); })).get());
   auto inline_run = asio::post(ex, asio::use_future([ex] {
-                      std::thread::id outer = std::this_thread::get_id(), inner;
-                      asio::dispatch(ex, [&] { inner = std::this_thread::get_id(); });
-                      return inner == outer;  // assigned before dispatch returned
-                    }));
+                                 std::thread::id outer = std::this_thread::get_id(), inner;
+                                 asio::dispatch(ex, [&] { inner = std::this_thread::get_id(); });
+                                 return inner == outer;  // assigned before dispatch returned
+                               }));
   CHECK(inline_run.get());
 }
 
@@ -62,7 +61,7 @@ TEST_CASE("co_spawn runs a coroutine on the pool and awaits cfx futures there") 
         bool started_here = on_pool_thread();
         int v = co_await cfx::async_wait(work.submit([] { return 5; }), asio::use_awaitable);
         bool resumed_here = on_pool_thread();  // the coroutine's executor: the pool
-        co_return started_here && resumed_here && v == 5;
+        co_return started_here&& resumed_here&& v == 5;
       },
       asio::use_future);
   CHECK(result.get());

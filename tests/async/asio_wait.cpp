@@ -2,8 +2,8 @@
 // where the handler runs, cancellation both ways, and 10,000 concurrent waits.
 #include <atomic>
 #include <chrono>
-#include <latch>
 #include <condition_variable>
+#include <latch>
 #include <mutex>
 #include <optional>
 #include <stdexcept>
@@ -74,10 +74,11 @@ TEST_CASE_TEMPLATE("async_wait with as_tuple, use_future, deferred and a callbac
   }());
   CHECK(!e);
   CHECK(v == 9);
-  auto [e2, v2] = run([&]() -> asio::awaitable<std::tuple<std::exception_ptr, std::pair<int, int>>> {
-    co_return co_await cfx::async_wait(ex->submit(conf::divmod, 1, 0),
-                                       asio::as_tuple(asio::use_awaitable));
-  }());
+  auto [e2, v2] =
+      run([&]() -> asio::awaitable<std::tuple<std::exception_ptr, std::pair<int, int>>> {
+        co_return co_await cfx::async_wait(ex->submit(conf::divmod, 1, 0),
+                                           asio::as_tuple(asio::use_awaitable));
+      }());
   CHECK_THROWS_AS(std::rethrow_exception(e2), std::domain_error);
   CHECK(v2 == std::pair<int, int>{});
 
@@ -116,8 +117,7 @@ TEST_CASE_TEMPLATE("a plain callback never runs on the pool's delivery thread", 
     CHECK(name.rfind("cfx_", 0) != 0);  // posted to Asio's system pool, not an I/O thread
 }
 
-TEST_CASE_TEMPLATE("the coroutine resumes on its own executor's thread", Backend,
-                   CFX_BACKENDS) {
+TEST_CASE_TEMPLATE("the coroutine resumes on its own executor's thread", Backend, CFX_BACKENDS) {
   auto ex = Backend::make(1);
   conf::Gate gate;
   auto f = ex->submit(conf::value_after_gate, gate.path(), 4);
@@ -196,16 +196,16 @@ TEST_CASE_TEMPLATE("partial cancellation cancels a pending task, not a running o
   asio::cancellation_signal cancel_queued, cancel_running;
   std::exception_ptr queued_error, running_error;
   int running_value = 0;
-  cfx::async_wait(queued, asio::bind_cancellation_slot(
-                              cancel_queued.slot(), asio::bind_executor(io, [&](std::exception_ptr e, int) {
-                                queued_error = e;
-                              })));
-  cfx::async_wait(busy[0], asio::bind_cancellation_slot(
-                               cancel_running.slot(),
-                               asio::bind_executor(io, [&](std::exception_ptr e, int v) {
-                                 running_error = e;
-                                 running_value = v;
-                               })));
+  cfx::async_wait(
+      queued, asio::bind_cancellation_slot(
+                  cancel_queued.slot(),
+                  asio::bind_executor(io, [&](std::exception_ptr e, int) { queued_error = e; })));
+  cfx::async_wait(
+      busy[0], asio::bind_cancellation_slot(
+                   cancel_running.slot(), asio::bind_executor(io, [&](std::exception_ptr e, int v) {
+                     running_error = e;
+                     running_value = v;
+                   })));
   asio::post(io, [&] {
     cancel_queued.emit(asio::cancellation_type::partial);
     cancel_running.emit(asio::cancellation_type::total);  // running: nothing happens

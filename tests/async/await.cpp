@@ -94,8 +94,8 @@ TEST_CASE_TEMPLATE("co_await rethrows the task's exception by type", Backend, CF
   CHECK_THROWS_AS(t.outcome.get(), std::domain_error);
 }
 
-TEST_CASE_TEMPLATE("co_await on a future cancelled while it waits throws CancelledError",
-                   Backend, CFX_BACKENDS) {
+TEST_CASE_TEMPLATE("co_await on a future cancelled while it waits throws CancelledError", Backend,
+                   CFX_BACKENDS) {
   auto ex = Backend::make(1);
   conf::Gate gate;
   auto busy = conf::occupy(*ex, 1, gate);
@@ -107,8 +107,7 @@ TEST_CASE_TEMPLATE("co_await on a future cancelled while it waits throws Cancell
   gate.open();
 }
 
-TEST_CASE_TEMPLATE("a coroutine never resumes on a pool's delivery thread", Backend,
-                   CFX_BACKENDS) {
+TEST_CASE_TEMPLATE("a coroutine never resumes on a pool's delivery thread", Backend, CFX_BACKENDS) {
   auto ex = Backend::make(1);
   conf::Gate gate;
   auto f = ex->submit(conf::value_after_gate, gate.path(), 1);
@@ -151,8 +150,7 @@ TEST_CASE("a frame destroyed while it waits leaves the future's waiter list") {
   CHECK(f.result() == 1);
 }
 
-TEST_CASE_TEMPLATE("a frame destroyed while it waits for a running task", Backend,
-                   CFX_BACKENDS) {
+TEST_CASE_TEMPLATE("a frame destroyed while it waits for a running task", Backend, CFX_BACKENDS) {
   auto ex = Backend::make(1);
   conf::Gate gate;
   auto f = ex->submit(conf::value_after_gate, gate.path(), 9);
