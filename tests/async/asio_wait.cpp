@@ -245,3 +245,33 @@ TEST_CASE_TEMPLATE("10,000 concurrent async_waits in one io_context, none lost",
   CHECK(completions == n);
   CHECK(sum == static_cast<long>(n) * (n + 1) / 2);
 }
+
+TEST_CASE_TEMPLATE("many results in a coroutine: input order and completion order", Backend,
+                   CFX_BACKENDS) {
+  auto ex = Backend::make(2);
+  conf::Gate gate;
+  // The first task is held back: in completion order it comes last, in input order first.
+  std::vector<cfx::Future<int>> fs{ex->submit(conf::value_after_gate, gate.path(), 100)};
+  for (int i = 0; i < 5; ++i) fs.push_back(ex->submit(conf::mul, i, 10));
+  asio::io_context io;
+  std::vector<int> completion_order;
+  for (auto& f : fs)
+    asio::co_spawn(
+        io,
+        [f, &completion_order, &gate]() -> asio::awaitable<void> {
+          completion_order.push_back(co_await cfx::async_wait(f, asio::use_awaitable));
+          if (completion_order.size() == 5) gate.open();  // the five quick ones are in
+        },
+        asio::detached);
+  std::vector<int> input_order;
+  asio::co_spawn(
+      io,
+      [&]() -> asio::awaitable<void> {
+        for (auto& f : fs) input_order.push_back(co_await cfx::async_wait(f, asio::use_awaitable));
+      },
+      asio::detached);
+  io.run();
+  CHECK(input_order == std::vector<int>{100, 0, 10, 20, 30, 40});
+  REQUIRE(completion_order.size() == 6);
+  CHECK(completion_order.back() == 100);
+}
