@@ -150,7 +150,7 @@ TEST_CASE("terminal cancellation (|| with a timer) kills a running process task"
         auto r = co_await (cfx::async_wait(f, asio::use_awaitable) ||
                            deadline.async_wait(asio::use_awaitable));
         co_return r.index();
-      }(),
+      },
       asio::use_future);
   io.run();
   CHECK(winner.get() == 1);  // the timer
@@ -179,7 +179,7 @@ TEST_CASE("terminal cancellation of a running thread task stops its token, the w
         auto r = co_await (cfx::async_wait(f, asio::use_awaitable) ||
                            deadline.async_wait(asio::use_awaitable));
         co_return r.index();
-      }(),
+      },
       asio::use_future);
   io.run();
   CHECK(outcome.get() == 1);
