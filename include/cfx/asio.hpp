@@ -97,12 +97,15 @@ class AsyncWaitOp final : WaiterNode {
 
   /// Sends the completion to the handler's executor: posted if `must_post`, else dispatched.
   static void complete(std::unique_ptr<AsyncWaitOp> op, bool must_post) noexcept {
-    Executor ex = op->work_.get_executor();
+    // The work stays counted until post has returned in this thread (as Asio's own
+    // work_dispatcher does): else the executor could run the handler, run out of work and
+    // be destroyed (an io_context after run()) while post is still signalling it.
+    auto work = std::move(op->work_);
     auto finish = [op = std::move(op)]() mutable { deliver(std::move(op)); };
     if (must_post)
-      boost::asio::post(ex, std::move(finish));
+      boost::asio::post(work.get_executor(), std::move(finish));
     else
-      boost::asio::dispatch(ex, std::move(finish));
+      boost::asio::dispatch(work.get_executor(), std::move(finish));
   }
 
   /// Runs in the handler's executor: takes the outcome, frees the op, calls the handler.
