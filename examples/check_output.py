@@ -31,6 +31,12 @@ EXPECTED = {
         r"completed: 1\n  completed: 2\n  TimeoutError: 1 \(of 3\) futures unfinished\n",
         r"after opening the gate: 3\n",
     ]),
+    "coroutines": (0, [
+        r"progress: 0 of 8 chunks done\n",
+        r"answer below 2000000: start 1723519, 556 steps\n",
+        r"slow chunk: deadline passed after 500 ms, future cancelled: yes\n",
+        r"its worker was replaced: pid changed \(\d+ -> \d+\)\n",
+    ]),
     "exceptions": (0, [
         r"thread backend:",
         r"invalid_argument +-> caught std::invalid_argument: '12x' is not a count\n"

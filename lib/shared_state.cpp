@@ -80,15 +80,28 @@ bool StateBase::claim() noexcept {
 void StateBase::publish(Status final_status) noexcept {
   lock();
   auto old = word_.exchange(static_cast<std::uint32_t>(final_status), std::memory_order_acq_rel);
+  WaiterNode* later = nullptr;  // after_unlock waiters, in registration order
   for (auto* w = waiters_; w;) {
     auto* next = w->next;  // on_done may let the waiter's owner free w
-    w->on_done(*this);
+    if (w->after_unlock) {
+      w->next = later;
+      later = w;
+    } else {
+      w->on_done(*this);
+    }
     w = next;
   }
   waiters_ = nullptr;
   CallbackNode* cbs = std::exchange(callbacks_, nullptr);
   unlock();
   if (old & kSleepers) futex_wake_all(word_);
+  // A resumed coroutine or a callback may drop the last Future; keep the state alive.
+  add_ref();
+  while (later) {
+    auto* next = later->next;  // on_done may free the node (a coroutine frame)
+    later->on_done(*this);
+    later = next;
+  }
   // The list was built by pushing at the head: reverse it to run in registration order.
   CallbackNode* ordered = nullptr;
   while (cbs) {
@@ -97,8 +110,6 @@ void StateBase::publish(Status final_status) noexcept {
     ordered = cbs;
     cbs = next;
   }
-  // A callback may drop the last Future; keep the state alive until all have run.
-  add_ref();
   while (ordered) {
     auto* next = ordered->next;
     run_callback(ordered, *this);
@@ -224,15 +235,18 @@ bool StateBase::add_waiter(WaiterNode* w) noexcept {
   return pending;
 }
 
-void StateBase::remove_waiter(WaiterNode* w) noexcept {
+bool StateBase::remove_waiter(WaiterNode* w) noexcept {
+  bool found = false;
   lock();
   for (WaiterNode** p = &waiters_; *p; p = &(*p)->next) {
     if (*p == w) {
       *p = w->next;
+      found = true;
       break;
     }
   }
   unlock();
+  return found;
 }
 
 void StateBase::run_callback(CallbackNode* cb, StateBase& state) noexcept {

@@ -40,6 +40,7 @@
 #include <boost/asio/post.hpp>
 #include <boost/asio/write.hpp>
 
+#include "cfx/detail/resumption.hpp"
 #include "cfx/errors.hpp"
 #include "lib/cores.hpp"
 
@@ -128,6 +129,7 @@ void ProcessPoolCore::join() {
 
 void ProcessPoolCore::run_io() {
   io_thread_id_ = std::this_thread::get_id();
+  mark_delivery_thread();  // coroutines awaiting our futures resume elsewhere (docs/async.md)
   // A write to a dead worker must fail with EPIPE, not kill the program. Blocking SIGPIPE
   // on this thread (which does every write) leaves the program's own disposition alone.
   sigset_t pipe_set;

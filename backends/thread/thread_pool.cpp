@@ -28,6 +28,10 @@
 #include <thread>
 #include <vector>
 
+#include <boost/asio/execution_context.hpp>
+
+#include "cfx/detail/pool_handlers.hpp"
+#include "cfx/detail/resumption.hpp"
 #include "cfx/errors.hpp"
 #include "deadlines.hpp"
 #include "lib/cores.hpp"
@@ -63,6 +67,9 @@ class ThreadPoolCore : public std::enable_shared_from_this<ThreadPoolCore> {
         initializer_(std::move(o.initializer)) {}
 
   std::size_t max_workers() const { return max_workers_; }
+
+  bool runs_this_worker() const noexcept { return current_worker_pool == this; }
+  boost::asio::execution_context& asio_context() noexcept { return asio_context_; }
 
   std::size_t thread_count() {
     std::lock_guard lock(mutex_);
@@ -136,7 +143,8 @@ class ThreadPoolCore : public std::enable_shared_from_this<ThreadPoolCore> {
   }
 
  private:
-  static thread_local ThreadPoolCore* current_pool;
+  static thread_local ThreadPoolCore* current_pool;         // workers and the timer thread
+  static thread_local ThreadPoolCore* current_worker_pool;  // workers only: they run handlers
 
   template <class F>
   static void for_each_and_drop(LocalTask* list, F f) {
@@ -164,6 +172,7 @@ class ThreadPoolCore : public std::enable_shared_from_this<ThreadPoolCore> {
   void start_timer() {
     timer_thread_ = std::thread([self = shared_from_this()] {
       current_pool = self.get();
+      mark_delivery_thread();  // it completes timed-out calls of the whole pool
       self->name_this_thread("timer");
       self->deadlines_.run();
     });
@@ -214,6 +223,7 @@ class ThreadPoolCore : public std::enable_shared_from_this<ThreadPoolCore> {
 
   void worker(std::size_t index) {
     current_pool = this;
+    current_worker_pool = this;
     name_this_thread(std::to_string(index));
     if (!initialize()) return;
     LocalTask* done = nullptr;  // executed, result not yet published
@@ -300,9 +310,33 @@ class ThreadPoolCore : public std::enable_shared_from_this<ThreadPoolCore> {
   std::thread timer_thread_;  // expires CallOptions timeouts; started by the first one
   Deadlines deadlines_;
   std::mutex join_mutex_;
+  // For ThreadPoolExecutor::AsioExecutor: services attached to the pool live here. Last, so
+  // that it is destroyed first, while the pool's fields still exist.
+  boost::asio::execution_context asio_context_;
 };
 
 thread_local ThreadPoolCore* ThreadPoolCore::current_pool = nullptr;
+thread_local ThreadPoolCore* ThreadPoolCore::current_worker_pool = nullptr;
+
+void enqueue_handler(ThreadPoolCore& pool, LocalTask* task) {
+  pool.enqueue(task);
+}
+
+bool runs_handlers_here(const ThreadPoolCore& pool) noexcept {
+  return pool.runs_this_worker();
+}
+
+boost::asio::execution_context& asio_context(ThreadPoolCore& pool) noexcept {
+  return pool.asio_context();
+}
+
+void report_handler_exception(std::exception_ptr e) noexcept {
+  try {
+    std::fprintf(stderr, "cfx: exception escaped an Asio handler run on a thread pool: %s\n",
+                 describe(e).c_str());
+  } catch (...) {
+  }
+}
 
 }  // namespace cfx::detail
 

@@ -45,6 +45,8 @@ SharedState<T>* state_of(const Future<T>& f);
 /// (the chunks of a map).
 template <class T>
 T take_result(Future<T>& f, const std::optional<std::chrono::steady_clock::time_point>& deadline);
+template <class T, bool Owned>
+class FutureAwaiter;
 }  // namespace detail
 
 /// Outcome of an asynchronous task. States: pending, running, finished, cancelled.
@@ -112,6 +114,18 @@ class [[nodiscard]] Future {
   template <class Rep, class Period>
   bool wait_for(std::chrono::duration<Rep, Period> timeout) const {
     return state_->wait_for(timeout);
+  }
+
+  /// `T v = co_await f;` in any C++20 coroutine (API section 8, docs/async.md): no suspension
+  /// if done; else the coroutine waits on the future's waiter list and resumes in the thread
+  /// that completes it, except a pool's delivery thread (a process pool's I/O thread), where
+  /// it resumes on cfx's resumer threads. Gives what result() gives, or rethrows as it does.
+  /// Destroying the suspended coroutine takes its waiter off the future.
+  detail::FutureAwaiter<T, false> operator co_await() const& noexcept {
+    return detail::FutureAwaiter<T, false>(*this);
+  }
+  detail::FutureAwaiter<T, true> operator co_await() && noexcept {
+    return detail::FutureAwaiter<T, true>(std::move(*this));
   }
 
   /// Handles to the same task compare equal. With std::hash<Future<T>>, futures can key a
@@ -216,6 +230,8 @@ T take_result(Future<T>& f, const std::optional<std::chrono::steady_clock::time_
 }  // namespace detail
 
 }  // namespace cfx
+
+#include "cfx/detail/future_awaiter.hpp"
 
 /// Hashes the task a future refers to: copies of one future hash equal.
 template <class T>

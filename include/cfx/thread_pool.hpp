@@ -57,6 +57,13 @@ class ThreadPoolExecutor final : public Executor {
   /// Threads started so far.
   std::size_t thread_count() const;
 
+  /// A Boost.Asio executor over this pool's threads (API section 8, docs/async.md):
+  /// boost::asio::post, dispatch, defer and co_spawn run their handlers here, and it converts
+  /// to boost::asio::any_io_executor. Declared here, defined in <cfx/asio.hpp>: include that
+  /// header to call it. After shutdown, running a handler on it throws cfx::Error.
+  class AsioExecutor;
+  AsioExecutor asio_executor() const;
+
  protected:
   void enqueue(detail::LocalTask* task) override;
 

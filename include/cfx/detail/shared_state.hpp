@@ -30,10 +30,15 @@ enum class Status : std::uint32_t {
 
 class StateBase;
 
-/// Installed by wait()/as_completed(); notified under the state's lock, so removal under the
-/// same lock is race-free. on_done must be short and must not touch the state.
+/// Installed by wait()/as_completed() and by awaiters (co_await, cfx::async_wait). publish()
+/// takes the node off the list under the state's lock, so removal under the same lock is
+/// race-free, and calls on_done once: under that lock, where on_done must be short and must
+/// not touch the state; or, for a node with `after_unlock` set, once the lock is released and
+/// before the done-callbacks, where on_done may run user code (resume a coroutine) that frees
+/// the node and drops the state.
 struct WaiterNode {
   WaiterNode* next = nullptr;
+  bool after_unlock = false;
   virtual void on_done(StateBase& state) noexcept = 0;
 
  protected:
@@ -101,7 +106,9 @@ class StateBase {
   void add_callback(CallbackNode* cb);
   /// Installs w unless done; returns false (w not installed) if already done.
   bool add_waiter(WaiterNode* w) noexcept;
-  void remove_waiter(WaiterNode* w) noexcept;
+  /// Takes w off the list; false if it was not there (publish has taken it: its on_done is
+  /// running or has run).
+  bool remove_waiter(WaiterNode* w) noexcept;
 
   /// Saturating conversion of a relative timeout to a steady_clock deadline.
   template <class Rep, class Period>
