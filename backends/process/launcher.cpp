@@ -21,6 +21,7 @@
 
 #include "backends/process/channel.hpp"
 #include "backends/process/worker.hpp"
+#include "lib/toolkit/descriptors.hpp"
 
 namespace cfx::detail {
 namespace {
@@ -31,20 +32,21 @@ namespace bp = boost::process::v2;
   throw std::system_error(error, std::generic_category(), what);
 }
 
-/// Moves fd above the descriptors a worker's channel is dup2'ed onto (3, 4 and 5): a
+/// Moves fd above the descriptors a worker's channel is dup2'ed onto (3 to 6): a
 /// descriptor already on its target would keep its close-on-exec flag through the dup2.
 Fd above_channel_fds(Fd fd) {
-  if (fd.get() > kWorkerSlotsFd) return fd;
-  Fd moved(::fcntl(fd.get(), F_DUPFD_CLOEXEC, kWorkerSlotsFd + 1));
+  if (fd.get() > kWorkerHandlesFd) return fd;
+  Fd moved(::fcntl(fd.get(), F_DUPFD_CLOEXEC, kWorkerHandlesFd + 1));
   if (moved.get() < 0) throw_errno("fcntl(F_DUPFD_CLOEXEC)");
   return moved;
 }
 
-/// The ends of the channel that the worker gets, as descriptors 3, 4 and 5.
+/// The ends of the channel that the worker gets, as descriptors 3 to 6.
 struct ChildEnds {
   int calls;
   int replies;
   int slots;
+  int handles;
 };
 
 /// Gives the child `fd` as descriptor `target`. (Boost 1.81's posix::bind_fd cannot be used:
@@ -119,7 +121,8 @@ bp::process spawn_child(const ChildEnds& ends, const boost::asio::any_io_executo
   try {
     return launcher(executor, "/proc/self/exe", std::vector<std::string>{},
                     BindFd{kWorkerInFd, ends.calls}, BindFd{kWorkerOutFd, ends.replies},
-                    BindFd{kWorkerSlotsFd, ends.slots}, WorkerChildSetup{::getpid()});
+                    BindFd{kWorkerSlotsFd, ends.slots}, BindFd{kWorkerHandlesFd, ends.handles},
+                    WorkerChildSetup{::getpid()});
   } catch (...) {
     // After the fork the launcher drops a child it fails on (its exec failed, or no
     // descriptor was left for the pidfd) without waiting for it.
@@ -137,7 +140,8 @@ bp::process spawn_child(const ChildEnds& ends, const boost::asio::any_io_executo
   ::dup2(ends.calls, kWorkerInFd);
   ::dup2(ends.replies, kWorkerOutFd);
   ::dup2(ends.slots, kWorkerSlotsFd);
-  ::close_range(kWorkerSlotsFd + 1, ~0u, 0);
+  ::dup2(ends.handles, kWorkerHandlesFd);
+  ::close_range(kWorkerHandlesFd + 1, ~0u, 0);
   sigset_t none;
   sigemptyset(&none);
   ::sigprocmask(SIG_SETMASK, &none, nullptr);
@@ -212,14 +216,20 @@ void SlotPage::unmap() noexcept {
   page_ = nullptr;
 }
 
-LaunchedWorker launch_worker(StartMethod method, const boost::asio::any_io_executor& executor) {
+LaunchedWorker launch_worker(StartMethod method, const boost::asio::any_io_executor& executor,
+                             bool one_call) {
   Pipe calls, replies;  // the parent writes calls.write_end and reads replies.read_end
+  auto [mine, theirs] = descriptor_socketpair();
+  Fd handles_mine(mine), handles_theirs(theirs);
+  handles_mine = above_channel_fds(std::move(handles_mine));
+  handles_theirs = above_channel_fds(std::move(handles_theirs));
   Fd memfd(::memfd_create("cfx-worker-slots", MFD_CLOEXEC));
   if (memfd.get() < 0) throw_errno("memfd_create");
   memfd = above_channel_fds(std::move(memfd));
   if (::ftruncate(memfd.get(), slots::kPageBytes) != 0) throw_errno("ftruncate");
   SlotPage page(memfd.get());
-  ChildEnds ends{calls.read_end.get(), replies.write_end.get(), memfd.get()};
+  page.get()[slots::kOneCallWord].store(one_call ? 1 : 0);
+  ChildEnds ends{calls.read_end.get(), replies.write_end.get(), memfd.get(), handles_theirs.get()};
   pid_t pid;
   if (method == StartMethod::fork) {
     pid = fork_child(ends);
@@ -233,7 +243,11 @@ LaunchedWorker launch_worker(StartMethod method, const boost::asio::any_io_execu
   }
   Fd pidfd = open_pidfd(pid);
   // The child has its own copies of its ends; the parent's close as this returns.
-  return {pid, std::move(pidfd), std::move(calls.write_end), std::move(replies.read_end),
+  return {pid,
+          std::move(pidfd),
+          std::move(calls.write_end),
+          std::move(replies.read_end),
+          std::move(handles_mine),
           std::move(page)};
 }
 

@@ -78,12 +78,15 @@ struct LaunchedWorker {
   Fd pidfd;
   Fd calls;        // the parent writes calls here
   Fd replies;      // and reads replies here
+  Fd handles;      // the descriptor channel (lib/toolkit/descriptors.hpp)
   SlotPage slots;  // its call slots
 };
 
 /// Starts a worker by `method`. `executor` is for Boost.Process's own use during a spawn: it
 /// must belong to an io_context that only the calling thread uses (see launcher.cpp). Throws
 /// std::system_error (or boost::system::system_error) after undoing what it had done.
-LaunchedWorker launch_worker(StartMethod method, const boost::asio::any_io_executor& executor);
+/// `one_call`: the worker runs one call and exits by its outcome (cfx::Process).
+LaunchedWorker launch_worker(StartMethod method, const boost::asio::any_io_executor& executor,
+                             bool one_call = false);
 
 }  // namespace cfx::detail
