@@ -72,6 +72,12 @@ EXPECTED = {
             (1, "-> 10"), (2, "-> 20"), (3, "-> 30"), (4, "failed: lookup of key 4 failed"),
             (5, "-> 50"), (6, "-> 60"), (7, "-> 70"), (8, "failed: lookup of key 8 failed")]),
     ]),
+    "primitives": (0, [
+        r"Lock: two processes, 100,000 guarded increments each: counter = 200000\n",
+        r"Barrier: 3 processes met twice \(phase two seen: yes\)\n",
+        r"Event: 3 processes waiting, event set: no\n",
+        r"Event: set; every waiter went on: yes\n",
+    ]),
     "config_swap-process-file": (0, [
         r"backend: process, max_workers: 2\n",
         r"longest chain below 100000: start 77031, 350 steps",

@@ -9,6 +9,7 @@
 #include "cfx/process.hpp"
 #include "cfx/process_pool.hpp"
 #include "cfx/shared.hpp"
+#include "cfx/sync.hpp"
 #include "cfx/task.hpp"
 #include "cfx/thread_pool.hpp"
 #include "cfx/wait.hpp"

@@ -29,14 +29,29 @@
 
 #include "cfx/detail/handle_json.hpp"
 #include "cfx/detail/shared_block.hpp"
+#include "cfx/detail/shared_sync.hpp"
 #include "cfx/errors.hpp"
+#include "cfx/sync.hpp"
 
 namespace cfx {
 
 namespace detail {
-/// Where a shared object's payload starts in its block: after a header of this many bytes
-/// (the element count), aligned for any T the toolkit takes.
-inline constexpr std::size_t kSharedHeader = 64;
+/// A shared array's or value's block: a header (the element count at 0, the get_lock()
+/// mutex at kSharedLock), then the payload at kSharedHeader, aligned for any T it takes.
+inline constexpr std::size_t kSharedLock = 64;
+inline constexpr std::size_t kSharedHeader = 128;
+static_assert(sizeof(SharedMutex) <= kSharedHeader - kSharedLock &&
+              kSharedLock % alignof(SharedMutex) == 0);
+
+/// Makes the header's mutex (the creator, before the block is shared).
+inline void init_shared_lock(const SharedBlock& block) {
+  shared_at<SharedMutex>(block, kSharedLock).init(false);
+}
+/// The Lock of a shared array's or value's block.
+inline Lock shared_lock(const SharedBlock& block) {
+  if (!block) throw Error("get_lock(): a default-constructed shared object has no lock");
+  return HandleAccess::make<Lock>(block, kSharedLock);
+}
 }  // namespace detail
 
 /// A fixed-size array of trivially copyable T in shared memory.
@@ -52,6 +67,7 @@ class SharedArray {
   /// `n` zero-filled elements. Throws cfx::Error if the system refuses the memory.
   explicit SharedArray(std::size_t n) : block_(detail::kSharedHeader + n * sizeof(T)) {
     std::memcpy(block_.data(), &n, sizeof(n));
+    detail::init_shared_lock(block_);
     attach();
   }
   /// A copy of `values`.
@@ -68,6 +84,9 @@ class SharedArray {
   std::span<T> span() const noexcept { return {data_, size_}; }
   T* begin() const noexcept { return data_; }
   T* end() const noexcept { return data_ + size_; }
+  /// The lock that comes with the array (multiprocessing.Array's get_lock()): the same in
+  /// every process; the elements are not guarded by it unless the user takes it.
+  Lock get_lock() const { return detail::shared_lock(block_); }
   /// Refers to some memory (not default-constructed).
   explicit operator bool() const noexcept { return static_cast<bool>(block_); }
   /// Copies of one array.
@@ -112,6 +131,7 @@ class SharedValue {
 
   SharedValue() = default;
   explicit SharedValue(T initial) : block_(detail::kSharedHeader + sizeof(T)) {
+    detail::init_shared_lock(block_);
     attach();
     std::memcpy(static_cast<void*>(value_), &initial, sizeof(T));
   }
@@ -139,6 +159,9 @@ class SharedValue {
   bool compare_exchange_strong(T& expected, T desired) const noexcept {
     return ref().compare_exchange_strong(expected, desired);
   }
+  /// The lock that comes with the value (multiprocessing.Value's get_lock()), for updates
+  /// that span several operations.
+  Lock get_lock() const { return detail::shared_lock(block_); }
   /// The shared word itself, for operations not listed here.
   std::atomic_ref<T> ref() const noexcept {
     static_assert(std::atomic_ref<T>::is_always_lock_free,

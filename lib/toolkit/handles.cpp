@@ -121,6 +121,21 @@ void adopted_handle(const HandleKey& key, std::shared_ptr<const void> keep) {
   if (source) source->adopted(key, std::move(keep));
 }
 
+void to_json_at(nlohmann::json& j, const SharedBlock& block, std::size_t offset) {
+  nlohmann::json b;
+  to_json(b, block);
+  j = nlohmann::json::array({std::move(b), offset});
+}
+
+SharedBlock from_json_at(const nlohmann::json& j, std::size_t& offset) {
+  if (!j.is_array() || j.size() != 2)
+    throw SerializationError("a shared object's encoding is malformed");
+  SharedBlock block;
+  from_json(j[0], block);
+  offset = j[1].get<std::size_t>();
+  return block;
+}
+
 std::uint64_t blocks_mapped() noexcept {
   return mapped.load(std::memory_order_relaxed);
 }

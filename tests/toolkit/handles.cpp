@@ -15,6 +15,9 @@ CFX_TASK(mapped_by_worker);
 CFX_TASK(make_iota);
 CFX_TASK(echo_array);
 CFX_TASK(add_many);
+CFX_TASK(locked_increments);
+CFX_TASK(set_event);
+CFX_TASK(lock_is_free);
 
 namespace {
 
@@ -147,4 +150,37 @@ TEST_CASE("a handle inside a value that cannot carry descriptors is refused clea
   nlohmann::json j;
   cfx::SharedArray<int> a(4);
   CHECK_THROWS_AS(j = a, cfx::SerializationError);
+}
+
+TEST_CASE("get_lock() guards an array across Process children of both start methods") {
+  cfx::SharedArray<std::int64_t> a(1);
+  cfx::Process p(cfx::ProcessOptions{.start_method = cfx::StartMethod::spawn}, locked_increments, a,
+                 20000);
+  cfx::Process q(cfx::ProcessOptions{.start_method = cfx::StartMethod::fork}, locked_increments, a,
+                 20000);
+  p.start();
+  q.start();
+  locked_increments(a, 20000);
+  p.join();
+  q.join();
+  CHECK(p.exitcode() == 0);
+  CHECK(q.exitcode() == 0);
+  CHECK(a[0] == 60000);
+  cfx::SharedValue<int> v(0);
+  CHECK_FALSE(v.get_lock() == a.get_lock());
+  CHECK(v.get_lock() == v.get_lock());
+}
+
+TEST_CASE("synchronisation handles travel to pool workers as the same object") {
+  for (auto method : kMethods) {
+    CAPTURE(name(method));
+    cfx::ProcessPoolExecutor pool({.max_workers = 1, .start_method = method});
+    auto e = cfx::Event::create();
+    pool.submit(set_event, e).result();
+    CHECK(e.is_set());
+    auto l = cfx::Lock::create();
+    CHECK(pool.submit(lock_is_free, l).result());
+    std::lock_guard held(l);
+    CHECK_FALSE(pool.submit(lock_is_free, l).result());
+  }
 }

@@ -64,6 +64,23 @@ inline void write_and_tell(cfx::SharedArray<int> a, int value, cfx::Connection<i
   c.send(value);
 }
 
+/// `n` increments of a[0], each under the array's lock.
+inline void locked_increments(cfx::SharedArray<std::int64_t> a, int n) {
+  auto lock = a.get_lock();
+  for (int i = 0; i < n; ++i) {
+    std::lock_guard held(lock);
+    a[0] = a[0] + 1;
+  }
+}
+inline void set_event(cfx::Event e) {
+  e.set();
+}
+inline bool lock_is_free(cfx::Lock l) {
+  if (!l.try_lock()) return false;
+  l.unlock();
+  return true;
+}
+
 /// The names in /dev/shm.
 inline std::set<std::string> dev_shm() {
   std::set<std::string> names;
