@@ -58,6 +58,14 @@ EXPECTED = {
         r"sleep_ms\(60000\) +-> caught cfx::TimeoutError",
         r"sleep_ms\(1\) +-> 1 ",
     ]),
+    "shared_data": (0, [
+        r"array: 10000000 integers, 76 MB, built once\n",
+        r"sum: 50000005000000\n",
+        r"multiples of 7: 1428571\n",
+        r"max of n\^2 mod 1000003: \d+\n",
+        # Every worker maps the whole array (shared) and holds little of its own.
+        r"worker: resident \d+ MB, of which shared \(the array\) 7\d MB, private \d MB\n",
+    ]),
     "pool_patterns": (0, [
         r"map\(square\): +\[0, 1, 4, 9, 16, 25, 36, 49, 64, 81\]",
         r"starmap\(add\): +\[3, 7, 11\]",

@@ -125,7 +125,12 @@ namespace slots {
 inline constexpr std::size_t kCount = 511;
 /// The word after the slots: worker_memory_limit, which the worker checks after each call.
 inline constexpr std::size_t kMemoryLimitWord = kCount;
-inline constexpr std::size_t kPageBytes = (kCount + 1) * sizeof(std::uint64_t);
+/// Messages the pool has sent on the descriptor channel: the worker reads the channel only
+/// when this has moved, so a call without handles costs no system call.
+inline constexpr std::size_t kDescriptorWord = kCount + 1;
+/// Nonzero: the worker runs one call and exits with 0, or 1 if it threw (cfx::Process).
+inline constexpr std::size_t kOneCallWord = kCount + 2;
+inline constexpr std::size_t kPageBytes = (kCount + 3) * sizeof(std::uint64_t);
 
 enum class State : std::uint64_t { queued = 0, started = 1, withdrawn = 2, taken_back = 3 };
 

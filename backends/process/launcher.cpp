@@ -20,6 +20,7 @@
 
 #include "backends/process/channel.hpp"
 #include "backends/process/worker.hpp"
+#include "lib/toolkit/descriptors.hpp"
 
 namespace cfx::detail {
 namespace {
@@ -28,20 +29,21 @@ namespace {
   throw std::system_error(error, std::generic_category(), what);
 }
 
-/// Moves fd above the descriptors a worker's channel is dup2'ed onto (3, 4 and 5): a
+/// Moves fd above the descriptors a worker's channel is dup2'ed onto (3 to 6): a
 /// descriptor already on its target would keep its close-on-exec flag through the dup2.
 Fd above_channel_fds(Fd fd) {
-  if (fd.get() > kWorkerSlotsFd) return fd;
-  Fd moved(::fcntl(fd.get(), F_DUPFD_CLOEXEC, kWorkerSlotsFd + 1));
+  if (fd.get() > kWorkerHandlesFd) return fd;
+  Fd moved(::fcntl(fd.get(), F_DUPFD_CLOEXEC, kWorkerHandlesFd + 1));
   if (moved.get() < 0) throw_errno("fcntl(F_DUPFD_CLOEXEC)");
   return moved;
 }
 
-/// The ends of the channel that the worker gets, as descriptors 3, 4 and 5.
+/// The ends of the channel that the worker gets, as descriptors 3 to 6.
 struct ChildEnds {
   int calls;
   int replies;
   int slots;
+  int handles;
 };
 
 /// The environment of a spawned worker: this process's, with the marker naming the parent.
@@ -94,7 +96,8 @@ pid_t spawn_child(const ChildEnds& ends) {
   posix_spawn_file_actions_adddup2(&setup.actions, ends.calls, kWorkerInFd);
   posix_spawn_file_actions_adddup2(&setup.actions, ends.replies, kWorkerOutFd);
   posix_spawn_file_actions_adddup2(&setup.actions, ends.slots, kWorkerSlotsFd);
-  posix_spawn_file_actions_addclosefrom_np(&setup.actions, kWorkerSlotsFd + 1);
+  posix_spawn_file_actions_adddup2(&setup.actions, ends.handles, kWorkerHandlesFd);
+  posix_spawn_file_actions_addclosefrom_np(&setup.actions, kWorkerHandlesFd + 1);
   char program[] = "/proc/self/exe";
   char* argv[] = {program, nullptr};
   pid_t pid = -1;
@@ -112,7 +115,8 @@ pid_t spawn_child(const ChildEnds& ends) {
   ::dup2(ends.calls, kWorkerInFd);
   ::dup2(ends.replies, kWorkerOutFd);
   ::dup2(ends.slots, kWorkerSlotsFd);
-  ::close_range(kWorkerSlotsFd + 1, ~0u, 0);
+  ::dup2(ends.handles, kWorkerHandlesFd);
+  ::close_range(kWorkerHandlesFd + 1, ~0u, 0);
   sigset_t none;
   sigemptyset(&none);
   ::sigprocmask(SIG_SETMASK, &none, nullptr);
@@ -187,18 +191,27 @@ void SlotPage::unmap() noexcept {
   page_ = nullptr;
 }
 
-LaunchedWorker launch_worker(StartMethod method) {
+LaunchedWorker launch_worker(StartMethod method, bool one_call) {
   Pipe calls, replies;  // the parent writes calls.write_end and reads replies.read_end
+  auto [mine, theirs] = descriptor_socketpair();
+  Fd handles_mine(mine), handles_theirs(theirs);
+  handles_mine = above_channel_fds(std::move(handles_mine));
+  handles_theirs = above_channel_fds(std::move(handles_theirs));
   Fd memfd(::memfd_create("cfx-worker-slots", MFD_CLOEXEC));
   if (memfd.get() < 0) throw_errno("memfd_create");
   memfd = above_channel_fds(std::move(memfd));
   if (::ftruncate(memfd.get(), slots::kPageBytes) != 0) throw_errno("ftruncate");
   SlotPage page(memfd.get());
-  ChildEnds ends{calls.read_end.get(), replies.write_end.get(), memfd.get()};
+  page.get()[slots::kOneCallWord].store(one_call ? 1 : 0);
+  ChildEnds ends{calls.read_end.get(), replies.write_end.get(), memfd.get(), handles_theirs.get()};
   pid_t pid = method == StartMethod::fork ? fork_child(ends) : spawn_child(ends);
   Fd pidfd = open_pidfd(pid);
   // The child has its own copies of its ends; the parent's close as this returns.
-  return {pid, std::move(pidfd), std::move(calls.write_end), std::move(replies.read_end),
+  return {pid,
+          std::move(pidfd),
+          std::move(calls.write_end),
+          std::move(replies.read_end),
+          std::move(handles_mine),
           std::move(page)};
 }
 

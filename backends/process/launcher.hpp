@@ -75,10 +75,12 @@ struct LaunchedWorker {
   Fd pidfd;
   Fd calls;        // the parent writes calls here
   Fd replies;      // and reads replies here
+  Fd handles;      // the descriptor channel (lib/toolkit/descriptors.hpp)
   SlotPage slots;  // its call slots
 };
 
 /// Starts a worker by `method`. Throws std::system_error after undoing what it had done.
-LaunchedWorker launch_worker(StartMethod method);
+/// `one_call`: the worker runs one call and exits by its outcome (cfx::Process).
+LaunchedWorker launch_worker(StartMethod method, bool one_call = false);
 
 }  // namespace cfx::detail

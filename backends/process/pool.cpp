@@ -232,6 +232,7 @@ bool ProcessPoolCore::send(const Worker& w, RemoteTask* t) {
   std::uint64_t id = w->next_id;
   slots::queue(w->calls->page(), id);  // before attach: cancel() may withdraw it at once
   if (!t->attach(w->calls, id)) return false;
+  if (!send_handles(w, t, id)) return false;  // failed: the call's future has its error
   ++w->next_id;
   w->in_flight.push_back({t, id});
   if (w->in_flight.size() == 1) head_changed(w);
@@ -241,6 +242,22 @@ bool ProcessPoolCore::send(const Worker& w, RemoteTask* t) {
       ++w->calls_sent >= options_.max_tasks_per_child)
     w->retiring = true;
   return true;
+}
+
+// The descriptors of call `id`'s handles that `w` lacks go ahead of its frame, and the count
+// in the slot page tells the worker to read them. A call without handles to a worker that
+// holds none costs nothing here. If the socket refuses, the call fails (false).
+bool ProcessPoolCore::send_handles(const Worker& w, RemoteTask* t, std::uint64_t id) {
+  if (t->handles.empty() && w->outbox->cached() == 0) return true;
+  try {
+    if (auto sent = w->outbox->send(id, t->handles, true))
+      w->calls->page()[slots::kDescriptorWord].fetch_add(sent, std::memory_order_release);
+    return true;
+  } catch (...) {
+    t->detach();
+    t->fail(std::current_exception());
+    return false;
+  }
 }
 
 // No call waits behind a busy worker while another could run it: once the queue is empty
@@ -347,6 +364,9 @@ bool ProcessPoolCore::adopt_worker(LaunchedWorker launched) {
   w->from.assign(launched.replies.get(), ec);
   if (ec) return false;
   launched.replies.release();
+  w->handles = std::move(launched.handles);
+  w->outbox = std::make_unique<DescriptorOutbox>(w->handles.get());
+  w->inbox = std::make_unique<DescriptorInbox>(w->handles.get(), DescriptorInbox::Role::pool);
   workers_.push_back(w);
   queue_.add_worker(w->pid);
   watch_start(w);
@@ -482,6 +502,11 @@ void ProcessPoolCore::on_result(const Worker& w, Frame& frame) {
   head_changed(w);
   if (done.task) {
     done.task->detach();
+    w->inbox->begin(done.id);  // the results' descriptors, if any, came before the frame
+    HandleSourceScope source(*w->inbox);
+    // The arguments' handles are not needed again: released now, not with the future (a
+    // Connection end kept open here would hide the EOF its peer waits for).
+    done.task->handles.clear();
     done.task->complete(reply.results, reply.count, std::move(reply.error));
     done.task->drop();
   }

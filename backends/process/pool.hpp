@@ -29,6 +29,7 @@
 #include "backends/process/launcher.hpp"
 #include "backends/process/submission_queue.hpp"
 #include "cfx/process_pool.hpp"
+#include "lib/toolkit/descriptors.hpp"
 
 namespace cfx::detail {
 
@@ -95,6 +96,10 @@ struct WorkerSlot {
   Clock::time_point head_since{};  // when the front call became the front
   double mean_service = 0;         // seconds per call, smoothed
   int timer_deferrals = 0;         // timeouts put off because a reply was arriving
+
+  Fd handles;  // the descriptor channel: arguments' descriptors out, results' in
+  std::unique_ptr<DescriptorOutbox> outbox;
+  std::unique_ptr<DescriptorInbox> inbox;
 
   std::vector<char> out, writing;  // queued and in-progress writes
   bool write_busy = false;
@@ -177,6 +182,7 @@ class ProcessPoolCore : public std::enable_shared_from_this<ProcessPoolCore> {
   std::size_t hand_out(SubmissionQueue::Calls& calls, std::vector<RemoteTask*>& cancelled);
   Worker least_loaded_with_room() const;
   bool send(const Worker& w, RemoteTask* t);
+  bool send_handles(const Worker& w, RemoteTask* t, std::uint64_t id);
   void rebalance(std::vector<RemoteTask*>& cancelled);
   std::vector<RemoteTask*> take_back_unstarted(const Worker& w, bool keep_first);
   /// Puts calls back at the front of the queue; once the pool is broken, fails them with

@@ -25,11 +25,13 @@
 #include "cfx/process_pool.hpp"
 #include "lib/remote_exception.hpp"
 #include "lib/stack_trace.hpp"
+#include "lib/toolkit/descriptors.hpp"
 
 namespace cfx::detail {
 namespace {
 
 std::atomic<bool> worker_process{false};
+bool one_call_process = false;  // a cfx::Process child: its exit status is the task's outcome
 
 bool write_all(int fd, const char* data, std::size_t n) {
   while (n > 0) {
@@ -46,6 +48,13 @@ bool write_all(int fd, const char* data, std::size_t n) {
 
 void kill_own_group(int) {
   ::kill(0, SIGKILL);  // the worker and everything its tasks started in its group
+}
+
+/// A cfx::Process child's SIGTERM (terminate(), or its parent's death): it passes the signal
+/// to its group and dies of it, so that its exit code says SIGTERM, as Python's does.
+void terminate_own_group(int) {
+  ::signal(SIGTERM, SIG_DFL);
+  ::kill(0, SIGTERM);
 }
 
 /// True if this process's resident memory is above the limit the pool wrote in the slot
@@ -66,6 +75,61 @@ void append_skipped(std::vector<char>& out, std::uint64_t id) {
   finish_frame(w, begin_frame(w, FrameKind::skipped, id));
 }
 
+/// The worker's ends of the descriptor channel: what the pool sent (kept while the pool holds
+/// the blocks), and what the results send back.
+struct WorkerHandles {
+  DescriptorInbox inbox{kWorkerHandlesFd, DescriptorInbox::Role::worker};
+  DescriptorOutbox outbox{kWorkerHandlesFd};
+  std::uint64_t messages = 0;  // read so far, against the pool's count in the slot page
+
+  /// Answers call `id` with its arguments' handles at hand and its results' sent ahead.
+  void answer(std::uint64_t id, Reader& body, std::vector<char>& out, int server,
+              const std::atomic<std::uint64_t>* page) {
+    if (page[slots::kDescriptorWord].load(std::memory_order_acquire) != messages)
+      messages += inbox.drain();
+    inbox.begin(id);
+    HandleList results;
+    {
+      HandleSourceScope source(inbox);
+      HandleCapture capture(results);
+      answer_call(id, body, out, server);
+    }
+    if (!results.empty()) outbox.send(id, results, false);
+  }
+};
+
+/// One-call mode (cfx::Process): runs the call of the first frame, writes no reply, and
+/// returns 0, or 1 if the task threw (its exception is printed, as Python prints a Process's
+/// traceback).
+int run_one_call(int in_fd, WorkerHandles& handles, const std::atomic<std::uint64_t>* page) {
+  FrameSplitter frames(max_frame_length());
+  for (;;) {
+    if (auto frame = frames.next()) {
+      if (frame->kind != FrameKind::call) return 1;
+      std::vector<char> out;
+      handles.answer(frame->id, frame->body, out, ::getpid(), page);
+      Reader reply(out.data(), out.size());
+      reply.take(kFrameHeaderSize);
+      Reply r = read_reply(reply);
+      if (!r.error) return 0;
+      try {
+        std::rethrow_exception(r.error);
+      } catch (const std::exception& e) {
+        std::fprintf(stderr, "cfx::Process: the task threw: %s\n", e.what());
+      }
+      return 1;
+    }
+    auto space = frames.space();
+    ssize_t n = ::read(in_fd, space.data(), space.size());
+    if (n == 0) return 1;  // no call came
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return 1;
+    }
+    frames.commit(static_cast<std::size_t>(n));
+  }
+}
+
 /// Serves calls read from in_fd, replying on out_fd, until the parent closes in_fd; starts a
 /// call only by claiming its slot in the page mapped from slots_fd. Returns the exit status.
 int serve_worker(int in_fd, int out_fd, int slots_fd) {
@@ -77,6 +141,12 @@ int serve_worker(int in_fd, int out_fd, int slots_fd) {
   if (page == MAP_FAILED) return 1;
   ::close(slots_fd);
   auto* slot_page = static_cast<std::atomic<std::uint64_t>*>(page);
+  WorkerHandles handles;
+  if (slot_page[slots::kOneCallWord].load() != 0) {
+    one_call_process = true;
+    ::signal(kParentDeathSignal, terminate_own_group);
+    return run_one_call(in_fd, handles, slot_page);
+  }
 
   std::vector<char> out;
   Writer reply(out);
@@ -95,7 +165,7 @@ int serve_worker(int in_fd, int out_fd, int slots_fd) {
         append_skipped(out, frame->id);  // withdrawn or taken back: never started
         continue;
       }
-      answer_call(frame->id, frame->body, out, server);
+      handles.answer(frame->id, frame->body, out, server, slot_page);
       if (!write_all(out_fd, out.data(), out.size())) return 1;
       out.clear();
       // Above worker_memory_limit after a call: leave before starting another. The calls
@@ -144,7 +214,7 @@ void serve_and_exit() noexcept {
   // dying parent's descriptors before it sends the parent-death signal, so an idle worker can
   // see EOF and leave before its handler runs. Whatever ended the channel, what the tasks
   // started in this group must not outlive the worker: it takes its group with it.
-  if (status == 0) kill_own_group(0);
+  if (status == 0 && !one_call_process) kill_own_group(0);
   ::_exit(status);
 }
 

@@ -11,6 +11,8 @@ inline constexpr int kWorkerInFd = 3;
 inline constexpr int kWorkerOutFd = 4;
 /// The page of call slots the worker shares with the pool (channel.hpp, "Call slots").
 inline constexpr int kWorkerSlotsFd = 5;
+/// The descriptor channel (lib/toolkit/descriptors.hpp): handles' descriptors, both ways.
+inline constexpr int kWorkerHandlesFd = 6;
 /// Sent to a worker when the pool's I/O thread dies (PR_SET_PDEATHSIG), and by
 /// terminate_workers(): the worker's handler kills its whole process group, itself included,
 /// so that nothing a task started outlives it.
@@ -20,7 +22,7 @@ inline constexpr const char* kWorkerEnv = "CFX_WORKER";
 /// Exit status of a worker whose main() did not call cfx::init before starting a pool.
 inline constexpr int kNoInitExitStatus = 87;
 
-/// The worker's entry once its channel is on descriptors 3, 4 and 5 (cfx::init and the fork
+/// The worker's entry once its channel is on descriptors 3 to 6 (cfx::init and the fork
 /// start method): marks this process a worker (no pools of its own), serves calls until the
 /// parent closes the channel, flushes what tasks printed, and exits (0, or 1 on an error).
 [[noreturn]] void serve_and_exit() noexcept;

@@ -216,7 +216,7 @@ class Executor {
     call->count = static_cast<std::uint32_t>(count);
     call->timeout = options.timeout;
     try {
-      call->args = detail::encode_args(task, tuples, count);
+      call->args = detail::encode_args(task, tuples, count, call->handles);
     } catch (const SerializationError&) {
       call->fail(std::current_exception());
       call->drop();

@@ -27,8 +27,10 @@
 
 #include <chrono>
 #include <cstddef>
+#include <type_traits>
 #include <utility>
 
+#include "cfx/detail/handle_json.hpp"
 #include "cfx/detail/shared_block.hpp"
 #include "cfx/detail/shared_sync.hpp"
 
@@ -312,3 +314,22 @@ class Barrier final : public detail::SyncHandle {
 };
 
 }  // namespace cfx
+
+namespace cfx::detail {
+
+/// Every synchronisation handle travels as its block and offset, its descriptor beside the
+/// bytes (handle_json.hpp): as a task argument or result it refers to the same object.
+template <class H>
+requires std::is_base_of_v<SyncHandle, H>
+void to_json(nlohmann::json& j, const H& h) {
+  to_json_at(j, h.block(), h.offset());
+}
+template <class H>
+requires std::is_base_of_v<SyncHandle, H>
+void from_json(const nlohmann::json& j, H& h) {
+  std::size_t offset = 0;
+  SharedBlock block = from_json_at(j, offset);
+  h = block ? HandleAccess::make<H>(std::move(block), offset) : H();
+}
+
+}  // namespace cfx::detail

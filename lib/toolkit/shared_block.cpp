@@ -3,6 +3,7 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cerrno>
 #include <cstring>
 #include <string>
@@ -17,11 +18,18 @@ namespace {
               " failed: " + std::strerror(error));
 }
 
+std::atomic<std::uint64_t> released{0};
+
 }  // namespace
+
+std::uint64_t blocks_released() noexcept {
+  return released.load(std::memory_order_relaxed);
+}
 
 SharedBlock::Mapping::~Mapping() {
   if (data) ::munmap(data, bytes);
   if (fd >= 0) ::close(fd);
+  released.fetch_add(1, std::memory_order_relaxed);
 }
 
 SharedBlock::SharedBlock(std::size_t bytes) {
@@ -39,6 +47,7 @@ SharedBlock::SharedBlock(std::size_t bytes) {
 SharedBlock SharedBlock::adopt(int fd, std::size_t bytes) {
   auto mapping = std::make_shared<Mapping>();
   mapping->fd = fd;  // owned from here, closed by ~Mapping if the map fails
+  mapping->key = handle_key(fd);
   void* data = ::mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
   if (data == MAP_FAILED) fail("mmap", bytes, errno);
   mapping->data = data;

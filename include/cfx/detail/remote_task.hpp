@@ -20,6 +20,7 @@
 #include <vector>
 
 #include "cfx/detail/bytes.hpp"
+#include "cfx/detail/handles.hpp"
 #include "cfx/detail/map_engine.hpp"
 #include "cfx/detail/registry.hpp"
 #include "cfx/detail/shared_state.hpp"
@@ -45,10 +46,11 @@ class CallSlots {
 
 class RemoteTask {
  public:
-  RemoteTask* next = nullptr;                            // intrusive queue link, owned by the pool
-  const TaskEntry* task = nullptr;                       // the registered function
-  std::uint32_t count = 0;                               // argument tuples in `args`
-  std::vector<char> args;                                // the encoded argument tuples
+  RemoteTask* next = nullptr;       // intrusive queue link, owned by the pool
+  const TaskEntry* task = nullptr;  // the registered function
+  std::uint32_t count = 0;          // argument tuples in `args`
+  std::vector<char> args;           // the encoded argument tuples
+  HandleList handles;  // descriptors the arguments refer to (handles.hpp), sent beside them
   std::optional<std::chrono::duration<double>> timeout;  // CallOptions::timeout
   std::uint32_t attempts = 0;  // runs cut short by the death of their worker (max_retries)
 
@@ -208,6 +210,15 @@ std::vector<char> encode_args(const TaskEntry& task, const Tuple* tuples, std::s
   Writer w(out);
   task.encode_args(task, w, tuples, count);
   return out;
+}
+
+/// As above; the handles the arguments refer to (SharedArray, Connection, ...) go to
+/// `handles`, whose descriptors travel beside the bytes.
+template <class Tuple>
+std::vector<char> encode_args(const TaskEntry& task, const Tuple* tuples, std::size_t count,
+                              HandleList& handles) {
+  HandleCapture capture(handles);
+  return encode_args(task, tuples, count);
 }
 
 }  // namespace cfx::detail

@@ -11,7 +11,10 @@
 #pragma once
 
 #include <cstddef>
+#include <cstdint>
 #include <memory>
+
+#include "cfx/detail/handles.hpp"
 
 namespace cfx::detail {
 
@@ -35,12 +38,16 @@ class SharedBlock {
   friend bool operator==(const SharedBlock& a, const SharedBlock& b) noexcept {
     return a.mapping_ == b.mapping_;
   }
+  /// The memfd's identity, the same in every process that holds the block.
+  HandleKey key() const noexcept { return mapping_ ? mapping_->key : HandleKey{}; }
 
  private:
+  friend struct BlockAccess;  // handles.cpp: weak references, for the per-process registry
   struct Mapping {
     int fd = -1;
     void* data = nullptr;
     std::size_t bytes = 0;
+    HandleKey key;
     Mapping() = default;
     Mapping(const Mapping&) = delete;
     Mapping& operator=(const Mapping&) = delete;
@@ -48,5 +55,9 @@ class SharedBlock {
   };
   std::shared_ptr<Mapping> mapping_;
 };
+
+/// How many blocks' mappings this process has released so far (a pool compares it between
+/// calls to learn when to tell its workers to drop blocks they keep for it).
+std::uint64_t blocks_released() noexcept;
 
 }  // namespace cfx::detail
