@@ -64,8 +64,6 @@ class Reader {
     auto n = get<std::uint32_t>();
     return {take(n), n};
   }
-  /// Bytes not yet read.
-  std::size_t remaining() const { return static_cast<std::size_t>(end_ - p_); }
 
  private:
   const char* p_;
