@@ -7,6 +7,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
+#include <string>
 #include <string_view>
 #include <type_traits>
 #include <vector>
@@ -29,7 +30,11 @@ class Writer {
     out_.resize(at + n);
     if (n) std::memcpy(out_.data() + at, data, n);
   }
+  /// A u32 length and the bytes; a string of 4 GiB or more is refused, never cut short.
   void put_string(std::string_view s) {
+    if (s.size() > UINT32_MAX)
+      throw SerializationError("a string of " + std::to_string(s.size()) +
+                               " bytes, more than the 4 GiB a name or message may take");
     put(static_cast<std::uint32_t>(s.size()));
     put_bytes(s.data(), s.size());
   }
@@ -58,6 +63,8 @@ class Reader {
     p_ += n;
     return at;
   }
+  /// Bytes not yet read.
+  std::size_t remaining() const { return static_cast<std::size_t>(end_ - p_); }
   std::string_view get_string() {
     auto n = get<std::uint32_t>();
     return {take(n), n};
