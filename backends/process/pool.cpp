@@ -368,6 +368,8 @@ void ProcessPoolCore::flush(const Worker& w) {
                     [self = shared_from_this(), w](boost::system::error_code ec, std::size_t) {
                       w->write_busy = false;
                       w->writing.clear();
+                      if (w->writing.capacity() > kKeepBufferBytes)
+                        std::vector<char>().swap(w->writing);
                       if (ec) return;  // EPIPE: the read side reports the death
                       self->flush(w);
                       if (w->closing && w->out.empty()) w->to.close();

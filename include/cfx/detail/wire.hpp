@@ -156,6 +156,7 @@ void direct_get(Reader& r, T& v) {
     std::size_t n = get_count(r, min_encoded_bytes<E>());
     if constexpr (is_bitwise_v<E> && !is_bits) {
       const char* p = r.take(n * sizeof(E));
+      reserve_bulk(v, n);
       v.resize(n);
       if (n) std::memcpy(v.data(), p, n * sizeof(E));
     } else {
