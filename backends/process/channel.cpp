@@ -133,6 +133,7 @@ std::span<char> FrameSplitter::space() {
     end_ -= begin_;
     begin_ = 0;
   }
+  if (end_ == 0 && buffer_.size() > kKeepBufferBytes) buffer_ = std::vector<char>(kMinRead);
   std::size_t room = kMinRead;
   if (auto h = header()) {
     // What the frame still needs, but never more than doubling what has arrived: a header
@@ -142,7 +143,10 @@ std::span<char> FrameSplitter::space() {
     room = static_cast<std::size_t>(
         std::clamp<std::uint64_t>(missing, kMinRead, std::max(end_, kMinRead)));
   }
-  if (buffer_.size() - end_ < room) buffer_.resize(end_ + room);
+  if (buffer_.size() - end_ < room) {
+    reserve_bulk(buffer_, std::max(end_ + room, 2 * buffer_.size()));
+    buffer_.resize(end_ + room);
+  }
   return {buffer_.data() + end_, buffer_.size() - end_};
 }
 

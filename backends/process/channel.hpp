@@ -44,6 +44,11 @@ struct FrameHeader {
 };
 inline constexpr std::size_t kFrameHeaderSize = 8 + 1 + 8;
 inline constexpr std::uint64_t kMinFrameLength = 1 + 8;
+/// Frame buffers (read or write, either end) are kept between frames: a fresh buffer costs a
+/// page fault per 4 KiB, which dominates moving a big payload. Above this capacity they are
+/// freed once empty instead, so that one 200 MB result does not pin 200 MB per worker for
+/// the pool's lifetime.
+inline constexpr std::size_t kKeepBufferBytes = std::size_t{128} << 20;
 
 /// A complete frame: its kind, its id, and its body.
 struct Frame {

@@ -165,9 +165,17 @@ void Fd::reset(int fd) noexcept {
   fd_ = fd;
 }
 
+namespace {
+constexpr int kPipeBytes = 1 << 20;  // Linux's default pipe-max-size
+}  // namespace
+
 Pipe::Pipe() {
   int fds[2];
   if (::pipe2(fds, O_CLOEXEC) != 0) throw_errno("pipe2");
+  // Big payloads cross in 1 MiB steps instead of 64 KiB ones: 16 times fewer wake-ups of
+  // the reader. Best effort (an unprivileged process may not exceed pipe-max-size); the
+  // pipe's pages are taken only while bytes wait in it.
+  ::fcntl(fds[1], F_SETPIPE_SZ, kPipeBytes);
   read_end = above_channel_fds(Fd(fds[0]));
   write_end = above_channel_fds(Fd(fds[1]));
 }

@@ -386,10 +386,19 @@ void ProcessPoolCore::flush(const Worker& w) {
   if (w->write_busy || w->out.empty() || w->gone || w->exit_status || !w->to.is_open()) return;
   w->write_busy = true;
   w->writing.swap(w->out);
-  asio::async_write(w->to, asio::buffer(w->writing),
+  // Asio's own completion conditions write at most 64 KiB per write(): a 64 MiB argument
+  // took 1024 trips through the I/O loop, each waiting for the worker to drain the pipe.
+  // Offering all that is left lets each write() fill the whole (1 MiB) pipe.
+  auto all_that_is_left = [n = w->writing.size()](const boost::system::error_code& ec,
+                                                  std::size_t done) -> std::size_t {
+    return ec ? 0 : n - done;
+  };
+  asio::async_write(w->to, asio::buffer(w->writing), all_that_is_left,
                     [self = shared_from_this(), w](boost::system::error_code ec, std::size_t) {
                       w->write_busy = false;
                       w->writing.clear();
+                      if (w->writing.capacity() > kKeepBufferBytes)
+                        std::vector<char>().swap(w->writing);
                       if (ec) return;  // EPIPE: the read side reports the death
                       self->flush(w);
                       if (w->closing && w->out.empty()) w->to.close();

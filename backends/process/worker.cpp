@@ -168,6 +168,7 @@ int serve_worker(int in_fd, int out_fd, int slots_fd) {
       handles.answer(frame->id, frame->body, out, server, slot_page);
       if (!write_all(out_fd, out.data(), out.size())) return 1;
       out.clear();
+      if (out.capacity() > kKeepBufferBytes) std::vector<char>().swap(out);
       // Above worker_memory_limit after a call: leave before starting another. The calls
       // sent ahead were not started (their slots say so), and the pool runs them elsewhere.
       if (above_memory_limit(slot_page)) return 0;

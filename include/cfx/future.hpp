@@ -55,24 +55,57 @@ class [[nodiscard]] Future {
  public:
   using value_type = T;
 
+  /// What result() returns on a handle: a reference to the value (nothing for void).
+  using const_reference =
+      std::conditional_t<std::is_void_v<T>, void, std::add_lvalue_reference_t<const T>>;
+
   /// An empty handle (valid() == false); only assignment and valid() may be used on it.
   Future() = default;
+  Future(const Future& o) noexcept : state_(o.state_) {
+    if (state_) state_->add_handle();
+  }
+  Future(Future&& o) noexcept = default;
+  Future& operator=(const Future& o) noexcept {
+    if (this != &o) *this = Future(o);
+    return *this;
+  }
+  Future& operator=(Future&& o) noexcept {
+    if (this != &o) {
+      if (state_) state_->drop_handle();
+      state_ = std::move(o.state_);
+    }
+    return *this;
+  }
+  ~Future() {
+    if (state_) state_->drop_handle();
+  }
 
   /// True if this handle refers to a task's state.
   bool valid() const noexcept { return static_cast<bool>(state_); }
 
   /// Blocks until done; returns the value, rethrows the task's exception, or throws
-  /// CancelledError.
-  T result() const {
+  /// CancelledError. The reference stays valid as long as any handle to the task exists.
+  const_reference result() const& {
     state_->wait();
     return value_when_done();
+  }
+  /// On a temporary (ex.submit(f, x).result(), std::move(f).result()): the value, moved out
+  /// if this is the only handle to the task, else copied. Nothing is copied on the way.
+  T result() && {
+    state_->wait();
+    return take_when_done();
   }
   /// As result(), but throws TimeoutError if not done within `timeout` (the task keeps
   /// running). A done future returns at once whatever the timeout, even zero or negative.
   template <class Rep, class Period>
-  T result(std::chrono::duration<Rep, Period> timeout) const {
+  const_reference result(std::chrono::duration<Rep, Period> timeout) const& {
     if (!state_->wait_for(timeout)) throw TimeoutError();
     return value_when_done();
+  }
+  template <class Rep, class Period>
+  T result(std::chrono::duration<Rep, Period> timeout) && {
+    if (!state_->wait_for(timeout)) throw TimeoutError();
+    return take_when_done();
   }
 
   /// Blocks until done; the task's exception, or nullptr on success. CancelledError if
@@ -105,6 +138,7 @@ class [[nodiscard]] Future {
   /// exception thrown by f is reported on stderr and swallowed.
   template <class F>
   void add_done_callback(F f) {
+    state_->add_handle();  // the callback's, taken over by the Future it will be given
     state_->add_callback(new Callback<std::decay_t<F>>(std::move(f)));
   }
 
@@ -145,17 +179,33 @@ class [[nodiscard]] Future {
   struct Callback final : detail::CallbackNode {
     explicit Callback(F fn) : f(std::move(fn)) {}
     void run(detail::StateBase& s) override {
-      f(Future(
-          detail::Ref<detail::SharedState<T>>::share(static_cast<detail::SharedState<T>*>(&s))));
+      f(Future(detail::Ref<detail::SharedState<T>>::share(static_cast<detail::SharedState<T>*>(&s)),
+               AdoptHandle{}));
     }
     F f;
   };
 
-  explicit Future(detail::Ref<detail::SharedState<T>> s) : state_(std::move(s)) {}
+  explicit Future(detail::Ref<detail::SharedState<T>> s) : state_(std::move(s)) {
+    if (state_) state_->add_handle();
+  }
+  struct AdoptHandle {};
+  /// A handle already counted (by add_done_callback).
+  Future(detail::Ref<detail::SharedState<T>> s, AdoptHandle) : state_(std::move(s)) {}
 
-  T value_when_done() const {
+  const_reference value_when_done() const {
     state_->rethrow_if_failed();
-    if constexpr (!std::is_void_v<T>) return state_->value();
+    if constexpr (!std::is_void_v<T>) return std::as_const(*state_).value();
+  }
+  T take_when_done() {
+    state_->rethrow_if_failed();
+    if constexpr (!std::is_void_v<T>) {
+      if (state_->sole_handle()) return std::move(state_->value());
+      if constexpr (std::is_copy_constructible_v<T>)
+        return state_->value();
+      else
+        throw InvalidStateError(
+            "result() on a temporary: a move-only value shared by other handles");
+    }
   }
 
   friend Future detail::make_future<T>(detail::Ref<detail::SharedState<T>>);

@@ -500,3 +500,99 @@ TEST_CASE("registry") {
   REQUIRE(mul != nullptr);
   CHECK(mul->address == reinterpret_cast<const void*>(&conf::mul));
 }
+
+// ---- result() copies nothing the user did not ask for (API section 2)
+
+namespace {
+
+/// Counts its copies (moves are free), in this process.
+struct Counted {
+  std::vector<int> values;
+  static inline std::atomic<int> copies{0};
+  Counted() = default;
+  explicit Counted(std::vector<int> v) : values(std::move(v)) {}
+  Counted(const Counted& o) : values(o.values) { ++copies; }
+  Counted(Counted&&) noexcept = default;
+  Counted& operator=(const Counted& o) {
+    values = o.values;
+    ++copies;
+    return *this;
+  }
+  Counted& operator=(Counted&&) noexcept = default;
+};
+void to_json(nlohmann::json& j, const Counted& c) {
+  j = c.values;
+}
+void from_json(const nlohmann::json& j, Counted& c) {
+  j.get_to(c.values);
+}
+
+Counted make_counted(int n) {
+  std::vector<int> v(static_cast<std::size_t>(n));
+  for (int i = 0; i < n; ++i) v[static_cast<std::size_t>(i)] = i;
+  return Counted(std::move(v));
+}
+CFX_TASK(make_counted);
+
+}  // namespace
+
+TEST_CASE("future: result() on a handle is a reference to one value, for every handle") {
+  cfx::Promise<Counted> p;
+  auto f = p.get_future();
+  auto g = f;
+  p.set_result(make_counted(3));
+  Counted::copies = 0;
+  const Counted& a = f.result();
+  CHECK(&a == &f.result(0s));
+  CHECK(&a == &g.result());
+  f = cfx::Future<Counted>();  // the reference lives as long as any handle: g's
+  CHECK(a.values == std::vector<int>{0, 1, 2});
+  CHECK(Counted::copies == 0);
+}
+
+TEST_CASE("future: result() on the only handle moves the value out; shared, it copies") {
+  cfx::Promise<Counted> p;
+  auto f = p.get_future();
+  p.set_result(make_counted(4));
+  auto g = f;
+  Counted::copies = 0;
+  Counted copied = std::move(f).result();  // g shares the task: copied, left intact
+  CHECK(Counted::copies == 1);
+  CHECK(g.result().values.size() == 4);
+  f = cfx::Future<Counted>();
+  Counted moved = std::move(g).result(0s);  // g is the last handle now
+  CHECK(Counted::copies == 1);
+  CHECK(moved.values == std::vector<int>{0, 1, 2, 3});
+  CHECK(copied.values == moved.values);
+}
+
+TEST_CASE("future: a pending done-callback counts as a handle that may read the value") {
+  cfx::Promise<Counted> p;
+  auto f = p.get_future();
+  std::size_t seen = 0;
+  f.add_done_callback([&](const cfx::Future<Counted>& h) { seen = h.result().values.size(); });
+  p.set_result(make_counted(5));
+  CHECK(seen == 5);
+  Counted::copies = 0;
+  Counted moved = std::move(f).result();  // the callback has run: f is the only handle
+  CHECK(Counted::copies == 0);
+  CHECK(moved.values.size() == 5);
+}
+
+TEST_CASE_TEMPLATE("future: ex.submit(f, x).result() copies nothing", Backend, CFX_BACKENDS) {
+  auto ex = Backend::make(2);
+  Counted::copies = 0;
+  Counted c = ex->submit(make_counted, 1000).result();
+  CHECK(c.values.size() == 1000);
+  CHECK(c.values[999] == 999);
+  auto f = ex->submit(make_counted, 10);
+  const Counted& a = f.result(kLong);
+  CHECK(&a == &f.result());
+  CHECK(Counted::copies == 0);
+  std::vector<Counted> all;
+  for (auto& v : ex->map(make_counted, std::vector<int>{1, 2, 3}, {.chunksize = 2}))
+    all.push_back(std::move(v));
+  CHECK(all.size() == 3);
+  CHECK(all[2].values.size() == 3);
+  CHECK(Counted::copies == 0);  // map results move out as they are consumed
+}

@@ -133,6 +133,7 @@ using cfx::SerializationError;
 using cfx::detail::decode_value;
 using cfx::detail::encode_value;
 using cfx::detail::is_decodable_v;
+using cfx::detail::is_direct_v;
 using cfx::detail::is_encodable_v;
 using cfx::detail::is_raw_v;
 using cfx::detail::Reader;
@@ -148,13 +149,13 @@ std::vector<char> encode(const T& v) {
   return out;
 }
 
-/// Encodes v, checks the raw encoding is exactly `raw_size` bytes (or, for msgpack, that the
-/// u32 header holds the rest's length), decodes it both ways, and checks every byte was read.
+/// Encodes v, checks (for msgpack) that the u32 header holds the rest's length, decodes it
+/// both ways, and checks every byte was read.
 template <class T>
 T round_trip(const T& v) {
   auto bytes = encode(v);
-  if constexpr (is_raw_v<T>) {
-    // no header: the raw bytes only
+  if constexpr (is_direct_v<T>) {
+    // no msgpack header: the direct encoding only
   } else {
     REQUIRE(bytes.size() >= sizeof(std::uint32_t));
     std::uint32_t n;
@@ -191,6 +192,10 @@ void check_truncations_throw(const T& v) {
     Reader r(prefix.data(), prefix.size());
     CHECK_THROWS_AS(decode_value<T>(r), SerializationError);
   }
+}
+
+std::vector<bool> bits_for_truncation() {
+  return {true, false, true};
 }
 
 /// The message of the SerializationError that f throws ("" if it throws nothing).
@@ -351,11 +356,13 @@ TEST_SUITE("core") {
     std::string big(100000, 'x');
     big[12345] = 'y';
     CHECK(round_trip(big) == big);
-    // A string is not raw: u32 header, then MessagePack (a fixstr: one byte, then the text).
+    // A string is direct: a u64 byte count, then the bytes.
     auto abc = encode(std::string("abc"));
-    REQUIRE(abc.size() == 4 + 1 + 3);
-    CHECK(static_cast<unsigned char>(abc[4]) == 0xa3);
-    CHECK(std::string_view(abc.data() + 5, 3) == "abc");
+    REQUIRE(abc.size() == 8 + 3);
+    std::uint64_t n;
+    std::memcpy(&n, abc.data(), sizeof n);
+    CHECK(n == 3);
+    CHECK(std::string_view(abc.data() + 8, 3) == "abc");
   }
 
   TEST_CASE("codec: vectors round-trip") {
@@ -439,14 +446,14 @@ TEST_SUITE("core") {
   }
 
   TEST_CASE("codec: a header that claims more bytes than there are throws") {
-    auto bytes = encode(std::string("abcdef"));
+    auto bytes = encode(std::map<std::string, int>{{"abcdef", 1}});
     for (std::uint32_t claim : {std::uint32_t(bytes.size()), std::uint32_t{1} << 31,
                                 std::numeric_limits<std::uint32_t>::max()}) {
       CAPTURE(claim);
       auto bad = bytes;
       std::memcpy(bad.data(), &claim, sizeof claim);
       Reader r(bad.data(), bad.size());
-      CHECK_THROWS_AS(decode_value<std::string>(r), SerializationError);
+      CHECK_THROWS_AS((decode_value<std::map<std::string, int>>(r)), SerializationError);
     }
   }
 
@@ -768,5 +775,138 @@ TEST_SUITE("core") {
     CHECK_THROWS_AS(checked_length<std::string>(std::size_t{1} << 32), SerializationError);
     CHECK_THROWS_WITH_AS(checked_length<std::vector<int>>((std::size_t{1} << 32) + 5),
                          doctest::Contains("4294967301 bytes"), SerializationError);
+  }
+
+  TEST_CASE("codec: which types take the direct path (no nlohmann::json)") {
+    static_assert(is_direct_v<int> && is_direct_v<std::pair<int, Colour>>);
+    static_assert(is_direct_v<std::string> && is_direct_v<std::vector<double>>);
+    static_assert(is_direct_v<std::vector<std::uint8_t>> && is_direct_v<std::vector<bool>>);
+    static_assert(is_direct_v<std::vector<std::array<float, 3>>>);
+    static_assert(is_direct_v<std::tuple<int, std::vector<double>, std::string>>);
+    static_assert(is_direct_v<std::pair<std::string, std::vector<char>>>);
+    static_assert(is_direct_v<std::optional<std::vector<int>>> && is_direct_v<std::optional<int>>);
+    static_assert(is_direct_v<std::array<std::string, 2>>);
+    static_assert(is_direct_v<std::vector<std::vector<std::string>>>);
+    static_assert(is_direct_v<std::vector<std::pair<int, std::string>>>);
+    static_assert(!is_direct_v<Point> && !is_direct_v<std::vector<Point>>);
+    static_assert(!is_direct_v<std::map<std::string, int>>);
+    static_assert(!is_direct_v<std::pair<int, Point>> && !is_direct_v<std::optional<Point>>);
+    static_assert(!is_direct_v<std::vector<std::tuple<>>>);  // a count of nothing: unbounded
+    CHECK(true);
+  }
+
+  TEST_CASE("codec: vectors, strings and arrays of numbers are a u64 count and their bytes") {
+    std::vector<double> doubles(1000);
+    for (std::size_t i = 0; i < doubles.size(); ++i) doubles[i] = 0.5 * static_cast<double>(i) - 7;
+    auto bytes = encode(doubles);
+    REQUIRE(bytes.size() == 8 + 1000 * sizeof(double));
+    std::uint64_t n;
+    std::memcpy(&n, bytes.data(), sizeof n);
+    CHECK(n == 1000);
+    CHECK(std::memcmp(bytes.data() + 8, doubles.data(), 1000 * sizeof(double)) == 0);
+    CHECK(round_trip(doubles) == doubles);
+
+    CHECK(encode(std::vector<int>{}).size() == 8);
+    CHECK(round_trip(std::vector<int>{}).empty());
+    CHECK(encode(std::string()).size() == 8);
+    std::vector<std::uint8_t> octets{0, 1, 254, 255};
+    CHECK(encode(octets).size() == 8 + 4);
+    CHECK(round_trip(octets) == octets);
+    std::vector<char> chars{'a', '\0', 'z'};
+    CHECK(round_trip(chars) == chars);
+    std::vector<Colour> colours{Colour::red, Colour::blue};
+    CHECK(encode(colours).size() == 8 + 2 * sizeof(Colour));
+    CHECK(round_trip(colours) == colours);
+    std::array<double, 4> quad{1, -2, 3.5, 1e300};
+    CHECK(encode(quad).size() == sizeof quad);
+    CHECK(round_trip(quad) == quad);
+    std::vector<std::array<float, 3>> points{{1, 2, 3}, {-4, 5.5f, 6}};
+    CHECK(encode(points).size() == 8 + 2 * 3 * sizeof(float));
+    CHECK(round_trip(points) == points);
+    std::vector<bool> bits{true, false, false, true, true};
+    CHECK(encode(bits).size() == 8 + 5);
+    CHECK(round_trip(bits) == bits);
+    std::vector<std::uint64_t> wide{0, 1, std::numeric_limits<std::uint64_t>::max()};
+    CHECK(round_trip(wide) == wide);
+  }
+
+  TEST_CASE("codec: contiguous values nested in tuples, pairs, optionals and vectors") {
+    using Row = std::tuple<int, std::vector<double>, std::string>;
+    Row row{7, {1.5, -2.5}, "seven"};
+    CHECK(encode(row).size() == 4 + (8 + 16) + (8 + 5));
+    CHECK(round_trip(row) == row);
+    CHECK(round_trip(Row{}) == Row{});
+    std::pair<std::string, std::vector<std::uint8_t>> named{"blob", {9, 8, 7}};
+    CHECK(round_trip(named) == named);
+    std::optional<std::vector<int>> some{std::vector<int>{1, 2, 3}};
+    CHECK(encode(some).size() == 1 + 8 + 3 * sizeof(int));
+    CHECK(round_trip(some) == some);
+    std::optional<std::vector<int>> none;
+    CHECK(encode(none).size() == 1);
+    CHECK(round_trip(none) == none);
+    std::vector<std::vector<double>> nested{{}, {1.5}, {-2.0, 3.25}};
+    CHECK(round_trip(nested) == nested);
+    std::vector<std::string> words{"", "one", std::string("nul\0in", 6)};
+    CHECK(round_trip(words) == words);
+    std::array<std::string, 2> two{"left", ""};
+    CHECK(round_trip(two) == two);
+    std::vector<std::optional<int>> holes{1, std::nullopt, 3};
+    CHECK(round_trip(holes) == holes);
+    std::vector<std::pair<int, std::string>> pairs{{1, "a"}, {2, "b"}};
+    CHECK(round_trip(pairs) == pairs);
+
+    check_truncations_throw(row);
+    check_truncations_throw(named);
+    check_truncations_throw(some);
+    check_truncations_throw(nested);
+    check_truncations_throw(words);
+    check_truncations_throw(holes);
+    check_truncations_throw(bits_for_truncation());
+  }
+
+  TEST_CASE("codec: a count the input cannot hold throws before anything is allocated") {
+    for (std::uint64_t claim : {std::uint64_t{4}, std::uint64_t{1} << 32,
+                                (std::uint64_t{1} << 61) + 1,  // times 8 overflows 64 bits
+                                std::numeric_limits<std::uint64_t>::max()}) {
+      CAPTURE(claim);
+      std::vector<char> bad;
+      Writer w(bad);
+      w.put(claim);
+      w.put(1.0);
+      w.put(2.0);
+      w.put(3.0);
+      Reader r(bad.data(), bad.size());
+      CHECK_THROWS_WITH_AS(decode_value<std::vector<double>>(r), doctest::Contains("elements"),
+                           SerializationError);
+      Reader r2(bad.data(), bad.size());
+      CHECK_THROWS_AS(decode_value<std::vector<std::string>>(r2), SerializationError);
+    }
+    std::vector<char> flag{2};
+    Reader r(flag.data(), flag.size());
+    CHECK_THROWS_WITH_AS(decode_value<std::optional<int>>(r), doctest::Contains("optional"),
+                         SerializationError);
+  }
+
+  TEST_CASE("codec: counts of 4 GiB and more are carried whole, never cut to 32 bits") {
+    // A count of 2^32 + 3 followed by 3 bytes: a 32-bit reader would take it as 3 and
+    // succeed; the 64-bit count sees that the bytes are missing.
+    std::vector<char> bytes;
+    Writer w(bytes);
+    w.put((std::uint64_t{1} << 32) + 3);
+    w.put_bytes("abc", 3);
+    Reader r(bytes.data(), bytes.size());
+    CHECK_THROWS_AS(decode_value<std::string>(r), SerializationError);
+    std::uint64_t three = 3;
+    std::memcpy(bytes.data(), &three, sizeof three);
+    Reader ok(bytes.data(), bytes.size());
+    CHECK(decode_value<std::string>(ok) == "abc");
+    // Names and messages keep a u32 length: 4 GiB is refused before a byte is read (the
+    // view's bytes are never touched).
+    std::vector<char> out;
+    Writer names(out);
+    static const char one_byte = 'x';
+    CHECK_THROWS_WITH_AS(names.put_string(std::string_view(&one_byte, std::size_t{1} << 32)),
+                         doctest::Contains("4294967296"), SerializationError);
+    CHECK(out.empty());
   }
 }

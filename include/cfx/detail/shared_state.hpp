@@ -59,6 +59,13 @@ class StateBase {
   StateBase& operator=(const StateBase&) = delete;
 
   void add_ref() noexcept { refs_.fetch_add(1, std::memory_order_relaxed); }
+
+  /// Future handles (and done-callbacks not yet run, which each make one), counted apart
+  /// from the backends' references: a value may be moved out by the last handle only.
+  void add_handle() noexcept { handles_.fetch_add(1, std::memory_order_relaxed); }
+  void drop_handle() noexcept { handles_.fetch_sub(1, std::memory_order_release); }
+  /// True if the caller's handle is the only one: nobody else can read the value.
+  bool sole_handle() const noexcept { return handles_.load(std::memory_order_acquire) == 1; }
   void release() noexcept {
     if (refs_.fetch_sub(1, std::memory_order_acq_rel) == 1) destroy();
   }
@@ -173,6 +180,7 @@ class StateBase {
   mutable std::atomic<std::uint32_t> word_{0};  // Status | kSleepers; the futex word
   std::atomic<std::uint32_t> refs_{1};
   mutable std::atomic<bool> locked_{false};
+  std::atomic<std::uint32_t> handles_{0};  // fits beside locked_: the state does not grow
   WaiterNode* waiters_ = nullptr;
   CallbackNode* callbacks_ = nullptr;
   std::exception_ptr error_;

@@ -1,8 +1,9 @@
 // Encoding of task arguments, results and exceptions for the process backend. Internal.
 //
 // Two encodings, chosen at compile time from the types:
-//  - raw: arithmetic and enum values, and std::pair / std::tuple / std::array of them, are
-//    copied as bytes (a chunk of 1000 integers is one memcpy-sized loop, no allocation);
+//  - direct: arithmetic and enum values are copied as bytes; std::vector and std::string
+//    of numbers as a u64 count and one memcpy; pair, tuple, array and optional of direct
+//    values, nested to any depth, member by member (no allocation but the containers');
 //  - msgpack: anything else goes through nlohmann::json (to_json/from_json found by ADL)
 //    and its MessagePack encoding (docs/wire-format.md says why MessagePack).
 // Both ends compile the same templates for the same types, so no tag is needed per value.
@@ -13,6 +14,7 @@
 #include <cstdint>
 #include <cstring>
 #include <exception>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <tuple>
@@ -30,6 +32,7 @@ namespace cfx::detail {
 
 // ---- raw encoding -------------------------------------------------------------------
 
+/// Fixed-size values whose encoding is their members' bytes, packed, with no header.
 template <class T>
 struct is_raw : std::bool_constant<std::is_arithmetic_v<T> || std::is_enum_v<T>> {};
 template <class A, class B>
@@ -41,21 +44,143 @@ struct is_raw<std::array<T, N>> : is_raw<T> {};
 template <class T>
 inline constexpr bool is_raw_v = is_raw<std::remove_cv_t<T>>::value;
 
+/// Raw values whose object representation is exactly their encoding (no padding, no member
+/// order to follow): many of them in a row are one memcpy.
 template <class T>
-void raw_put(Writer& w, const T& v) {
+struct is_bitwise : std::bool_constant<std::is_arithmetic_v<T> || std::is_enum_v<T>> {};
+template <class T, std::size_t N>  // an empty array has no data() and a size of 1
+struct is_bitwise<std::array<T, N>> : std::bool_constant<N != 0 && is_bitwise<T>::value> {};
+template <class T>
+inline constexpr bool is_bitwise_v = is_bitwise<std::remove_cv_t<T>>::value;
+
+// ---- direct encoding: raw values, contiguous containers, and what nests them ------------
+
+template <class T>
+struct is_sequence : std::false_type {};  // the element-counted containers
+template <class T, class A>
+struct is_sequence<std::vector<T, A>> : std::true_type {};
+template <class C, class Tr, class A>
+struct is_sequence<std::basic_string<C, Tr, A>> : std::true_type {};
+template <class T>
+struct is_bit_vector : std::false_type {};  // std::vector<bool>: no data(), one byte each
+template <class A>
+struct is_bit_vector<std::vector<bool, A>> : std::true_type {};
+template <class T>
+struct is_optional : std::false_type {};
+template <class T>
+struct is_optional<std::optional<T>> : std::true_type {};
+
+/// The fewest bytes a direct value of type T encodes to.
+template <class T>
+constexpr std::size_t min_encoded_bytes() {
+  if constexpr (std::is_arithmetic_v<T> || std::is_enum_v<T> || is_bitwise_v<T>)
+    return sizeof(T);
+  else if constexpr (is_sequence<T>::value)
+    return sizeof(std::uint64_t);
+  else if constexpr (is_optional<T>::value)
+    return 1;
+  else
+    return []<std::size_t... I>(std::index_sequence<I...>) {
+      return (std::size_t{0} + ... + min_encoded_bytes<std::tuple_element_t<I, T>>());
+    }
+  (std::make_index_sequence<std::tuple_size_v<T>>{});
+}
+
+/// Elements that encode to at least one byte: a count of them is bounded by the input.
+template <class T>
+struct has_bytes : std::bool_constant<(min_encoded_bytes<T>() > 0)> {};
+
+/// Types encoded without nlohmann::json: raw values; std::vector and std::basic_string of
+/// direct elements (u64 element count, then the elements: one memcpy when bitwise);
+/// std::optional of a direct value (u8 engaged, then the value); pair, tuple and array of
+/// direct members.
+template <class T>
+struct is_direct : is_raw<T> {};
+template <class A, class B>
+struct is_direct<std::pair<A, B>> : std::bool_constant<is_direct<A>::value && is_direct<B>::value> {
+};
+template <class... Ts>
+struct is_direct<std::tuple<Ts...>> : std::bool_constant<(is_direct<Ts>::value && ...)> {};
+template <class T, std::size_t N>
+struct is_direct<std::array<T, N>> : is_direct<T> {};
+template <class T, class A>  // not of empty tuples: their count could not be checked
+struct is_direct<std::vector<T, A>> : std::conjunction<is_direct<T>, has_bytes<T>> {};
+template <class C, class Tr, class A>
+struct is_direct<std::basic_string<C, Tr, A>> : is_bitwise<C> {};
+template <class T>
+struct is_direct<std::optional<T>> : is_direct<T> {};
+template <class T>
+inline constexpr bool is_direct_v = is_direct<std::remove_cv_t<T>>::value;
+
+template <class T>
+void direct_put(Writer& w, const T& v) {
   if constexpr (std::is_arithmetic_v<T> || std::is_enum_v<T>) {
     w.put(v);
-  } else if constexpr (requires { std::tuple_size<T>::value; }) {
-    std::apply([&](const auto&... e) { (raw_put(w, e), ...); }, v);
+  } else if constexpr (is_bitwise_v<T>) {  // std::array of numbers
+    w.put_bytes(v.data(), sizeof(T));
+  } else if constexpr (is_sequence<T>::value) {
+    using E = typename T::value_type;
+    w.put(std::uint64_t{v.size()});  // 64 bits: no length is ever cut short
+    if constexpr (is_bitwise_v<E> && !is_bit_vector<T>::value)
+      w.put_bytes(v.data(), v.size() * sizeof(E));
+    else
+      for (const auto& e : v) direct_put<E>(w, e);
+  } else if constexpr (is_optional<T>::value) {
+    w.put(static_cast<std::uint8_t>(v.has_value()));
+    if (v) direct_put(w, *v);
+  } else {  // pair, tuple, array of non-bitwise members
+    std::apply([&](const auto&... e) { (direct_put(w, e), ...); }, v);
   }
 }
 
+/// The element count of a sequence whose elements take at least `min_bytes` each: refused
+/// if the rest of the input cannot hold that many, so that a lying count never allocates.
+inline std::size_t get_count(Reader& r, std::size_t min_bytes) {
+  auto n = r.get<std::uint64_t>();
+  if (min_bytes > 0 && n > r.remaining() / min_bytes)
+    throw SerializationError("a sequence of " + std::to_string(n) + " elements of " +
+                             std::to_string(min_bytes) + " bytes or more, in " +
+                             std::to_string(r.remaining()) + " bytes of input");
+  return static_cast<std::size_t>(n);
+}
+
 template <class T>
-void raw_get(Reader& r, T& v) {
+void direct_get(Reader& r, T& v) {
   if constexpr (std::is_arithmetic_v<T> || std::is_enum_v<T>) {
     v = r.get<T>();
-  } else if constexpr (requires { std::tuple_size<T>::value; }) {
-    std::apply([&](auto&... e) { (raw_get(r, e), ...); }, v);
+  } else if constexpr (is_bitwise_v<T>) {  // std::array of numbers
+    std::memcpy(v.data(), r.take(sizeof(T)), sizeof(T));
+  } else if constexpr (is_sequence<T>::value) {
+    using E = typename T::value_type;
+    constexpr bool is_bits = is_bit_vector<T>::value;
+    std::size_t n = get_count(r, min_encoded_bytes<E>());
+    if constexpr (is_bitwise_v<E> && !is_bits) {
+      const char* p = r.take(n * sizeof(E));
+      reserve_bulk(v, n);
+      v.resize(n);
+      if (n) std::memcpy(v.data(), p, n * sizeof(E));
+    } else {
+      v.clear();
+      v.resize(n);
+      for (std::size_t i = 0; i < n; ++i) {
+        if constexpr (is_bits) {
+          v[i] = r.get<bool>();
+        } else {
+          direct_get(r, v[i]);
+        }
+      }
+    }
+  } else if constexpr (is_optional<T>::value) {
+    auto engaged = r.get<std::uint8_t>();
+    if (engaged > 1) throw SerializationError("an optional's flag is neither 0 nor 1");
+    if (engaged) {
+      v.emplace();
+      direct_get(r, *v);
+    } else {
+      v.reset();
+    }
+  } else {
+    std::apply([&](auto&... e) { (direct_get(r, e), ...); }, v);
   }
 }
 
@@ -63,10 +188,10 @@ void raw_get(Reader& r, T& v) {
 
 template <class T>
 inline constexpr bool is_encodable_v =
-    is_raw_v<T> || std::is_constructible_v<nlohmann::json, const T&>;
+    is_direct_v<T> || std::is_constructible_v<nlohmann::json, const T&>;
 
 template <class T>
-inline constexpr bool is_decodable_v = is_raw_v<T> || requires(const nlohmann::json& j) {
+inline constexpr bool is_decodable_v = is_direct_v<T> || requires(const nlohmann::json& j) {
   j.template get<T>();
 };
 
@@ -92,8 +217,8 @@ std::uint32_t checked_length(std::size_t bytes) {
 /// Encodes one value; throws SerializationError (naming the type) if to_json throws.
 template <class T>
 void encode_value(Writer& w, const T& v) {
-  if constexpr (is_raw_v<T>) {
-    raw_put(w, v);
+  if constexpr (is_direct_v<T>) {
+    direct_put(w, v);
   } else {
     try {
       nlohmann::json j = v;
@@ -115,10 +240,14 @@ void encode_value(Writer& w, const T& v) {
 /// T need not be default-constructible when its from_json returns it (adl_serializer).
 template <class T>
 T decode_value(Reader& r) {
-  if constexpr (is_raw_v<T>) {
-    T v;
-    raw_get(r, v);
-    return v;
+  if constexpr (is_direct_v<T>) {
+    try {
+      T v;
+      direct_get(r, v);
+      return v;
+    } catch (const std::exception& e) {  // truncated or lying input; bad_alloc
+      throw SerializationError("cannot decode a value of type " + type_name<T>() + ": " + e.what());
+    }
   } else {
     try {
       auto n = r.get<std::uint32_t>();
