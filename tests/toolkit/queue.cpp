@@ -177,7 +177,7 @@ TEST_CASE("Queue: close wakes a get and a put waiting in other processes") {
 
 TEST_CASE("Queue: big items, and an item larger than the capacity refused without harm") {
   cfx::Queue<std::vector<std::int64_t>> q(0, 1 << 18);
-  std::vector<std::int64_t> big(50000);
+  std::vector<std::int64_t> big(20000);  // 160 KB encoded: fits 256 KiB
   std::iota(big.begin(), big.end(), 0);
   q.put(big);
   CHECK_THROWS_WITH_AS(q.put(std::vector<std::int64_t>(50000, INT64_MAX)),
