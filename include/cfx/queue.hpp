@@ -131,10 +131,7 @@ class Queue final : public detail::SyncHandle {
   friend detail::HandleAccess;
   using SyncHandle::SyncHandle;
 
-  const detail::SharedBlock& shared() const {
-    if (!block_) throw_empty(type_name);
-    return block_;
-  }
+  const detail::SharedBlock& shared() const { return checked_block(type_name); }
   bool put_until(const T& item, const detail::SyncDeadline& deadline) {
     const auto& b = shared();
     const auto& bytes = detail::encode_to_scratch(item);

@@ -161,10 +161,7 @@ class SharedDict final : public detail::SyncHandle {
   friend detail::HandleAccess;
   using SyncHandle::SyncHandle;
 
-  const detail::SharedBlock& shared() const {
-    if (!block_) throw_empty(type_name);
-    return block_;
-  }
+  const detail::SharedBlock& shared() const { return checked_block(type_name); }
   static const std::vector<char>& encode_key(const K& key) {
     auto& k = detail::scratch_buffer<detail::KeyScratch>();
     detail::Writer w(k);

@@ -68,8 +68,12 @@ class SyncHandle {
   /// The object, or cfx::Error naming `type` and how to make one, for an empty handle.
   template <class State>
   State& state(const char* type) const {
+    return shared_at<State>(checked_block(type), offset_);
+  }
+  /// The block, or cfx::Error naming `type` and how to make one, for an empty handle.
+  const SharedBlock& checked_block(const char* type) const {
     if (!block_) throw_empty(type);
-    return shared_at<State>(block_, offset_);
+    return block_;
   }
   [[noreturn]] static void throw_empty(const char* type);
 
