@@ -6,7 +6,7 @@
 // crash (issue 8). Python's peer (pebble, the only Python pool that survives a worker's
 // death; concurrent.futures breaks at the first) runs a smaller count of the same job.
 //
-//   soak [--tasks N] [--kill-every N] [--outside-ms N] [--in-flight N] [--fork]
+//   soak [--tasks N] [--kill-every N] [--outside-ms N] [--in-flight N] [--fork | --forkserver]
 //        [--py-tasks N] [--no-python]
 //
 // Prints tasks done, crashes survived, futures lost (must be 0), wrong values (must be 0),
@@ -46,6 +46,14 @@ struct Config {
   std::size_t outside_ms = 50;  // 0: no outside killer
   std::size_t in_flight = 20'000;
   bool fork = false;
+  bool forkserver = false;
+
+  cfx::StartMethod method() const {
+    return fork         ? cfx::StartMethod::fork
+           : forkserver ? cfx::StartMethod::forkserver
+                        : cfx::StartMethod::spawn;
+  }
+  const char* method_name() const { return fork ? "fork" : forkserver ? "forkserver" : "spawn"; }
   std::size_t py_tasks = 2000;
   bool python = true;
 };
@@ -119,9 +127,7 @@ Outcome soak(const Config& c, bool kills) {
   Tally tally(c.in_flight);
   auto t0 = bench::Clock::now();
   {
-    cfx::ProcessPoolExecutor pool(
-        {.max_workers = 2,
-         .start_method = c.fork ? cfx::StartMethod::fork : cfx::StartMethod::spawn});
+    cfx::ProcessPoolExecutor pool({.max_workers = 2, .start_method = c.method()});
     std::atomic<bool> stop{false};
     std::thread killer;
     if (kills && c.outside_ms) {
@@ -183,6 +189,7 @@ int main(int argc, char** argv) {
       .value("--outside-ms", c.outside_ms, "a random worker is SIGKILLed this often; 0: never")
       .value("--in-flight", c.in_flight, "most unfinished futures at once")
       .flag("--fork", c.fork, true, "workers start with the fork method (default: spawn)")
+      .flag("--forkserver", c.forkserver, true, "workers start with the forkserver method")
       .value("--py-tasks", c.py_tasks, "tasks for the Python peer")
       .flag("--no-python", c.python, false, "skip the Python peer")
       .parse(argc, argv);
@@ -190,7 +197,7 @@ int main(int argc, char** argv) {
   std::printf(
       "soak: %zu tasks on 2 workers (%s); one in %zu kills its worker, an outside "
       "SIGKILL every %zu ms\n",
-      c.tasks, c.fork ? "fork" : "spawn", c.kill_every, c.outside_ms);
+      c.tasks, c.method_name(), c.kill_every, c.outside_ms);
   Outcome calm = soak(c, false);
   print("no kills", calm);
   Outcome storm = soak(c, true);

@@ -12,8 +12,10 @@ std::unique_ptr<Executor> make_process_pool(const ConfigReader& config) {
   ProcessPoolOptions o;
   if (config.has("max_workers")) o.max_workers = config.count("max_workers");
   if (config.has("start_method"))
-    o.start_method = config.choice<StartMethod>(
-        "start_method", {{"spawn", StartMethod::spawn}, {"fork", StartMethod::fork}});
+    o.start_method =
+        config.choice<StartMethod>("start_method", {{"spawn", StartMethod::spawn},
+                                                    {"fork", StartMethod::fork},
+                                                    {"forkserver", StartMethod::forkserver}});
   if (config.has("max_tasks_per_child"))
     o.max_tasks_per_child = config.count("max_tasks_per_child");
   if (config.has("task_timeout_s")) o.task_timeout = config.seconds("task_timeout_s");

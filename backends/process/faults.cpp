@@ -134,9 +134,15 @@ void ProcessPoolCore::watch_exit(const Worker& w) {
           self->watch_exit(w);  // a readiness without an exit: wait again
           return;
         }
-        w->reaped = r == 0;
         // The status in waitpid's encoding; -1 (no exit has it) if it could not be read.
         int status = -1;
+        if (r != 0 && errno == ECHILD && w->server) {
+          // A fork server's child: the server reaps it (pidfd readiness comes for any process).
+          status = w->server->reap(w->pid);
+          w->reaped = true;
+        } else {
+          w->reaped = r == 0;
+        }
         if (r == 0 && info.si_code == CLD_EXITED)
           status = W_EXITCODE(info.si_status, 0);
         else if (r == 0 && (info.si_code == CLD_KILLED || info.si_code == CLD_DUMPED))

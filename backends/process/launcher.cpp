@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "backends/process/channel.hpp"
+#include "backends/process/fork_server.hpp"
 #include "backends/process/worker.hpp"
 #include "lib/toolkit/descriptors.hpp"
 
@@ -29,32 +30,16 @@ namespace {
   throw std::system_error(error, std::generic_category(), what);
 }
 
-/// Moves fd above the descriptors a worker's channel is dup2'ed onto (3 to 6): a
-/// descriptor already on its target would keep its close-on-exec flag through the dup2.
-Fd above_channel_fds(Fd fd) {
-  if (fd.get() > kWorkerHandlesFd) return fd;
-  Fd moved(::fcntl(fd.get(), F_DUPFD_CLOEXEC, kWorkerHandlesFd + 1));
-  if (moved.get() < 0) throw_errno("fcntl(F_DUPFD_CLOEXEC)");
-  return moved;
-}
-
-/// The ends of the channel that the worker gets, as descriptors 3 to 6.
-struct ChildEnds {
-  int calls;
-  int replies;
-  int slots;
-  int handles;
-};
-
-/// The environment of a spawned worker: this process's, with the marker naming the parent.
-/// The marker travels in this child's environment only; cfx::init removes it before any task
+/// The environment of a spawned worker or fork server: this process's, with the marker. The
+/// marker travels in this child's environment only; cfx::init removes it before any task
 /// runs, so programs a task starts are not workers.
-std::vector<std::string> worker_environment() {
-  std::vector<std::string> env;
-  std::string marker = std::string(kWorkerEnv) + "=";
+std::vector<std::string> worker_environment(const std::string& marker,
+                                            const std::vector<std::string>& extra) {
+  std::vector<std::string> env(extra);
+  std::string name = std::string(kWorkerEnv) + "=";
   for (char** e = environ; *e; ++e)
-    if (std::strncmp(*e, marker.c_str(), marker.size()) != 0) env.emplace_back(*e);
-  env.push_back(marker + std::to_string(::getpid()));
+    if (std::strncmp(*e, name.c_str(), name.size()) != 0) env.emplace_back(*e);
+  env.push_back(name + marker);
   return env;
 }
 
@@ -74,14 +59,43 @@ struct SpawnSetup {
   }
 };
 
-/// Re-runs this program (/proc/self/exe) as a worker, its channel on descriptors 3, 4 and 5
-/// and nothing else of ours open. posix_spawn, not a fork: glibc's shares the parent's memory
-/// until the exec, so a parent with a large heap pays neither the copy of its page tables nor
-/// the copy-on-write faults that follow a fork (they were most of a respawn's cost).
-/// PR_SET_PDEATHSIG cannot be set from here; the worker sets it in cfx::init and checks that
-/// the parent named in its environment is still its parent (worker.cpp).
-pid_t spawn_child(const ChildEnds& ends) {
-  std::vector<std::string> env_strings = worker_environment();
+/// A pidfd of worker `pid`, or, if none can be made, the worker killed and reaped.
+Fd open_pidfd(pid_t pid, ForkServer* server) {
+  Fd pidfd(static_cast<int>(::syscall(SYS_pidfd_open, pid, 0)));
+  if (pidfd.get() < 0) {
+    int error = errno;
+    kill_and_reap(pid, server);
+    throw_errno("pidfd_open", error);
+  }
+  return pidfd;
+}
+
+/// Forks the calling (launcher) thread as a worker.
+pid_t fork_child(const ChildEnds& ends) {
+  pid_t parent = ::getpid();
+  pid_t pid = ::fork();
+  if (pid < 0) throw_errno("fork");
+  if (pid == 0) run_forked_worker(ends, parent);
+  return pid;
+}
+
+}  // namespace
+
+Fd above_channel_fds(Fd fd) {
+  if (fd.get() > kWorkerHandlesFd) return fd;
+  Fd moved(::fcntl(fd.get(), F_DUPFD_CLOEXEC, kWorkerHandlesFd + 1));
+  if (moved.get() < 0) throw_errno("fcntl(F_DUPFD_CLOEXEC)");
+  return moved;
+}
+
+// posix_spawn, not a fork: glibc's shares the parent's memory until the exec, so a parent
+// with a large heap pays neither the copy of its page tables nor the copy-on-write faults that
+// follow a fork (they were most of a respawn's cost). PR_SET_PDEATHSIG cannot be set from
+// here; the child sets it in cfx::init and checks that the parent named in its marker is still
+// its parent (worker.cpp).
+pid_t spawn_program(std::span<const int> fds, const std::string& marker,
+                    const std::vector<std::string>& extra_env) {
+  std::vector<std::string> env_strings = worker_environment(marker, extra_env);
   std::vector<char*> env;
   for (auto& s : env_strings) env.push_back(s.data());
   env.push_back(nullptr);
@@ -93,11 +107,10 @@ pid_t spawn_child(const ChildEnds& ends) {
   posix_spawnattr_setsigmask(&setup.attributes, &none);
   posix_spawnattr_setpgroup(&setup.attributes, 0);
   posix_spawnattr_setflags(&setup.attributes, POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSIGMASK);
-  posix_spawn_file_actions_adddup2(&setup.actions, ends.calls, kWorkerInFd);
-  posix_spawn_file_actions_adddup2(&setup.actions, ends.replies, kWorkerOutFd);
-  posix_spawn_file_actions_adddup2(&setup.actions, ends.slots, kWorkerSlotsFd);
-  posix_spawn_file_actions_adddup2(&setup.actions, ends.handles, kWorkerHandlesFd);
-  posix_spawn_file_actions_addclosefrom_np(&setup.actions, kWorkerHandlesFd + 1);
+  const int first = kWorkerInFd;
+  for (std::size_t i = 0; i < fds.size(); ++i)
+    posix_spawn_file_actions_adddup2(&setup.actions, fds[i], first + static_cast<int>(i));
+  posix_spawn_file_actions_addclosefrom_np(&setup.actions, first + static_cast<int>(fds.size()));
   char program[] = "/proc/self/exe";
   char* argv[] = {program, nullptr};
   pid_t pid = -1;
@@ -106,10 +119,10 @@ pid_t spawn_child(const ChildEnds& ends) {
   return pid;
 }
 
-/// The forked child: binds its channel and serves. Nothing here allocates: the parent's other
-/// threads may have held malloc's locks at the fork. (Serving does allocate, which is why the
-/// fork start method is documented unsafe once the program runs threads of its own.)
-[[noreturn]] void run_forked_worker(const ChildEnds& ends, pid_t parent) {
+// Nothing here allocates: the parent's other threads may have held malloc's locks at the
+// fork. (Serving does allocate, which is why the fork start method is documented unsafe once
+// the program runs threads of its own.)
+void run_forked_worker(const ChildEnds& ends, pid_t parent) {
   ::setpgid(0, 0);
   kill_group_on_parent_death(parent);
   ::dup2(ends.calls, kWorkerInFd);
@@ -127,35 +140,17 @@ pid_t spawn_child(const ChildEnds& ends) {
   serve_and_exit();
 }
 
-/// A pidfd of child `pid`, or, if none can be made, the child killed and reaped.
-Fd open_pidfd(pid_t pid) {
-  Fd pidfd(static_cast<int>(::syscall(SYS_pidfd_open, pid, 0)));
-  if (pidfd.get() < 0) {
-    int error = errno;
-    kill_and_reap(pid);
-    throw_errno("pidfd_open", error);
-  }
-  return pidfd;
-}
-
-/// Forks the calling (launcher) thread as a worker.
-pid_t fork_child(const ChildEnds& ends) {
-  pid_t parent = ::getpid();
-  pid_t pid = ::fork();
-  if (pid < 0) throw_errno("fork");
-  if (pid == 0) run_forked_worker(ends, parent);
-  return pid;
-}
-
-}  // namespace
-
 void signal_group(int pid, int signal) noexcept {
   ::kill(-pid, signal);  // the group: the worker and anything its tasks started
   ::kill(pid, signal);   // in case it had not yet made its own group
 }
 
-void kill_and_reap(int pid) noexcept {
+void kill_and_reap(int pid, ForkServer* server) noexcept {
   signal_group(pid, SIGKILL);
+  if (server) {
+    server->reap(pid);
+    return;
+  }
   while (::waitpid(pid, nullptr, 0) < 0 && errno == EINTR) {
   }
 }
@@ -199,7 +194,26 @@ void SlotPage::unmap() noexcept {
   page_ = nullptr;
 }
 
-LaunchedWorker launch_worker(StartMethod method, bool one_call) {
+namespace {
+
+pid_t start_child(StartMethod method, const ChildEnds& ends, ForkServer* server) {
+  switch (method) {
+    case StartMethod::fork:
+      return fork_child(ends);
+    case StartMethod::forkserver:
+      if (server) return server->fork_worker(ends);
+      break;  // no server at hand (cfx::Process): spawned
+    case StartMethod::spawn:
+      break;
+  }
+  const int fds[] = {ends.calls, ends.replies, ends.slots, ends.handles};
+  return spawn_program(fds, std::to_string(::getpid()));
+}
+
+}  // namespace
+
+LaunchedWorker launch_worker(StartMethod method, bool one_call,
+                             std::shared_ptr<ForkServer> server) {
   Pipe calls, replies;  // the parent writes calls.write_end and reads replies.read_end
   auto [mine, theirs] = descriptor_socketpair();
   Fd handles_mine(mine), handles_theirs(theirs);
@@ -212,10 +226,12 @@ LaunchedWorker launch_worker(StartMethod method, bool one_call) {
   SlotPage page(memfd.get());
   page.get()[slots::kOneCallWord].store(one_call ? 1 : 0);
   ChildEnds ends{calls.read_end.get(), replies.write_end.get(), memfd.get(), handles_theirs.get()};
-  pid_t pid = method == StartMethod::fork ? fork_child(ends) : spawn_child(ends);
-  Fd pidfd = open_pidfd(pid);
+  if (method != StartMethod::forkserver) server = nullptr;
+  pid_t pid = start_child(method, ends, server.get());
+  Fd pidfd = open_pidfd(pid, server.get());
   // The child has its own copies of its ends; the parent's close as this returns.
   return {pid,
+          std::move(server),
           std::move(pidfd),
           std::move(calls.write_end),
           std::move(replies.read_end),

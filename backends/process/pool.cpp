@@ -137,7 +137,9 @@ void ProcessPoolCore::run_io() {
   sigaddset(&pipe_set, SIGPIPE);
   pthread_sigmask(SIG_BLOCK, &pipe_set, nullptr);
   io_.run();
-  // Every launch has ended (check_drained waits for them): the launcher thread is idle.
+  // Every launch has ended (check_drained waits for them): the launcher thread is idle. Every
+  // worker is reaped: the fork server, if any, is let go (it exits) and reaped there too.
+  asio::post(launch_io_, [this] { fork_server_.reset(); });
   launch_guard_.reset();
   launch_thread_.join();
   io_thread_id_ = std::thread::id();  // ids are reused: a later thread must not look like us
@@ -325,7 +327,7 @@ void ProcessPoolCore::start_launch() {
     auto launched = std::make_shared<std::optional<LaunchedWorker>>();
     std::string error;
     try {
-      launched->emplace(launch_worker(options_.start_method));
+      launched->emplace(launch_on_launcher_thread());
     } catch (const std::exception& e) {
       error = e.what();
     }
@@ -346,9 +348,23 @@ void ProcessPoolCore::on_launched(std::optional<LaunchedWorker> launched,
   dispatch();
 }
 
+LaunchedWorker ProcessPoolCore::launch_on_launcher_thread() {
+  if (options_.start_method != StartMethod::forkserver) return launch_worker(options_.start_method);
+  // A server that died (killed from outside: its idle workers died with it) is replaced once.
+  for (int attempt = 0;; ++attempt) {
+    if (!fork_server_ || !fork_server_->alive()) fork_server_ = std::make_shared<ForkServer>();
+    try {
+      return launch_worker(StartMethod::forkserver, false, fork_server_);
+    } catch (const std::system_error&) {
+      if (attempt > 0 || fork_server_->alive()) throw;
+    }
+  }
+}
+
 bool ProcessPoolCore::adopt_worker(LaunchedWorker launched) {
   auto w = std::make_shared<WorkerSlot>(io_);
   w->pid = launched.pid;  // from here on ~WorkerSlot reaps it if the pool does not
+  w->server = std::move(launched.server);
   boost::system::error_code ec;
   // assign() takes a descriptor only when it succeeds: release it from its Fd after.
   w->exit_watch.assign(launched.pidfd.get(), ec);
@@ -379,7 +395,7 @@ bool ProcessPoolCore::adopt_worker(LaunchedWorker launched) {
 WorkerSlot::~WorkerSlot() {
   // Normally reaped by the exit watch; a worker whose pool went away first (or whose watch
   // could not be set up) must not be left running or as a zombie.
-  if (!reaped && pid > 0) kill_and_reap(pid);
+  if (!reaped && pid > 0) kill_and_reap(pid, server.get());
 }
 
 void ProcessPoolCore::flush(const Worker& w) {

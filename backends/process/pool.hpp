@@ -26,6 +26,7 @@
 #include <boost/asio/writable_pipe.hpp>
 
 #include "backends/process/channel.hpp"
+#include "backends/process/fork_server.hpp"
 #include "backends/process/launcher.hpp"
 #include "backends/process/submission_queue.hpp"
 #include "cfx/process_pool.hpp"
@@ -87,7 +88,8 @@ struct WorkerSlot {
   // Its pidfd, readable once it exits; the pool reaps it with waitid (faults.cpp).
   asio::posix::stream_descriptor exit_watch;
   bool reaped = false;
-  asio::steady_timer timer;  // startup deadline, then the timeout of the running call
+  std::shared_ptr<ForkServer> server;  // whose child it is (forkserver); null: the pool's
+  asio::steady_timer timer;            // startup deadline, then the timeout of the running call
   int pid = 0;
   std::shared_ptr<WorkerCalls> calls;
 
@@ -191,6 +193,7 @@ class ProcessPoolCore : public std::enable_shared_from_this<ProcessPoolCore> {
   void head_changed(const Worker& w);
   // pool.cpp: workers and their channels
   void start_launch();
+  LaunchedWorker launch_on_launcher_thread();
   void on_launched(std::optional<LaunchedWorker> launched, const std::string& error);
   bool adopt_worker(LaunchedWorker launched);
   void flush(const Worker& w);
@@ -234,6 +237,7 @@ class ProcessPoolCore : public std::enable_shared_from_this<ProcessPoolCore> {
   asio::executor_work_guard<asio::io_context::executor_type> launch_guard_{
       asio::make_work_guard(launch_io_)};
   std::thread launch_thread_;
+  std::shared_ptr<ForkServer> fork_server_;        // StartMethod::forkserver; launcher thread only
   asio::steady_timer launch_reactor_{launch_io_};  // made now: see reactor_ below
   asio::io_context io_;
   asio::executor_work_guard<asio::io_context::executor_type> guard_;

@@ -21,6 +21,7 @@
 
 #include "backends/mpi/launch.hpp"
 #include "backends/process/channel.hpp"
+#include "backends/process/fork_server.hpp"
 #include "cfx/errors.hpp"
 #include "cfx/process_pool.hpp"
 #include "lib/remote_exception.hpp"
@@ -258,10 +259,15 @@ void init(int argc, char** argv) {
     detail::init_mpi_backend(argc, argv);  // a serving MPI rank serves and exits here
     return;
   }
+  const bool fork_server = std::strstr(marker, detail::kForkServerMarker) != nullptr;
+  const bool bind_now_set = std::strstr(marker, detail::kBindNowMarker) != nullptr;
   detail::kill_group_on_parent_death(std::atoi(marker));
-  // Only this process is a worker: programs its tasks start must not inherit the marker.
+  // Only this process is a worker: programs its tasks start must not inherit the marker, nor
+  // what the pool set for the fork server alone.
   ::unsetenv(detail::kWorkerEnv);
+  if (bind_now_set) ::unsetenv("LD_BIND_NOW");
   std::fflush(nullptr);
+  if (fork_server) detail::serve_fork_requests();
   detail::serve_and_exit();
 }
 

@@ -17,8 +17,14 @@ inline constexpr int kWorkerHandlesFd = 6;
 /// terminate_workers(): the worker's handler kills its whole process group, itself included,
 /// so that nothing a task started outlives it.
 inline constexpr int kParentDeathSignal = SIGTERM;
-/// Environment variable that marks a process spawned as a worker: "<parent pid>".
+/// Environment variable that marks a process spawned as a worker: "<parent pid>", or as a
+/// fork server (fork_server.hpp): "<parent pid>" followed by kForkServerMarker.
 inline constexpr const char* kWorkerEnv = "CFX_WORKER";
+inline constexpr const char* kForkServerMarker = ",fork-server";
+/// Follows kForkServerMarker when the pool set LD_BIND_NOW for the server (fork_server.cpp).
+inline constexpr const char* kBindNowMarker = ",bind-now";
+/// A fork server's socket to its pool.
+inline constexpr int kForkServerFd = 3;
 /// Exit status of a worker whose main() did not call cfx::init before starting a pool.
 inline constexpr int kNoInitExitStatus = 87;
 

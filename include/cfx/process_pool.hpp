@@ -50,6 +50,11 @@ bool is_worker_process() noexcept;
 enum class StartMethod {
   spawn,  ///< re-run this program (/proc/self/exe) as a worker; safe with threads
   fork,   ///< fork the parent: faster, but unsafe once the program runs other threads
+  /// fork each worker from a server, this program re-run once per pool (Python's
+  /// "forkserver"): safe with threads, and a worker costs a fork, not a program's start, which
+  /// makes respawning after crashes several times cheaper. The server runs the program's
+  /// static initialisers once; they must not start threads. cfx::Process spawns instead.
+  forkserver,
 };
 
 /// What the pool does when a worker process dies.

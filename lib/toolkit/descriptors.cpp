@@ -37,11 +37,21 @@ T get(const char*& p) {
 }
 
 void send_message(int socket, const std::vector<char>& bytes, const std::vector<int>& fds) {
+  if (int error = send_with_descriptors(socket, bytes, fds, false))
+    throw Error(std::string("cfx: sending shared handles to the other process failed: ") +
+                std::strerror(error));
+}
+
+}  // namespace
+
+int send_with_descriptors(int socket, std::span<const char> bytes, std::span<const int> fds,
+                          bool wait) noexcept {
   iovec iov{const_cast<char*>(bytes.data()), bytes.size()};
   msghdr msg{};
   msg.msg_iov = &iov;
   msg.msg_iovlen = 1;
   alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int) * kMaxFds)];
+  if (fds.size() > kMaxFds) return EINVAL;
   if (!fds.empty()) {
     msg.msg_control = control;
     msg.msg_controllen = CMSG_SPACE(sizeof(int) * fds.size());
@@ -51,15 +61,43 @@ void send_message(int socket, const std::vector<char>& bytes, const std::vector<
     c->cmsg_len = CMSG_LEN(sizeof(int) * fds.size());
     std::memcpy(CMSG_DATA(c), fds.data(), sizeof(int) * fds.size());
   }
+  const int flags = MSG_NOSIGNAL | (wait ? 0 : MSG_DONTWAIT);
   for (;;) {
-    if (::sendmsg(socket, &msg, MSG_DONTWAIT | MSG_NOSIGNAL) >= 0) return;
-    if (errno == EINTR) continue;
-    throw Error(std::string("cfx: sending shared handles to the other process failed: ") +
-                std::strerror(errno));
+    if (::sendmsg(socket, &msg, flags) >= 0) return 0;
+    if (errno != EINTR) return errno;
   }
 }
 
-}  // namespace
+ssize_t receive_with_descriptors(int socket, std::span<char> bytes, std::vector<int>& fds,
+                                 bool wait) noexcept {
+  iovec iov{bytes.data(), bytes.size()};
+  msghdr msg{};
+  msg.msg_iov = &iov;
+  msg.msg_iovlen = 1;
+  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int) * 253)];  // the kernel's SCM_MAX_FD
+  msg.msg_control = control;
+  msg.msg_controllen = sizeof(control);
+  const int flags = MSG_CMSG_CLOEXEC | (wait ? 0 : MSG_DONTWAIT);
+  ssize_t got;
+  do {
+    got = ::recvmsg(socket, &msg, flags);
+  } while (got < 0 && errno == EINTR);
+  if (got < 0) return got;
+  std::size_t first = fds.size();
+  for (cmsghdr* c = CMSG_FIRSTHDR(&msg); c; c = CMSG_NXTHDR(&msg, c)) {
+    if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
+    std::size_t n = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+    fds.resize(fds.size() + n);
+    std::memcpy(fds.data() + fds.size() - n, CMSG_DATA(c), n * sizeof(int));
+  }
+  if (msg.msg_flags & (MSG_TRUNC | MSG_CTRUNC)) {  // cut short: nothing in it can be trusted
+    for (std::size_t i = first; i < fds.size(); ++i) ::close(fds[i]);
+    fds.resize(first);
+    errno = EMSGSIZE;
+    return -1;
+  }
+  return got;
+}
 
 std::pair<int, int> descriptor_socketpair() {
   int fds[2];
@@ -131,25 +169,10 @@ DescriptorInbox::~DescriptorInbox() {
 
 bool DescriptorInbox::read_one() {
   std::vector<char> bytes(kMaxMessage);
-  iovec iov{bytes.data(), bytes.size()};
-  msghdr msg{};
-  msg.msg_iov = &iov;
-  msg.msg_iovlen = 1;
-  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int) * 253)];
-  msg.msg_control = control;
-  msg.msg_controllen = sizeof(control);
-  ssize_t got;
-  do {
-    got = ::recvmsg(socket_, &msg, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
-  } while (got < 0 && errno == EINTR);
-  if (got <= 0) return false;
   std::vector<int> fds;
-  for (cmsghdr* c = CMSG_FIRSTHDR(&msg); c; c = CMSG_NXTHDR(&msg, c)) {
-    if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
-    std::size_t n = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
-    fds.resize(n);
-    std::memcpy(fds.data(), CMSG_DATA(c), n * sizeof(int));
-  }
+  ssize_t got = receive_with_descriptors(socket_, bytes, fds, false);
+  if (got < 0 && errno == EMSGSIZE) return true;  // malformed: dropped, read on
+  if (got <= 0) return false;
   auto size = static_cast<std::size_t>(got);
   const char* p = bytes.data();
   std::uint32_t n = 0, f = 0;
@@ -159,7 +182,7 @@ bool DescriptorInbox::read_one() {
     n = get<std::uint32_t>(p);
     f = get<std::uint32_t>(p);
   }
-  if (size < kHeaderBytes || (msg.msg_flags & (MSG_TRUNC | MSG_CTRUNC)) || n != fds.size() ||
+  if (size < kHeaderBytes || n != fds.size() ||
       size != kHeaderBytes + n * kEntryBytes + std::size_t{f} * 16) {
     for (int fd : fds) ::close(fd);  // malformed: nothing in it can be trusted
     return true;

@@ -12,9 +12,12 @@
 // last copy was released). Other handles (Pipe ends) are sent with every call that has them.
 #pragma once
 
+#include <sys/types.h>
+
 #include <cstdint>
 #include <deque>
 #include <memory>
+#include <span>
 #include <unordered_map>
 #include <vector>
 
@@ -25,6 +28,16 @@ namespace cfx::detail {
 /// Makes the channel: {this end, the other process's end}, both close-on-exec. Throws
 /// std::system_error.
 std::pair<int, int> descriptor_socketpair();
+
+/// Sends `bytes` and `fds` (SCM_RIGHTS) as one message on a SOCK_SEQPACKET socket. `wait`:
+/// block until there is room. Returns 0, or the errno of the failure.
+int send_with_descriptors(int socket, std::span<const char> bytes, std::span<const int> fds,
+                          bool wait) noexcept;
+/// Receives one message into `bytes` and appends its descriptors (close-on-exec) to `fds`.
+/// Returns the bytes received (0: the other end closed), or -1 with errno: EAGAIN when
+/// `!wait` and nothing waits, EMSGSIZE for a message cut short (its descriptors closed).
+ssize_t receive_with_descriptors(int socket, std::span<char> bytes, std::vector<int>& fds,
+                                 bool wait) noexcept;
 
 /// The sending side of one channel (the pool, per worker; the worker, for its results).
 class DescriptorOutbox {

@@ -13,6 +13,7 @@
 //   exit-static  idle tasks, the pool a function-local static: after "go", returns from main
 //                without shutdown, so the pool ends in static destruction
 //   exit-leaked  busy tasks, the pool leaked: after "go", std::exit(0) without shutdown
+//   MODE+forkserver  busy or idle with workers forked by a fork server
 //   flood        no descendants: one task writes 50 MB to stdout and 50 MB to stderr; exits 0
 //                if the task returned, 3 otherwise (PID_FILE and SIGNAL are not used)
 #include <unistd.h>
@@ -91,7 +92,14 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "usage: orphan_helper MODE PID_FILE SIGNAL\n");
     return 2;
   }
-  const std::string mode = argv[1], pid_file = argv[2], signal = argv[3];
+  std::string mode = argv[1];
+  const std::string pid_file = argv[2], signal = argv[3];
+  // "MODE+forkserver": the same, with workers forked by a fork server.
+  auto method = cfx::StartMethod::spawn;
+  if (auto plus = mode.find("+forkserver"); plus != std::string::npos) {
+    method = cfx::StartMethod::forkserver;
+    mode.erase(plus);
+  }
   if (mode == "flood") {
     constexpr std::uint64_t kEach = 50'000'000;
     cfx::ProcessPoolExecutor pool({.max_workers = 1});
@@ -110,7 +118,7 @@ int main(int argc, char** argv) {
     std::exit(0);
   }
   if (mode == "busy" || mode == "idle") {
-    cfx::ProcessPoolExecutor pool({.max_workers = 2});
+    cfx::ProcessPoolExecutor pool({.max_workers = 2, .start_method = method});
     auto fs = start(pool, mode == "busy", pid_file, signal);
     wait_for_go();
     std::fflush(nullptr);

@@ -193,11 +193,12 @@ void kill_and_check(const std::string& mode, int sig, bool group) {
 
 TEST_SUITE("faults parent death") {
   TEST_CASE("3.4 #30 parent SIGKILLed: its workers and their tasks' descendants end within 1 s") {
-    for (const char* mode : {"busy", "idle"}) kill_and_check(mode, SIGKILL, false);
+    for (const char* mode : {"busy", "idle", "busy+forkserver", "idle+forkserver"})
+      kill_and_check(mode, SIGKILL, false);
   }
 
   TEST_CASE("3.5 #49 Ctrl-C: one SIGINT to the process group ends the program as without cfx") {
-    for (const char* mode : {"busy", "idle"}) kill_and_check(mode, SIGINT, true);
+    for (const char* mode : {"busy", "idle", "busy+forkserver"}) kill_and_check(mode, SIGINT, true);
   }
 
   TEST_CASE("3.5 #50 SIGTERM to the parent without a handler: it dies of it and leaves nothing") {

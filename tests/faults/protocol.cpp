@@ -232,28 +232,32 @@ TEST_SUITE("faults issue 8") {
   }
 
   TEST_CASE("issue 8: a task's descendants die with its worker when it is killed from outside") {
-    // The forked copy keeps the worker's fds 3 and 4: the pool must not wait for the reply
-    // pipe's EOF to notice the death.
-    NoLeaks leaks;
-    Pool pool({.max_workers = 1});
-    TempDir dir;
-    Gate gate;
-    Signal started;
-    auto pid_file = dir.path("pids");
-    auto f = pool->submit(descendants_then_wait, pid_file, started.path(), gate.path());
-    REQUIRE(started.receive(1).size() == 1);
-    auto pids = read_pids(pid_file);  // worker, sleep, forked copy
-    REQUIRE(pids.size() == 3);
-    REQUIRE(::kill(pids[0], SIGKILL) == 0);
-    auto since = Clock::now();
-    REQUIRE(ends(f, deadline()));
-    std::string what = error_of<cfx::WorkerCrashed>(f);
-    INFO("message: " << what);
-    CHECK(has(what, "SIGKILL"));
-    check_gone(pids, since);
-    auto next = pool->submit(add, 2, 3);
-    REQUIRE(ends(next, deadline()));
-    CHECK(next.result() == 5);
+    // Spawned workers are the pool's children; a fork server's are the server's.
+    for (auto method : {cfx::StartMethod::spawn, cfx::StartMethod::forkserver}) {
+      CAPTURE(proc_test::start_method_name(method));
+      // The forked copy keeps the worker's fds 3 and 4: the pool must not wait for the reply
+      // pipe's EOF to notice the death.
+      NoLeaks leaks;
+      Pool pool({.max_workers = 1, .start_method = method});
+      TempDir dir;
+      Gate gate;
+      Signal started;
+      auto pid_file = dir.path("pids");
+      auto f = pool->submit(descendants_then_wait, pid_file, started.path(), gate.path());
+      REQUIRE(started.receive(1).size() == 1);
+      auto pids = read_pids(pid_file);  // worker, sleep, forked copy
+      REQUIRE(pids.size() == 3);
+      REQUIRE(::kill(pids[0], SIGKILL) == 0);
+      auto since = Clock::now();
+      REQUIRE(ends(f, deadline()));
+      std::string what = error_of<cfx::WorkerCrashed>(f);
+      INFO("message: " << what);
+      CHECK(has(what, "SIGKILL"));
+      check_gone(pids, since);
+      auto next = pool->submit(add, 2, 3);
+      REQUIRE(ends(next, deadline()));
+      CHECK(next.result() == 5);
+    }
   }
 
   TEST_CASE("issue 8: workers killed from outside every 2 ms: every future ends; never broken") {

@@ -47,28 +47,32 @@ int our_end_of(int pid, int fd) {
 
 TEST_SUITE("faults 3.1 worker death") {
   TEST_CASE("3.1 #1 task segfaults: WorkerCrashed on this future only") {
-    NoLeaks leaks;
-    Pool pool({.max_workers = 2});
-    TempDir dir;
-    auto pid_file = dir.path("pids");
-    auto bystander = pool->submit(add, 20, 22);
-    auto f = pool->submit(descendants_then_crash, pid_file, "segv");
-    REQUIRE(ends(f, deadline()));
-    auto since = Clock::now();
-    auto pids = read_pids(pid_file);  // worker, sleep, forked copy
-    REQUIRE(pids.size() == 3);
-    std::string what = error_of<cfx::WorkerCrashed>(f);
-    INFO("message: " << what);
-    CHECK(has(what, "descendants_then_crash"));
-    CHECK(has(what, std::to_string(pids[0])));
-    if (!sanitized()) CHECK(has(what, "SIGSEGV"));  // ASan turns a SIGSEGV into exit(1)
-    CHECK_FALSE(oom_hint(what));
-    check_gone(pids, since);
-    REQUIRE(ends(bystander, deadline()));
-    CHECK(bystander.result() == 42);
-    auto next = pool->submit(add, 1, 2);
-    REQUIRE(ends(next, deadline()));
-    CHECK(next.result() == 3);
+    // Spawned workers are the pool's children; a fork server's are the server's.
+    for (auto method : {cfx::StartMethod::spawn, cfx::StartMethod::forkserver}) {
+      CAPTURE(proc_test::start_method_name(method));
+      NoLeaks leaks;
+      Pool pool({.max_workers = 2, .start_method = method});
+      TempDir dir;
+      auto pid_file = dir.path("pids");
+      auto bystander = pool->submit(add, 20, 22);
+      auto f = pool->submit(descendants_then_crash, pid_file, "segv");
+      REQUIRE(ends(f, deadline()));
+      auto since = Clock::now();
+      auto pids = read_pids(pid_file);  // worker, sleep, forked copy
+      REQUIRE(pids.size() == 3);
+      std::string what = error_of<cfx::WorkerCrashed>(f);
+      INFO("message: " << what);
+      CHECK(has(what, "descendants_then_crash"));
+      CHECK(has(what, std::to_string(pids[0])));
+      if (!sanitized()) CHECK(has(what, "SIGSEGV"));  // ASan turns a SIGSEGV into exit(1)
+      CHECK_FALSE(oom_hint(what));
+      check_gone(pids, since);
+      REQUIRE(ends(bystander, deadline()));
+      CHECK(bystander.result() == 42);
+      auto next = pool->submit(add, 1, 2);
+      REQUIRE(ends(next, deadline()));
+      CHECK(next.result() == 3);
+    }
   }
 
   TEST_CASE("3.1 #3 task calls std::exit(0): WorkerCrashed; never taken for success") {
@@ -90,21 +94,25 @@ TEST_SUITE("faults 3.1 worker death") {
   }
 
   TEST_CASE("3.1 #4 task calls exit(3): WorkerCrashed naming exit status 3") {
-    NoLeaks leaks;
-    Pool pool({.max_workers = 2});
-    auto bystander = pool->submit(add, 1, 1);
-    auto f = pool->submit(crash, "exit3");
-    REQUIRE(ends(f, deadline()));
-    std::string what = error_of<cfx::WorkerCrashed>(f);
-    INFO("message: " << what);
-    CHECK(has(what, "crash"));
-    CHECK(has(what, "status 3"));
-    CHECK_FALSE(oom_hint(what));
-    REQUIRE(ends(bystander, deadline()));
-    CHECK(bystander.result() == 2);
-    auto next = pool->submit(add, 2, 3);
-    REQUIRE(ends(next, deadline()));
-    CHECK(next.result() == 5);
+    // Spawned workers are the pool's children; a fork server's are the server's.
+    for (auto method : {cfx::StartMethod::spawn, cfx::StartMethod::forkserver}) {
+      CAPTURE(proc_test::start_method_name(method));
+      NoLeaks leaks;
+      Pool pool({.max_workers = 2, .start_method = method});
+      auto bystander = pool->submit(add, 1, 1);
+      auto f = pool->submit(crash, "exit3");
+      REQUIRE(ends(f, deadline()));
+      std::string what = error_of<cfx::WorkerCrashed>(f);
+      INFO("message: " << what);
+      CHECK(has(what, "crash"));
+      CHECK(has(what, "status 3"));
+      CHECK_FALSE(oom_hint(what));
+      REQUIRE(ends(bystander, deadline()));
+      CHECK(bystander.result() == 2);
+      auto next = pool->submit(add, 2, 3);
+      REQUIRE(ends(next, deadline()));
+      CHECK(next.result() == 5);
+    }
   }
 
   TEST_CASE("3.1 #7 worker killed mid-frame on a large argument: the parent does not block") {

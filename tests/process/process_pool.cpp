@@ -23,6 +23,7 @@ using cfx_test::Gate;
 using cfx_test::Signal;
 using proc_test::child_pids;
 using proc_test::open_fds;
+using proc_test::start_method_name;
 using proc_test::thread_count;
 
 namespace {
@@ -310,9 +311,10 @@ TEST_SUITE("process") {
       MESSAGE("throw-site stack traces are not compiled in (sanitizers, -Dthrow_traces=false)");
       return;
     }
-    // Both start methods: a spawned worker is this program re-run from /proc/self/exe, a forked
-    // one a copy of this process.
-    for (auto method : {cfx::StartMethod::spawn, cfx::StartMethod::fork}) {
+    // Every start method: a spawned worker is this program re-run from /proc/self/exe, a forked
+    // one a copy of this process, a fork server's a copy of that program re-run.
+    for (auto method :
+         {cfx::StartMethod::spawn, cfx::StartMethod::fork, cfx::StartMethod::forkserver}) {
       cfx::ProcessPoolExecutor ex({.max_workers = 1, .start_method = method});
       std::string trace;
       try {
@@ -325,7 +327,7 @@ TEST_SUITE("process") {
           trace = context.stack_trace();
         }
       }
-      std::string method_name = method == cfx::StartMethod::spawn ? "spawn" : "fork";
+      std::string method_name = start_method_name(method);
       INFO("start method " << method_name << ", stack trace:\n" << trace);
       // The innermost frame is the throwing function itself, at the throw's own line.
       auto first_line = trace.substr(0, trace.find('\n'));
@@ -481,7 +483,9 @@ TEST_SUITE("process") {
     auto fds_before = open_fds();
     auto threads_before = thread_count();
     REQUIRE(child_pids().empty());
-    for (auto method : {cfx::StartMethod::spawn, cfx::StartMethod::fork}) {
+    for (auto method :
+         {cfx::StartMethod::spawn, cfx::StartMethod::fork, cfx::StartMethod::forkserver}) {
+      CAPTURE(start_method_name(method));
       cfx::ProcessPoolExecutor ex({.max_workers = 2, .start_method = method});
       std::vector<cfx::Future<int>> fs;
       for (int i = 0; i < 100; ++i) fs.push_back(ex.submit(add, i, i));
@@ -500,10 +504,11 @@ TEST_SUITE("process") {
     // Each run leaves one more descriptor free, so the launch fails at each step in turn (a
     // pipe, the counter page, the launcher's own pipe, the process handle) until it succeeds.
     REQUIRE(child_pids().empty());
-    for (auto method : {cfx::StartMethod::spawn, cfx::StartMethod::fork}) {
+    for (auto method :
+         {cfx::StartMethod::spawn, cfx::StartMethod::fork, cfx::StartMethod::forkserver}) {
       int failed = 0;
       for (int free = 0; free < 16; ++free) {
-        std::string start_method = method == cfx::StartMethod::fork ? "fork" : "spawn";
+        std::string start_method = start_method_name(method);
         CAPTURE(start_method);
         CAPTURE(free);
         auto fds_before = open_fds();
