@@ -187,7 +187,6 @@ class MpiPoolCore : public std::enable_shared_from_this<MpiPoolCore> {
     for (int r = 1; r < size; ++r) {
       if (!live(r)) continue;
       sending_.send(r, mpi::kOpen, body);
-      mpi::doorbell::ring(r);
       remote_ranks_ = remote_ranks_ || !mpi::doorbell::local(r);
     }
     mpi::drain(sending_);
@@ -318,10 +317,11 @@ class MpiPoolCore : public std::enable_shared_from_this<MpiPoolCore> {
         if (!owed && sending_.empty() && draining_ && drained) break;
       }
       // Results ring this rank's doorbell when they come from its node; from another node, or
-      // while a send needs MPI to progress, the wait is bounded, to poll. When the answer
+      // while a send needs MPI to progress, or a message announced is not in yet, the wait is
+      // bounded, to poll. When the answer
       // should come at once (short calls out, or a submit that tends to follow a result), the
       // wait first watches the doorbell on the core for a moment.
-      idler.wait(ticket, !sending_.empty() || (owed && remote_ranks_), !owed || short_calls());
+      idler.wait(ticket, !sending_.empty() || !mpi::doorbell::quiet(), !owed || short_calls());
     }
     close();
     watcher_.stop();
@@ -485,10 +485,8 @@ class MpiPoolCore : public std::enable_shared_from_this<MpiPoolCore> {
     rank.out = {};
   }
 
-  /// Sends, and rings the rank's doorbell so that it looks at once.
   void send(int rank, mpi::Tag tag, std::vector<char> body) {
     sending_.send(rank, tag, std::move(body));
-    mpi::doorbell::ring(rank);
   }
 
   /// Every call has its result: the ranks stop their local pools.
@@ -607,7 +605,6 @@ void finalize() {
     for (int r = 1; r < launch.size; ++r) {
       if (std::find(dead.begin(), dead.end(), r) != dead.end()) continue;
       exits.send(r, detail::mpi::kExit, {});
-      detail::mpi::doorbell::ring(r);
     }
   }  // drained
   MPI_Finalize();

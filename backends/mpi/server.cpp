@@ -16,6 +16,7 @@
 #include <string>
 #include <thread>
 #include <unordered_map>
+#include <vector>
 
 #include "backends/mpi/protocol.hpp"
 #include "backends/mpi/relay.hpp"
@@ -60,24 +61,32 @@ class Relay final : public RemoteTask {
 
 class RankServer {
  public:
-  RankServer() : where_("MPI rank " + std::to_string(launch().rank) + " on host " + host_name()) {}
+  RankServer()
+      : host_(host_name()),
+        where_("MPI rank " + std::to_string(launch().rank) + " on host " + host_) {}
 
   /// Serves until rank 0 says exit.
   void run() {
     Idler idler;
-    const bool rank0_remote = !doorbell::local(0);
     for (;;) {
       // Taken before looking for work: a call from rank 0 or a result of the local pool that
       // comes after the look rings the doorbell, and the wait below ends at once.
       const auto ticket = doorbell::ticket();
+      // MPI is held only to receive and send: handing a call to the local pool wakes its
+      // I/O thread, which may take this core, and must then find MPI free (answer).
+      std::vector<Message> received;
       bool busy = false, sending = false;
       {
         std::lock_guard mpi(mpi_mutex_);
-        while (auto m = poll(0)) {
-          if (m->tag == kExit) return;
-          on_message(*m);
-          busy = true;
-        }
+        while (auto m = poll(0)) received.push_back(std::move(*m));
+      }
+      for (auto& m : received) {
+        if (m.tag == kExit) return;
+        on_message(m);
+        busy = true;
+      }
+      {
+        std::lock_guard mpi(mpi_mutex_);
         busy |= send_results();
         busy |= sending_.progress();
         sending = !sending_.empty();
@@ -86,8 +95,8 @@ class RankServer {
         idler.reset();
         continue;
       }
-      // Rank 0 on another node rings nothing: poll for its messages while the rank serves.
-      idler.wait(ticket, sending || (rank0_remote && pool_));
+      // Rank 0 on another node announces nothing: then the wait is bounded, to poll.
+      idler.wait(ticket, sending || !doorbell::quiet());
     }
   }
 
@@ -130,10 +139,12 @@ class RankServer {
         return calls(in);
       case kInterrupt:
         return interrupt(in.get<std::uint64_t>());
-      case kClose:
+      case kClose: {
         stop_pool();
+        std::lock_guard mpi(mpi_mutex_);
         send(kClosed, {});
         return;
+      }
       default:
         std::fprintf(stderr, "cfx: %s: unknown message %d from rank 0\n", where_.c_str(), m.tag);
     }
@@ -152,8 +163,9 @@ class RankServer {
     std::vector<char> ready;
     Writer w(ready);
     w.put(static_cast<std::uint64_t>(pool_->max_workers()));
-    w.put_string(host_name());
+    w.put_string(host_);
     w.put(static_cast<std::int64_t>(::getpid()));  // rank 0 watches it if on its node
+    std::lock_guard mpi(mpi_mutex_);
     send(kReady, std::move(ready));
   }
 
@@ -201,7 +213,8 @@ class RankServer {
     if (auto it = relays_.find(id); it != relays_.end()) it->second->interrupt();
   }
 
-  /// Sends every result frame completed since the last call, as one message.
+  /// Sends every result frame completed since the last call, as one message. With
+  /// mpi_mutex_ held.
   bool send_results() {
     std::vector<char> out;
     {
@@ -213,17 +226,15 @@ class RankServer {
     return true;
   }
 
-  /// Sends to rank 0 and rings its doorbell.
-  void send(Tag tag, std::vector<char> body) {
-    sending_.send(0, tag, std::move(body));
-    doorbell::ring(0);
-  }
+  /// Sends to rank 0 (which is rung). With mpi_mutex_ held.
+  void send(Tag tag, std::vector<char> body) { sending_.send(0, tag, std::move(body)); }
 
+  const std::string host_;
   const std::string where_;
   const std::thread::id main_thread_ = std::this_thread::get_id();
   std::shared_ptr<ProcessPoolCore> pool_;
-  // MPI is initialised MPI_THREAD_SERIALIZED: the main thread holds this while it uses MPI,
-  // and the I/O thread sends a result only when it gets it (answer).
+  // MPI is initialised MPI_THREAD_SERIALIZED: whoever calls MPI holds this, the main thread
+  // or the I/O thread sending a result (answer), which only tries.
   std::mutex mpi_mutex_;
   Outbox sending_;  // guarded by mpi_mutex_
   std::mutex mutex_;

@@ -47,6 +47,7 @@ std::string host_name() {
 }
 
 std::optional<Message> poll(int source) {
+  if (doorbell::quiet()) return std::nullopt;  // MPI_Iprobe costs microseconds: skip it
   int flag = 0;
   MPI_Status status;
   // Open MPI's MPI_Iprobe looks for a match before it makes progress: a message that came
@@ -59,6 +60,7 @@ std::optional<Message> poll(int source) {
   MPI_Get_count(&status, MPI_BYTE, &n);
   Message m{status.MPI_SOURCE, status.MPI_TAG, std::vector<char>(static_cast<std::size_t>(n))};
   MPI_Recv(m.bytes.data(), n, MPI_BYTE, m.source, m.tag, MPI_COMM_WORLD, MPI_STATUS_IGNORE);
+  doorbell::count_received(m.source);
   return m;
 }
 
@@ -69,8 +71,10 @@ Outbox::~Outbox() {
 void Outbox::send(int dest, int tag, std::vector<char> bytes) {
   auto& s = sending_.emplace_back();
   s.bytes = std::move(bytes);
+  s.dest = dest;
   MPI_Isend(s.bytes.data(), static_cast<int>(s.bytes.size()), MPI_BYTE, dest, tag, MPI_COMM_WORLD,
             &s.request);
+  doorbell::announce(dest);
 }
 
 bool Outbox::progress() {
@@ -82,6 +86,9 @@ bool Outbox::progress() {
       it = sending_.erase(it);
       any = true;
     } else {
+      // Not all there yet (a large message, or MPI queued it): the receiver, rung when it
+      // was sent, may have looked too early. Ring again.
+      doorbell::ring(it->dest);
       ++it;
     }
   }
@@ -96,7 +103,8 @@ namespace {
 struct alignas(64) Bell {
   std::atomic<std::uint32_t> count;
   std::atomic<std::uint32_t> sleepers;
-  std::atomic<std::uint32_t> present;  // its rank mapped the page (open)
+  std::atomic<std::uint32_t> present;   // its rank mapped the page (open)
+  std::atomic<std::uint32_t> messages;  // messages sent to its rank by ranks that ring it
 };
 static_assert(std::atomic<std::uint32_t>::is_always_lock_free);
 
@@ -106,6 +114,11 @@ std::vector<Bell*>& bells() {
   static std::vector<Bell*> b;
   return b;
 }
+
+/// Messages this process received from ranks that ring it, against its bell's `messages`.
+std::uint32_t received = 0;  // only the thread that holds MPI receives
+/// Every rank that sends to this one rings it: no message comes unannounced.
+bool all_ring = false;
 
 long futex(std::atomic<std::uint32_t>* word, int op, std::uint32_t value, const timespec* limit) {
   // Not FUTEX_PRIVATE_FLAG: the word is shared between processes.
@@ -127,20 +140,28 @@ void open() {
   // share rank 0's node. (Not an MPI shared window: MPI_Finalize frees windows collectively,
   // and would wait for ever on a rank that died under --enable-recovery.)
   char name[64] = {};
+  void* page = MAP_FAILED;
+  auto map = [&](int flags) {
+    int fd = ::shm_open(name, flags, 0600);
+    if (fd < 0) return;
+    // ftruncate fills with zeros: every bell starts silent. Rank 0 sizes the page before it
+    // says its name: a rank that mapped it sooner would fault past its end.
+    if (!(flags & O_CREAT) || ::ftruncate(fd, static_cast<off_t>(bytes)) == 0)
+      page = ::mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    ::close(fd);
+  };
   if (rank == 0) {
     std::random_device random;
     std::snprintf(name, sizeof name, "/cfx-mpi-%d-%08x%08x", static_cast<int>(::getpid()), random(),
                   random());
+    map(O_RDWR | O_CREAT | O_EXCL);
+    if (page == MAP_FAILED) {  // no shared memory here: every rank polls
+      ::shm_unlink(name);
+      name[0] = '\0';
+    }
   }
   MPI_Bcast(name, sizeof name, MPI_CHAR, 0, MPI_COMM_WORLD);
-  void* page = MAP_FAILED;
-  int fd = ::shm_open(name, rank == 0 ? O_RDWR | O_CREAT | O_EXCL : O_RDWR, 0600);
-  if (fd >= 0) {
-    // ftruncate fills with zeros: every bell starts silent.
-    if (rank != 0 || ::ftruncate(fd, static_cast<off_t>(bytes)) == 0)
-      page = ::mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-    ::close(fd);
-  }
+  if (rank != 0 && name[0]) map(O_RDWR);
   static Bell alone{};  // this rank's bell when it shares no page with rank 0
   auto& b = bells();
   b.assign(static_cast<std::size_t>(size), nullptr);
@@ -149,13 +170,15 @@ void open() {
   if (shared) shared[rank].present.store(1);
   MPI_Barrier(MPI_COMM_WORLD);  // every rank that could map the page has, and said so
   if (rank == 0) {
-    ::shm_unlink(name);
+    if (shared) ::shm_unlink(name);
     if (shared)
       for (int r = 1; r < size; ++r)
         if (shared[r].present.load()) b[static_cast<std::size_t>(r)] = &shared[r];
   } else if (shared) {
     b[0] = &shared[0];
   }
+  all_ring = true;  // rank 0 hears from every serving rank, a serving rank from rank 0 only
+  for (int r = rank == 0 ? 1 : 0; r < (rank == 0 ? size : 1); ++r) all_ring = all_ring && local(r);
 }
 
 bool local(int rank) {
@@ -170,6 +193,21 @@ void ring(int rank) {
   // either the ring sees the sleeper and wakes it, or the sleeper sees the new count.
   bell->count.fetch_add(1);
   if (bell->sleepers.load() != 0) futex(&bell->count, FUTEX_WAKE, INT_MAX, nullptr);
+}
+
+void announce(int rank) {
+  if (!local(rank)) return;
+  bells()[static_cast<std::size_t>(rank)]->messages.fetch_add(1);
+  ring(rank);
+}
+
+bool quiet() {
+  Bell* bell = own();
+  return all_ring && bell && bell->messages.load() == received;
+}
+
+void count_received(int source) {
+  if (local(source)) ++received;
 }
 
 std::uint32_t ticket() {
@@ -190,6 +228,8 @@ void Idler::wait(std::uint32_t ticket, bool poll, bool spin) {
     return;
   }
   if (spin) {
+    // Yielding: a thread this rank just rang (its serving rank, its submitter) may have been
+    // queued on this very core.
     const auto until = active_ + kSpin;
     while (Clock::now() < until) {
       if (bell->count.load(std::memory_order_acquire) != ticket) return;
@@ -234,6 +274,11 @@ void init_if_launched(int argc, char** argv) {
   auto& state = launch_state();
   if (state.initialized || !started_by_launcher()) return;
   state.by_launcher = true;
+  // Open MPI: no barrier at the start of MPI_Finalize. cfx needs none (every rank has seen
+  // its sends through before it finalizes), and after a serving rank died under
+  // `mpiexec --enable-recovery` that barrier would wait for it, sometimes for ever. A value
+  // the user set stays.
+  ::setenv("OMPI_MCA_async_mpi_finalize", "1", 0);
   int provided = 0;
   // One thread at a time calls MPI: rank 0's executor thread, or the main thread before it
   // starts and after it ends (finalize); a serving rank's main thread only.

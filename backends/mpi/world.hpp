@@ -42,7 +42,8 @@ struct Message {
 /// The next message from `source` (MPI_ANY_SOURCE: anyone), if one has arrived.
 std::optional<Message> poll(int source);
 
-/// Messages being sent (MPI_Isend): each buffer stays here until MPI is done with it.
+/// Messages being sent (MPI_Isend), each announced to its receiver (doorbell::announce): each
+/// buffer stays here until MPI is done with it.
 /// Nothing blocks, so two ranks sending large messages to each other cannot deadlock.
 class Outbox {
  public:
@@ -57,6 +58,7 @@ class Outbox {
 
  private:
   struct Sending {
+    int dest = 0;
     std::vector<char> bytes;
     MPI_Request request = MPI_REQUEST_NULL;
   };
@@ -76,6 +78,13 @@ namespace doorbell {
 void open();
 /// Rings `rank`'s doorbell if it shares this node (else it polls). Any thread.
 void ring(int rank);
+/// Tells `rank` that a message was sent to it, and rings. Outbox::send calls it.
+void announce(int rank);
+/// True when no message can be waiting: every rank that sends here announces its messages,
+/// and all announced have been received (poll then skips MPI_Iprobe).
+bool quiet();
+/// poll received a message from `source`.
+void count_received(int source);
 /// True if `rank` shares this node, so that its messages ring this rank's doorbell.
 bool local(int rank);
 /// This rank's doorbell count: take it before looking for work, then wait(ticket).
@@ -115,7 +124,7 @@ class Idler {
     active_ = Clock::now();
   }
   /// Waits until this rank's doorbell rings after `ticket`. With `spin`, it first watches
-  /// the doorbell, yielding the core, until kSpin after the last reset. Then it sleeps: with
+  /// the doorbell on the core, yielding it, until kSpin after the last reset. Then it sleeps: with
   /// `poll` (a message may come that rings nothing: from another node, or a send of ours
   /// needs MPI to progress) for at most the next backoff step; else for at most kIdleLimit,
   /// a safety net only.
