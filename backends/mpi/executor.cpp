@@ -187,7 +187,6 @@ class MpiPoolCore : public std::enable_shared_from_this<MpiPoolCore> {
     for (int r = 1; r < size; ++r) {
       if (!live(r)) continue;
       sending_.send(r, mpi::kOpen, body);
-      remote_ranks_ = remote_ranks_ || !mpi::doorbell::local(r);
     }
     mpi::drain(sending_);
     for (int r = 1; r < size; ++r) {
@@ -511,7 +510,6 @@ class MpiPoolCore : public std::enable_shared_from_this<MpiPoolCore> {
   std::thread thread_;
   std::mutex join_mutex_;
 
-  bool remote_ranks_ = false;  // a serving rank is on another node: its results ring nothing
   RankWatcher watcher_;
 
   std::mutex mutex_;  // guards what submitters and interrupt() share with the MPI thread:

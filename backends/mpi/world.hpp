@@ -66,12 +66,12 @@ class Outbox {
 };
 
 /// Waiting for work without spinning (docs/mpi.md, "Waiting"). MPI gives no wake-up: its
-/// blocking calls spin a core at 100%. So every rank has a doorbell, a futex word in memory
-/// that the ranks of one node share (MPI_Win_allocate_shared): whoever gives a rank something
-/// to do rings it (a rank of the same node after sending it a message; a thread of its own
-/// process after a local event), and the rank sleeps in the kernel until then. A message from
-/// another node rings nothing: while one may come, the sleep is bounded by a backoff, so the
-/// rank polls as mpi4py does.
+/// blocking calls spin a core at 100%. So every rank has a doorbell, a futex word in a page
+/// that rank 0 shares with the serving ranks of its node (shm_open): whoever gives a rank
+/// something to do rings it (a rank of the same node after sending it a message; a thread of
+/// its own process after a local event), and the rank sleeps in the kernel until then. A
+/// message from another node rings nothing: while one may come, the sleep is bounded by a
+/// backoff, so the rank polls as mpi4py does.
 namespace doorbell {
 /// Sets up the doorbells of this node's ranks: collective over MPI_COMM_WORLD, right after
 /// MPI_Init.
@@ -124,10 +124,10 @@ class Idler {
     active_ = Clock::now();
   }
   /// Waits until this rank's doorbell rings after `ticket`. With `spin`, it first watches
-  /// the doorbell on the core, yielding it, until kSpin after the last reset. Then it sleeps: with
-  /// `poll` (a message may come that rings nothing: from another node, or a send of ours
-  /// needs MPI to progress) for at most the next backoff step; else for at most kIdleLimit,
-  /// a safety net only.
+  /// the doorbell on the core, yielding it, until kSpin after the last reset. Then it
+  /// sleeps: with `poll` (a message may come unannounced: from another node, or one announced
+  /// is not in yet, or a send of ours needs MPI to progress) for at most the next backoff
+  /// step; else for at most kIdleLimit, a safety net only.
   void wait(std::uint32_t ticket, bool poll, bool spin = false);
 
  private:
