@@ -10,15 +10,22 @@
 // figures, with --mpi-job) and once on bench/peers/py_mpi.py, reads both sets of figures and
 // prints them with their ratios. Latencies: median and p99 of --round-trips no-op
 // submit+result with one call in flight; throughput: --tasks no-op submits, then every
-// result; Collatz: the best of --repeat whole pool lives, each pool alternately. Goals are
-// printed PASS/MISS and do not change the exit status; a wrong Collatz answer exits 1.
+// result; idle: the CPU all 3 ranks use in 1 s with the executor open and nothing to do; Collatz:
+// the best of --repeat whole pool lives, each pool alternately. Goals are printed PASS/MISS and do
+// not change the exit status; a wrong Collatz answer exits 1.
 #include <sys/resource.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <iterator>
+#include <sstream>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include <cfx/cfx.hpp>
@@ -90,6 +97,46 @@ double cpu_seconds() {
 
 // ---- rank 0 of the cfx launch --------------------------------------------------------------
 
+/// CPU seconds (user + system) used so far by every rank of this launch: the processes that
+/// run this program with rank 0's parent (mpiexec, or its daemon), read from /proc.
+double ranks_cpu_seconds() {
+  const std::string self = std::filesystem::read_symlink("/proc/self/exe").string();
+  const auto parent = static_cast<long>(::getppid());
+  const double tick = static_cast<double>(::sysconf(_SC_CLK_TCK));
+  double total = 0;
+  for (const auto& entry : std::filesystem::directory_iterator("/proc")) {
+    std::error_code ec;
+    if (std::filesystem::read_symlink(entry.path() / "exe", ec).string() != self) continue;
+    std::ifstream in(entry.path() / "stat");
+    std::string stat((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    auto close = stat.rfind(')');  // fields after the command name: state ppid ...
+    if (close == std::string::npos) continue;
+    std::istringstream fields(stat.substr(close + 2));
+    std::string state;
+    long ppid = 0;
+    fields >> state >> ppid;
+    if (ppid != parent) continue;  // a pool worker: its rank is its parent
+    std::string skip;
+    for (int i = 0; i < 9; ++i) fields >> skip;  // pgrp .. cmajflt
+    double utime = 0, stime = 0;
+    fields >> utime >> stime;
+    total += (utime + stime) / tick;
+  }
+  return total;
+}
+
+/// The CPU all ranks use while an executor is open and has nothing to do: the ranks wait on
+/// their doorbells and should cost about nothing.
+void idle_cpu(cfx::Executor& ex) {
+  ex.submit(noop_int, 1).result();  // every rank has just been active
+  const double seconds = 1.0;
+  const double before = ranks_cpu_seconds();
+  auto t0 = Clock::now();
+  std::this_thread::sleep_for(std::chrono::duration<double>(seconds));
+  const double used = ranks_cpu_seconds() - before;
+  std::printf("cfx_idle_cpu_pct %.2f\n", 100 * used / bench::seconds_since(t0));
+}
+
 void round_trips(cfx::Executor& ex, std::size_t n) {
   for (int i = 0; i < 50; ++i) ex.submit(noop_int, i).result();  // warm-up
   std::vector<double> us;
@@ -140,6 +187,7 @@ void mpi_job(const Config& c) {
     cfx::MpiPoolExecutor ex;
     round_trips(ex, c.round_trips);
     throughput(ex, c.tasks);
+    idle_cpu(ex);
   }
   double mpi = 1e300, procs = 1e300, master_cpu = 0;
   for (int i = 0; i < c.repeat; ++i) {  // alternately, so that the machine's load hits both
@@ -201,6 +249,8 @@ void report(const Config& c, const bench::Figures& cfx, const bench::Figures& py
   if (cpu)
     std::printf("rank 0 used %.3f s of CPU during the best MPI run (%.1f%% of one core)\n", *cpu,
                 100 * *cpu / *mpi_s);
+  if (auto idle = get(cfx, "cfx_idle_cpu_pct", 0))
+    std::printf("the 3 ranks, executor open and idle for 1 s: %.2f%% of one core in all\n", *idle);
   std::printf("\n");
   bench::Goals goal(48, 20);
   if (py_rtt)

@@ -5,10 +5,15 @@
 // thread; everything else here belongs to that thread. A rank holds at most its window of
 // calls (about a millisecond of work per slot, at least two calls per slot), so the backlog
 // stays on rank 0, where a pending future can still be cancelled.
+#include <poll.h>
+#include <sys/eventfd.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
 #include <algorithm>
 #include <atomic>
+#include <cerrno>
 #include <climits>
-#include <condition_variable>
 #include <cstdio>
 #include <deque>
 #include <exception>
@@ -22,6 +27,7 @@
 #include "backends/mpi/protocol.hpp"
 #include "backends/mpi/world.hpp"
 #include "backends/process/channel.hpp"
+#include "backends/process/launcher.hpp"
 #include "backends/process/submission_queue.hpp"
 #include "cfx/errors.hpp"
 #include "cfx/mpi_pool.hpp"
@@ -34,6 +40,9 @@ using mpi::Clock;
 
 constexpr std::size_t kMaxWindowPerSlot = 64;
 constexpr double kWindowWorkSeconds = 0.001;  // the process pool's figure (pool.cpp)
+/// A rank whose calls take less than this (round trip included) is watched on the core
+/// while it owes results (mpi::Idler::kSpin).
+constexpr double kShortCallSeconds = 100e-6;
 /// How long rank 0 waits for the serving ranks to answer open and close.
 constexpr std::chrono::seconds kHandshakeLimit{60};
 
@@ -65,6 +74,97 @@ class SentCalls final : public CallSlots {
   std::function<void(std::uint64_t)> interrupt_;
 };
 
+/// The serving ranks that died in this job (under `mpiexec --enable-recovery` the job goes
+/// on): later executors leave them out, and so does cfx::finalize.
+class DeadRanks {
+ public:
+  void add(int rank) {
+    std::lock_guard lock(mutex_);
+    ranks_.push_back(rank);
+  }
+  std::vector<int> list() const {
+    std::lock_guard lock(mutex_);
+    return ranks_;
+  }
+
+ private:
+  mutable std::mutex mutex_;
+  std::vector<int> ranks_;
+};
+
+DeadRanks& dead_ranks() {
+  static DeadRanks& d = *new DeadRanks;  // never destroyed: finalize runs at exit
+  return d;
+}
+
+/// A pidfd of a process of this node (not a child: a rank started by MPI's daemon); an
+/// empty Fd where the kernel has none (before Linux 5.3): that rank's death goes unseen.
+Fd open_pidfd(int pid) {
+  return Fd(pid > 0 ? static_cast<int>(::syscall(SYS_pidfd_open, pid, 0)) : -1);
+}
+
+bool exited(const Fd& pidfd) {
+  if (pidfd.get() < 0) return false;
+  pollfd p{pidfd.get(), POLLIN, 0};
+  return ::poll(&p, 1, 0) == 1;
+}
+
+/// Watches the pidfds of the serving ranks of this node from a thread of its own, so that
+/// the MPI thread, asleep on its doorbell, learns of a death at once: it rings rank 0's
+/// doorbell, and the MPI thread buries the rank. Without a rank to watch, no thread.
+class RankWatcher {
+ public:
+  RankWatcher() = default;
+  RankWatcher(const RankWatcher&) = delete;
+  RankWatcher& operator=(const RankWatcher&) = delete;
+  ~RankWatcher() { stop(); }
+
+  template <class Ranks>
+  void start(const Ranks& ranks) {
+    for (const auto& r : ranks)
+      if (r.exit.get() >= 0) fds_.push_back({r.exit.get(), POLLIN, 0});
+    if (fds_.empty()) return;
+    stop_ = Fd(::eventfd(0, EFD_CLOEXEC));
+    if (stop_.get() < 0) return;  // out of descriptors: deaths go unseen, as on another node
+    fds_.push_back({stop_.get(), POLLIN, 0});
+    thread_ = std::thread([this] { watch(); });
+  }
+  /// True once a watched rank has exited.
+  bool fired() const { return fired_.load(std::memory_order_acquire); }
+  void stop() {
+    if (!thread_.joinable()) return;
+    std::uint64_t one = 1;
+    [[maybe_unused]] auto n = ::write(stop_.get(), &one, sizeof one);
+    thread_.join();
+  }
+
+ private:
+  void watch() {
+    while (!fds_.empty()) {
+      if (::poll(fds_.data(), fds_.size(), -1) < 0) {
+        if (errno == EINTR) continue;
+        return;
+      }
+      if (fds_.back().revents) return;  // stop
+      for (std::size_t i = 0; i + 1 < fds_.size();) {
+        if (fds_[i].revents) {
+          fired_.store(true, std::memory_order_release);
+          fds_.erase(fds_.begin() + static_cast<std::ptrdiff_t>(i));
+        } else {
+          ++i;
+        }
+      }
+      if (fired()) mpi::doorbell::ring(0);
+      if (fds_.size() == 1) return;  // every rank watched has died
+    }
+  }
+
+  std::vector<pollfd> fds_;  // the pidfds, then the stop eventfd
+  Fd stop_;
+  std::atomic<bool> fired_{false};
+  std::thread thread_;
+};
+
 }  // namespace
 
 class MpiPoolCore : public std::enable_shared_from_this<MpiPoolCore> {
@@ -82,9 +182,15 @@ class MpiPoolCore : public std::enable_shared_from_this<MpiPoolCore> {
     w.put(static_cast<std::uint64_t>(options_.max_tasks_per_child));
     w.put(static_cast<std::uint64_t>(options_.max_retries));
     w.put(options_.task_timeout ? options_.task_timeout->count() : 0.0);
-    for (int r = 1; r < size; ++r) sending_.send(r, mpi::kOpen, body);
+    const auto dead = dead_ranks().list();
+    auto live = [&](int r) { return std::find(dead.begin(), dead.end(), r) == dead.end(); };
+    for (int r = 1; r < size; ++r) {
+      if (!live(r)) continue;
+      sending_.send(r, mpi::kOpen, body);
+    }
     mpi::drain(sending_);
     for (int r = 1; r < size; ++r) {
+      if (!live(r)) continue;
       auto m = mpi::wait_message(r, mpi::kReady, kHandshakeLimit);
       if (!m)
         throw BrokenExecutor("MPI backend: serving rank " + std::to_string(r) +
@@ -95,12 +201,17 @@ class MpiPoolCore : public std::enable_shared_from_this<MpiPoolCore> {
       rank.rank = r;
       rank.slots = static_cast<std::size_t>(in.get<std::uint64_t>());
       rank.host = std::string(in.get_string());
+      rank.pid = static_cast<int>(in.get<std::int64_t>());
+      if (mpi::doorbell::local(r)) rank.exit = open_pidfd(rank.pid);
       slots_ += rank.slots;
       ranks_.push_back(std::move(rank));
     }
+    if (ranks_.empty())
+      throw BrokenExecutor("MPI backend: every serving rank of this job has died");
   }
 
   void start() {
+    watcher_.start(ranks_);
     calls_ = std::make_shared<SentCalls>([weak = weak_from_this()](std::uint64_t id) {
       if (auto self = weak.lock()) self->request_interrupt(id);
     });
@@ -126,10 +237,11 @@ class MpiPoolCore : public std::enable_shared_from_this<MpiPoolCore> {
           "shutdown(wait=true) called from a done-callback, which runs on the MPI executor's "
           "thread: it would wait for itself; call shutdown(false) there");
     if (queue_.shut_down(cancel_futures)) {
-      std::lock_guard lock(mutex_);
-      draining_ = true;
-      woken_ = true;
-      cv_.notify_one();
+      {
+        std::lock_guard lock(mutex_);
+        draining_ = true;
+      }
+      wake();
     }
     if (wait) join();
   }
@@ -151,11 +263,15 @@ class MpiPoolCore : public std::enable_shared_from_this<MpiPoolCore> {
     int rank = 0;
     std::size_t slots = 0;
     std::string host;
+    int pid = 0;
+    Fd exit;            // its pidfd, readable once it exits (ranks on this node only)
+    bool dead = false;  // it died: no more calls go to it
     std::size_t in_flight = 0;
     double mean_service = 0;  // seconds a call spends at the head of a slot, smoothed
     Clock::time_point last_done{};
     std::vector<char> out;  // calls to send in this round
     std::size_t window() const {
+      if (dead) return 0;
       if (mean_service <= 0) return 2 * slots;
       auto per_slot = static_cast<std::size_t>(kWindowWorkSeconds / mean_service);
       return slots * std::clamp<std::size_t>(per_slot, 2, kMaxWindowPerSlot);
@@ -167,46 +283,91 @@ class MpiPoolCore : public std::enable_shared_from_this<MpiPoolCore> {
     Clock::time_point at;
   };
 
-  void wake() {  // with the queue's lock held (SubmissionQueue's contract): never calls back
-    std::lock_guard lock(mutex_);
-    woken_ = true;
-    cv_.notify_one();
-  }
+  /// Ends the MPI thread's wait. With the queue's lock held (SubmissionQueue's contract):
+  /// takes no lock.
+  static void wake() { mpi::doorbell::ring(0); }
   void request_interrupt(std::uint64_t id) {
-    std::lock_guard lock(mutex_);
-    interrupts_.push_back(id);
-    woken_ = true;
-    cv_.notify_one();
+    {
+      std::lock_guard lock(mutex_);
+      interrupts_.push_back(id);
+    }
+    wake();
   }
 
   void run() {
-    mpi::Backoff backoff;
+    mpi::Idler idler;
     for (;;) {
+      // Taken before looking for work: a ring after the look (a submit, an interrupt, a
+      // result) ends the wait below at once.
+      const auto ticket = mpi::doorbell::ticket();
       bool busy = receive();
+      if (watcher_.fired()) busy |= bury_dead_ranks();
       busy |= send_interrupts();
       busy |= dispatch();
       busy |= sending_.progress();
       if (busy) {
-        backoff.reset();
+        idler.reset();
         continue;
       }
-      const bool owed = !sent_.empty() || !sending_.empty();
+      const bool owed = !sent_.empty();
       const bool drained = queue_.drained();  // before mutex_: wake() nests them the other way
-      std::unique_lock lock(mutex_);
-      if (woken_) {
-        woken_ = false;
-        continue;
+      {
+        std::lock_guard lock(mutex_);
+        if (!owed && sending_.empty() && draining_ && drained) break;
       }
-      if (!owed && draining_ && drained) break;
-      if (!owed) {
-        // Nothing is owed by any rank: sleep until a submit, an interrupt or shutdown.
-        cv_.wait(lock, [&] { return woken_; });
-        backoff.reset();
-      } else {
-        backoff.wait(lock, cv_, [&] { return woken_; });
-      }
+      // Results ring this rank's doorbell when they come from its node; from another node, or
+      // while a send needs MPI to progress, or a message announced is not in yet, the wait is
+      // bounded, to poll. When the answer
+      // should come at once (short calls out, or a submit that tends to follow a result), the
+      // wait first watches the doorbell on the core for a moment.
+      idler.wait(ticket, !sending_.empty() || !mpi::doorbell::quiet(), !owed || short_calls());
     }
     close();
+    watcher_.stop();
+  }
+
+  /// A serving rank of this node died (the watcher saw its pidfd): its calls fail, it gets no
+  /// more, and the job is told. Without `mpiexec --enable-recovery`, MPI ends the whole job
+  /// at once anyway (docs/mpi.md, "What happens on each fault"); rank 0 reports it first.
+  bool bury_dead_ranks() {
+    bool any = false;
+    for (auto& rank : ranks_) {
+      if (rank.dead || !exited(rank.exit)) continue;
+      any = true;
+      rank.dead = true;
+      dead_ranks().add(rank.rank);
+      const std::string who = "MPI serving rank " + std::to_string(rank.rank) + " (pid " +
+                              std::to_string(rank.pid) + " on host " + rank.host + ")";
+      std::fprintf(stderr,
+                   "cfx: %s died with %zu call(s) in flight; they fail with BrokenExecutor. "
+                   "MPI ends the job when one of its ranks dies, unless mpiexec runs with "
+                   "--enable-recovery\n",
+                   who.c_str(), rank.in_flight);
+      std::fflush(stderr);
+      const auto index = static_cast<std::size_t>(&rank - ranks_.data());
+      for (auto it = sent_.begin(); it != sent_.end();) {
+        if (it->second.rank != index) {
+          ++it;
+          continue;
+        }
+        RemoteTask* task = it->second.task;
+        it = sent_.erase(it);
+        task->detach();
+        task->fail(std::make_exception_ptr(BrokenExecutor(
+            who + " died while it held this call of task '" + task->task->name + "'")));
+        task->drop();
+      }
+      rank.in_flight = 0;
+    }
+    if (std::all_of(ranks_.begin(), ranks_.end(), [](const Rank& r) { return r.dead; }))
+      if (auto calls = queue_.break_pool("MPI backend: every serving rank has died"))
+        while (!calls->empty()) {
+          RemoteTask* task = calls->pop_front();
+          task->fail(
+              std::make_exception_ptr(BrokenExecutor("MPI backend: every serving rank has died")));
+          task->drop();
+        }
+    return any;
   }
 
   /// Takes every message that has arrived; true if any did.
@@ -262,7 +423,7 @@ class MpiPoolCore : public std::enable_shared_from_this<MpiPoolCore> {
       if (it == sent_.end()) continue;  // answered already
       std::vector<char> body;
       Writer(body).put(id);
-      sending_.send(ranks_[it->second.rank].rank, mpi::kInterrupt, std::move(body));
+      send(ranks_[it->second.rank].rank, mpi::kInterrupt, std::move(body));
     }
     return !ids.empty();
   }
@@ -303,25 +464,37 @@ class MpiPoolCore : public std::enable_shared_from_this<MpiPoolCore> {
     return true;
   }
 
-  Rank& least_loaded() {
-    Rank* best = &ranks_.front();
+  /// True if some rank that owes results answers its calls within Idler::kSpin or so.
+  bool short_calls() const {
+    for (const auto& r : ranks_)
+      if (r.in_flight > 0 && r.mean_service < kShortCallSeconds) return true;
+    return false;
+  }
+
+  Rank& least_loaded() {  // dispatch() calls it only while some rank has room
+    Rank* best = nullptr;
     for (auto& r : ranks_)  // by the share of its slots in use
-      if (r.in_flight * best->slots < best->in_flight * r.slots) best = &r;
+      if (!r.dead && (!best || r.in_flight * best->slots < best->in_flight * r.slots)) best = &r;
     return *best;
   }
 
   void flush(Rank& rank) {
     if (rank.out.empty()) return;
-    sending_.send(rank.rank, mpi::kCalls, std::move(rank.out));
+    send(rank.rank, mpi::kCalls, std::move(rank.out));
     rank.out = {};
+  }
+
+  void send(int rank, mpi::Tag tag, std::vector<char> body) {
+    sending_.send(rank, tag, std::move(body));
   }
 
   /// Every call has its result: the ranks stop their local pools.
   void close() {
-    for (const auto& r : ranks_) sending_.send(r.rank, mpi::kClose, {});
+    for (const auto& r : ranks_)
+      if (!r.dead) send(r.rank, mpi::kClose, {});
     mpi::drain(sending_);
     for (const auto& r : ranks_)
-      if (!mpi::wait_message(r.rank, mpi::kClosed, kHandshakeLimit))
+      if (!r.dead && !mpi::wait_message(r.rank, mpi::kClosed, kHandshakeLimit))
         std::fprintf(stderr, "cfx: MPI backend: rank %d did not close its pool within %lld s\n",
                      r.rank, static_cast<long long>(kHandshakeLimit.count()));
   }
@@ -337,9 +510,9 @@ class MpiPoolCore : public std::enable_shared_from_this<MpiPoolCore> {
   std::thread thread_;
   std::mutex join_mutex_;
 
+  RankWatcher watcher_;
+
   std::mutex mutex_;  // guards what submitters and interrupt() share with the MPI thread:
-  std::condition_variable cv_;
-  bool woken_ = false;
   bool draining_ = false;
   std::deque<std::uint64_t> interrupts_;
 };
@@ -426,7 +599,11 @@ void finalize() {
   }
   {
     detail::mpi::Outbox exits;
-    for (int r = 1; r < launch.size; ++r) exits.send(r, detail::mpi::kExit, {});
+    const auto dead = detail::dead_ranks().list();
+    for (int r = 1; r < launch.size; ++r) {
+      if (std::find(dead.begin(), dead.end(), r) != dead.end()) continue;
+      exits.send(r, detail::mpi::kExit, {});
+    }
   }  // drained
   MPI_Finalize();
 }

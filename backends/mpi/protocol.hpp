@@ -4,7 +4,7 @@
 // process channel's frames (channel.hpp, docs/wire-format.md) unchanged, several to a message:
 //   open      0 -> r   [u64 workers_per_rank][u64 max_tasks_per_child][u64 max_retries]
 //                      [f64 task_timeout in seconds, 0: none]
-//   ready     r -> 0   [u64 slots][str host]
+//   ready     r -> 0   [u64 slots][str host][i64 pid]
 //   calls     0 -> r   { [f64 this call's timeout in seconds, 0: none][call frame] }...
 //   results   r -> 0   { [result frame] }...      one per call, in completion order
 //   interrupt 0 -> r   [u64 call id]              Future::interrupt() of a call sent there

@@ -1,17 +1,22 @@
 // A serving rank (rank >= 1 of an MPI launch): receives calls from rank 0, runs them in a
 // local process pool (backends/process, unchanged), and sends the results back.
 //
-// Two threads touch a call: this rank's main thread (the only one that calls MPI: it
-// receives calls and sends results) and the local pool's I/O thread (which completes them).
-// A completed call's result frame goes into `outbox_`, and a condition variable ends the main
-// thread's backoff sleep at once.
+// Two threads touch a call: this rank's main thread (it receives calls and sends results)
+// and the local pool's I/O thread (which completes them). A completed call's result frame
+// goes into `outbox_`; the I/O thread sends it to rank 0 itself if the main thread is not
+// using MPI at that moment, else it rings the rank's own doorbell so that the main thread
+// sends it at once.
+#include <unistd.h>
+
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <memory>
 #include <mutex>
 #include <string>
+#include <thread>
 #include <unordered_map>
+#include <vector>
 
 #include "backends/mpi/protocol.hpp"
 #include "backends/mpi/relay.hpp"
@@ -56,26 +61,42 @@ class Relay final : public RemoteTask {
 
 class RankServer {
  public:
-  RankServer() : where_("MPI rank " + std::to_string(launch().rank) + " on host " + host_name()) {}
+  RankServer()
+      : host_(host_name()),
+        where_("MPI rank " + std::to_string(launch().rank) + " on host " + host_) {}
 
   /// Serves until rank 0 says exit.
   void run() {
-    Backoff backoff;
+    Idler idler;
     for (;;) {
-      bool busy = false;
-      while (auto m = poll(0)) {
-        if (m->tag == kExit) return;
-        on_message(*m);
+      // Taken before looking for work: a call from rank 0 or a result of the local pool that
+      // comes after the look rings the doorbell, and the wait below ends at once.
+      const auto ticket = doorbell::ticket();
+      // MPI is held only to receive and send: handing a call to the local pool wakes its
+      // I/O thread, which may take this core, and must then find MPI free (answer).
+      std::vector<Message> received;
+      bool busy = false, sending = false;
+      {
+        std::lock_guard mpi(mpi_mutex_);
+        while (auto m = poll(0)) received.push_back(std::move(*m));
+      }
+      for (auto& m : received) {
+        if (m.tag == kExit) return;
+        on_message(m);
         busy = true;
       }
-      busy |= send_results();
-      busy |= sending_.progress();
+      {
+        std::lock_guard mpi(mpi_mutex_);
+        busy |= send_results();
+        busy |= sending_.progress();
+        sending = !sending_.empty();
+      }
       if (busy) {
-        backoff.reset();
+        idler.reset();
         continue;
       }
-      std::unique_lock lock(mutex_);
-      backoff.wait(lock, cv_, [&] { return !outbox_.empty(); });
+      // Rank 0 on another node announces nothing: then the wait is bounded, to poll.
+      idler.wait(ticket, sending || !doorbell::quiet());
     }
   }
 
@@ -86,11 +107,24 @@ class RankServer {
   }
 
   // ---- the local pool's I/O thread -------------------------------------------------------
+  /// A call's outcome. The I/O thread sends it to rank 0 itself when the main thread is not
+  /// using MPI (it sleeps: the usual case for one call in flight), which saves a wake-up on
+  /// the way back; else the main thread sends it with the others, in one message.
   void answer(std::uint64_t id, Reader results, std::uint32_t n, std::exception_ptr error,
               std::string_view task) {
-    std::lock_guard lock(mutex_);
-    append_result_frame(outbox_, id, n, results, std::move(error), task, where_);
-    cv_.notify_one();
+    {
+      std::lock_guard lock(mutex_);
+      append_result_frame(outbox_, id, n, results, std::move(error), task, where_);
+    }
+    if (std::this_thread::get_id() != main_thread_) {
+      std::unique_lock mpi(mpi_mutex_, std::try_to_lock);
+      if (mpi.owns_lock()) {
+        send_results();
+        sending_.progress();
+        if (sending_.empty()) return;  // else the main thread sees the send through
+      }
+    }
+    doorbell::ring(launch().rank);
   }
   std::mutex& mutex() { return mutex_; }
   void forget(std::uint64_t id) { relays_.erase(id); }  // under mutex()
@@ -105,10 +139,12 @@ class RankServer {
         return calls(in);
       case kInterrupt:
         return interrupt(in.get<std::uint64_t>());
-      case kClose:
+      case kClose: {
         stop_pool();
-        sending_.send(0, kClosed, {});
+        std::lock_guard mpi(mpi_mutex_);
+        send(kClosed, {});
         return;
+      }
       default:
         std::fprintf(stderr, "cfx: %s: unknown message %d from rank 0\n", where_.c_str(), m.tag);
     }
@@ -127,8 +163,10 @@ class RankServer {
     std::vector<char> ready;
     Writer w(ready);
     w.put(static_cast<std::uint64_t>(pool_->max_workers()));
-    w.put_string(host_name());
-    sending_.send(0, kReady, std::move(ready));
+    w.put_string(host_);
+    w.put(static_cast<std::int64_t>(::getpid()));  // rank 0 watches it if on its node
+    std::lock_guard mpi(mpi_mutex_);
+    send(kReady, std::move(ready));
   }
 
   /// A message of [f64 timeout][call frame]... : each call goes to the local pool.
@@ -175,7 +213,8 @@ class RankServer {
     if (auto it = relays_.find(id); it != relays_.end()) it->second->interrupt();
   }
 
-  /// Sends every result frame completed since the last call, as one message.
+  /// Sends every result frame completed since the last call, as one message. With
+  /// mpi_mutex_ held.
   bool send_results() {
     std::vector<char> out;
     {
@@ -183,15 +222,22 @@ class RankServer {
       if (outbox_.empty()) return false;
       out.swap(outbox_);
     }
-    sending_.send(0, kResults, std::move(out));
+    send(kResults, std::move(out));
     return true;
   }
 
+  /// Sends to rank 0 (which is rung). With mpi_mutex_ held.
+  void send(Tag tag, std::vector<char> body) { sending_.send(0, tag, std::move(body)); }
+
+  const std::string host_;
   const std::string where_;
+  const std::thread::id main_thread_ = std::this_thread::get_id();
   std::shared_ptr<ProcessPoolCore> pool_;
-  Outbox sending_;
+  // MPI is initialised MPI_THREAD_SERIALIZED: whoever calls MPI holds this, the main thread
+  // or the I/O thread sending a result (answer), which only tries.
+  std::mutex mpi_mutex_;
+  Outbox sending_;  // guarded by mpi_mutex_
   std::mutex mutex_;
-  std::condition_variable cv_;
   std::vector<char> outbox_;                          // result frames not yet sent
   std::unordered_map<std::uint64_t, Relay*> relays_;  // calls not yet answered, by id
 };

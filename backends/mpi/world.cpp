@@ -4,11 +4,20 @@
 // the whole job, which is loud and never hangs; cfx adds nothing that could do better.
 #include "backends/mpi/world.hpp"
 
+#include <fcntl.h>
+#include <linux/futex.h>
 #include <sched.h>
+#include <sys/mman.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
+#include <climits>
 #include <cstdio>
 #include <cstdlib>
+#include <ctime>
+#include <random>
 #include <thread>
 
 #include "backends/mpi/launch.hpp"
@@ -38,14 +47,20 @@ std::string host_name() {
 }
 
 std::optional<Message> poll(int source) {
+  if (doorbell::quiet()) return std::nullopt;  // MPI_Iprobe costs microseconds: skip it
   int flag = 0;
   MPI_Status status;
-  MPI_Iprobe(source, MPI_ANY_TAG, MPI_COMM_WORLD, &flag, &status);
+  // Open MPI's MPI_Iprobe looks for a match before it makes progress: a message that came
+  // since the last call is taken in only by this one, and matched by the next. Probe twice,
+  // so that a rank woken by its doorbell finds the message it was rung for.
+  for (int i = 0; i < 2 && !flag; ++i)
+    MPI_Iprobe(source, MPI_ANY_TAG, MPI_COMM_WORLD, &flag, &status);
   if (!flag) return std::nullopt;
   int n = 0;
   MPI_Get_count(&status, MPI_BYTE, &n);
   Message m{status.MPI_SOURCE, status.MPI_TAG, std::vector<char>(static_cast<std::size_t>(n))};
   MPI_Recv(m.bytes.data(), n, MPI_BYTE, m.source, m.tag, MPI_COMM_WORLD, MPI_STATUS_IGNORE);
+  doorbell::count_received(m.source);
   return m;
 }
 
@@ -56,8 +71,10 @@ Outbox::~Outbox() {
 void Outbox::send(int dest, int tag, std::vector<char> bytes) {
   auto& s = sending_.emplace_back();
   s.bytes = std::move(bytes);
+  s.dest = dest;
   MPI_Isend(s.bytes.data(), static_cast<int>(s.bytes.size()), MPI_BYTE, dest, tag, MPI_COMM_WORLD,
             &s.request);
+  doorbell::announce(dest);
 }
 
 bool Outbox::progress() {
@@ -69,24 +86,163 @@ bool Outbox::progress() {
       it = sending_.erase(it);
       any = true;
     } else {
+      // Not all there yet (a large message, or MPI queued it): the receiver, rung when it
+      // was sent, may have looked too early. Ring again.
+      doorbell::ring(it->dest);
       ++it;
     }
   }
   return any;
 }
 
-void Backoff::yield() {
-  sched_yield();
+namespace doorbell {
+namespace {
+
+/// One rank's doorbell, alone on its cache line. `count` goes up at every ring; `sleepers`
+/// says whether anyone waits on it, so that a ring costs a futex call only then.
+struct alignas(64) Bell {
+  std::atomic<std::uint32_t> count;
+  std::atomic<std::uint32_t> sleepers;
+  std::atomic<std::uint32_t> present;   // its rank mapped the page (open)
+  std::atomic<std::uint32_t> messages;  // messages sent to its rank by ranks that ring it
+};
+static_assert(std::atomic<std::uint32_t>::is_always_lock_free);
+
+/// The bells this rank can ring, by world rank: its own, and on rank 0's node rank 0's and
+/// (on rank 0) those of the serving ranks there; null for the others (and before open).
+std::vector<Bell*>& bells() {
+  static std::vector<Bell*> b;
+  return b;
 }
 
+/// Messages this process received from ranks that ring it, against its bell's `messages`.
+std::uint32_t received = 0;  // only the thread that holds MPI receives
+/// Every rank that sends to this one rings it: no message comes unannounced.
+bool all_ring = false;
+
+long futex(std::atomic<std::uint32_t>* word, int op, std::uint32_t value, const timespec* limit) {
+  // Not FUTEX_PRIVATE_FLAG: the word is shared between processes.
+  return ::syscall(SYS_futex, reinterpret_cast<std::uint32_t*>(word), op, value, limit, nullptr, 0);
+}
+
+Bell* own() {
+  auto& b = bells();
+  return launch().rank < static_cast<int>(b.size()) ? b[static_cast<std::size_t>(launch().rank)]
+                                                    : nullptr;
+}
+
+}  // namespace
+
+void open() {
+  const int size = launch().size, rank = launch().rank;
+  const auto bytes = sizeof(Bell) * static_cast<std::size_t>(size);
+  // Rank 0 makes the shared page and tells everyone its name; the ranks that can open it
+  // share rank 0's node. (Not an MPI shared window: MPI_Finalize frees windows collectively,
+  // and would wait for ever on a rank that died under --enable-recovery.)
+  char name[64] = {};
+  void* page = MAP_FAILED;
+  auto map = [&](int flags) {
+    int fd = ::shm_open(name, flags, 0600);
+    if (fd < 0) return;
+    // ftruncate fills with zeros: every bell starts silent. Rank 0 sizes the page before it
+    // says its name: a rank that mapped it sooner would fault past its end.
+    if (!(flags & O_CREAT) || ::ftruncate(fd, static_cast<off_t>(bytes)) == 0)
+      page = ::mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    ::close(fd);
+  };
+  if (rank == 0) {
+    std::random_device random;
+    std::snprintf(name, sizeof name, "/cfx-mpi-%d-%08x%08x", static_cast<int>(::getpid()), random(),
+                  random());
+    map(O_RDWR | O_CREAT | O_EXCL);
+    if (page == MAP_FAILED) {  // no shared memory here: every rank polls
+      ::shm_unlink(name);
+      name[0] = '\0';
+    }
+  }
+  MPI_Bcast(name, sizeof name, MPI_CHAR, 0, MPI_COMM_WORLD);
+  if (rank != 0 && name[0]) map(O_RDWR);
+  static Bell alone{};  // this rank's bell when it shares no page with rank 0
+  auto& b = bells();
+  b.assign(static_cast<std::size_t>(size), nullptr);
+  auto* shared = page == MAP_FAILED ? nullptr : static_cast<Bell*>(page);
+  b[static_cast<std::size_t>(rank)] = shared ? &shared[rank] : &alone;
+  if (shared) shared[rank].present.store(1);
+  MPI_Barrier(MPI_COMM_WORLD);  // every rank that could map the page has, and said so
+  if (rank == 0) {
+    if (shared) ::shm_unlink(name);
+    if (shared)
+      for (int r = 1; r < size; ++r)
+        if (shared[r].present.load()) b[static_cast<std::size_t>(r)] = &shared[r];
+  } else if (shared) {
+    b[0] = &shared[0];
+  }
+  all_ring = true;  // rank 0 hears from every serving rank, a serving rank from rank 0 only
+  for (int r = rank == 0 ? 1 : 0; r < (rank == 0 ? size : 1); ++r) all_ring = all_ring && local(r);
+}
+
+bool local(int rank) {
+  auto& b = bells();
+  return rank >= 0 && rank < static_cast<int>(b.size()) && b[static_cast<std::size_t>(rank)];
+}
+
+void ring(int rank) {
+  if (!local(rank)) return;
+  Bell* bell = bells()[static_cast<std::size_t>(rank)];
+  // count, then sleepers, both sequentially consistent, against wait's sleepers, then count:
+  // either the ring sees the sleeper and wakes it, or the sleeper sees the new count.
+  bell->count.fetch_add(1);
+  if (bell->sleepers.load() != 0) futex(&bell->count, FUTEX_WAKE, INT_MAX, nullptr);
+}
+
+void announce(int rank) {
+  if (!local(rank)) return;
+  bells()[static_cast<std::size_t>(rank)]->messages.fetch_add(1);
+  ring(rank);
+}
+
+bool quiet() {
+  Bell* bell = own();
+  return all_ring && bell && bell->messages.load() == received;
+}
+
+void count_received(int source) {
+  if (local(source)) ++received;
+}
+
+std::uint32_t ticket() {
+  Bell* bell = own();
+  return bell ? bell->count.load() : 0;
+}
+
+}  // namespace doorbell
+
 void Backoff::wait() {
-  if (Clock::now() - active_ < kSpin) {
-    yield();
+  std::this_thread::sleep_for(next());
+}
+
+void Idler::wait(std::uint32_t ticket, bool poll, bool spin) {
+  doorbell::Bell* bell = doorbell::own();
+  if (!bell) {  // no doorbell (open() not run): poll
+    std::this_thread::sleep_for(backoff_.next());
     return;
   }
-  sleep_ = sleep_.count() ? std::min(sleep_ * 2, Clock::duration(kMaxSleep))
-                          : Clock::duration(kMinSleep);
-  std::this_thread::sleep_for(sleep_);
+  if (spin) {
+    // Yielding: a thread this rank just rang (its serving rank, its submitter) may have been
+    // queued on this very core.
+    const auto until = active_ + kSpin;
+    while (Clock::now() < until) {
+      if (bell->count.load(std::memory_order_acquire) != ticket) return;
+      sched_yield();
+    }
+  }
+  const auto limit = poll ? backoff_.next() : Clock::duration(kIdleLimit);
+  const auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(limit).count();
+  const timespec relative{static_cast<time_t>(ns / 1'000'000'000),
+                          static_cast<long>(ns % 1'000'000'000)};
+  bell->sleepers.fetch_add(1);
+  if (bell->count.load() == ticket) doorbell::futex(&bell->count, FUTEX_WAIT, ticket, &relative);
+  bell->sleepers.fetch_sub(1);
 }
 
 void drain(Outbox& out) {
@@ -118,6 +274,11 @@ void init_if_launched(int argc, char** argv) {
   auto& state = launch_state();
   if (state.initialized || !started_by_launcher()) return;
   state.by_launcher = true;
+  // Open MPI: no barrier at the start of MPI_Finalize. cfx needs none (every rank has seen
+  // its sends through before it finalizes), and after a serving rank died under
+  // `mpiexec --enable-recovery` that barrier would wait for it, sometimes for ever. A value
+  // the user set stays.
+  ::setenv("OMPI_MCA_async_mpi_finalize", "1", 0);
   int provided = 0;
   // One thread at a time calls MPI: rank 0's executor thread, or the main thread before it
   // starts and after it ends (finalize); a serving rank's main thread only.
@@ -129,6 +290,7 @@ void init_if_launched(int argc, char** argv) {
     std::fprintf(stderr, "cfx: this MPI gives no MPI_THREAD_SERIALIZED support; aborting\n");
     MPI_Abort(MPI_COMM_WORLD, 1);
   }
+  doorbell::open();
   if (state.rank > 0) serve_rank();
   std::atexit([] { cfx::finalize(); });  // rank 0: release the serving ranks at exit
 }

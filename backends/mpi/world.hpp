@@ -9,10 +9,9 @@
 #include <mpi.h>
 
 #include <chrono>
-#include <condition_variable>
 #include <cstddef>
+#include <cstdint>
 #include <deque>
-#include <mutex>
 #include <optional>
 #include <string>
 #include <vector>
@@ -43,7 +42,8 @@ struct Message {
 /// The next message from `source` (MPI_ANY_SOURCE: anyone), if one has arrived.
 std::optional<Message> poll(int source);
 
-/// Messages being sent (MPI_Isend): each buffer stays here until MPI is done with it.
+/// Messages being sent (MPI_Isend), each announced to its receiver (doorbell::announce): each
+/// buffer stays here until MPI is done with it.
 /// Nothing blocks, so two ranks sending large messages to each other cannot deadlock.
 class Outbox {
  public:
@@ -58,47 +58,81 @@ class Outbox {
 
  private:
   struct Sending {
+    int dest = 0;
     std::vector<char> bytes;
     MPI_Request request = MPI_REQUEST_NULL;
   };
   std::deque<Sending> sending_;
 };
 
-/// How a thread waits for MPI messages, which come with no wake-up: Open MPI's blocking
-/// calls spin a core at 100% (docs/mpi.md, "Waiting"). After activity it polls while yielding
-/// the core for kSpin, so a reply that follows at once is seen in microseconds; then it sleeps,
-/// from kMinSleep doubling to kMaxSleep, so an idle rank costs about nothing.
+/// Waiting for work without spinning (docs/mpi.md, "Waiting"). MPI gives no wake-up: its
+/// blocking calls spin a core at 100%. So every rank has a doorbell, a futex word in a page
+/// that rank 0 shares with the serving ranks of its node (shm_open): whoever gives a rank
+/// something to do rings it (a rank of the same node after sending it a message; a thread of
+/// its own process after a local event), and the rank sleeps in the kernel until then. A
+/// message from another node rings nothing: while one may come, the sleep is bounded by a
+/// backoff, so the rank polls as mpi4py does.
+namespace doorbell {
+/// Sets up the doorbells of this node's ranks: collective over MPI_COMM_WORLD, right after
+/// MPI_Init.
+void open();
+/// Rings `rank`'s doorbell if it shares this node (else it polls). Any thread.
+void ring(int rank);
+/// Tells `rank` that a message was sent to it, and rings. Outbox::send calls it.
+void announce(int rank);
+/// True when no message can be waiting: every rank that sends here announces its messages,
+/// and all announced have been received (poll then skips MPI_Iprobe).
+bool quiet();
+/// poll received a message from `source`.
+void count_received(int source);
+/// True if `rank` shares this node, so that its messages ring this rank's doorbell.
+bool local(int rank);
+/// This rank's doorbell count: take it before looking for work, then wait(ticket).
+std::uint32_t ticket();
+}  // namespace doorbell
+
+/// A sleep that doubles from kMinSleep to kMaxSleep while nothing happens.
 class Backoff {
  public:
-  static constexpr auto kSpin = std::chrono::microseconds(200);
   static constexpr auto kMinSleep = std::chrono::microseconds(20);
   static constexpr auto kMaxSleep = std::chrono::milliseconds(1);
 
-  void reset() {
-    active_ = Clock::now();
-    sleep_ = {};
-  }
-  /// Waits one step: yields within kSpin of the last activity, else sleeps on `cv` (so
-  /// that a local event, signalled there, ends the sleep at once) until `woken`.
-  template <class Pred>
-  void wait(std::unique_lock<std::mutex>& lock, std::condition_variable& cv, Pred woken) {
-    if (Clock::now() - active_ < kSpin) {
-      lock.unlock();
-      yield();
-      lock.lock();
-      return;
-    }
+  void reset() { sleep_ = {}; }
+  Clock::duration next() {
     sleep_ = sleep_.count() ? std::min(sleep_ * 2, Clock::duration(kMaxSleep))
                             : Clock::duration(kMinSleep);
-    cv.wait_for(lock, sleep_, woken);
+    return sleep_;
   }
-  /// Waits with nothing to signal it: yields, then sleeps.
+  /// Sleeps the next step (no doorbell: handshakes and the last sends).
   void wait();
 
  private:
-  static void yield();
-  Clock::time_point active_ = Clock::now();
   Clock::duration sleep_{};
+};
+
+/// How a rank's MPI thread waits for its next piece of work.
+class Idler {
+ public:
+  /// How long a wait may first watch the doorbell on the core, when an answer is expected
+  /// at once (the caller says so): a sleep and its wake-up cost more than a short call.
+  static constexpr auto kSpin = std::chrono::microseconds(100);
+  static constexpr auto kIdleLimit = std::chrono::milliseconds(100);
+
+  /// Something happened: the next bounded wait starts short again.
+  void reset() {
+    backoff_.reset();
+    active_ = Clock::now();
+  }
+  /// Waits until this rank's doorbell rings after `ticket`. With `spin`, it first watches
+  /// the doorbell on the core, yielding it, until kSpin after the last reset. Then it
+  /// sleeps: with `poll` (a message may come unannounced: from another node, or one announced
+  /// is not in yet, or a send of ours needs MPI to progress) for at most the next backoff
+  /// step; else for at most kIdleLimit, a safety net only.
+  void wait(std::uint32_t ticket, bool poll, bool spin = false);
+
+ private:
+  Backoff backoff_;
+  Clock::time_point active_ = Clock::now();
 };
 
 /// Sends, then waits until every send of `out` finished (backing off).

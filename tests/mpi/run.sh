@@ -2,12 +2,18 @@
 # Runs an MPI test program as `mpiexec -n 3` (rank 0 tests, ranks 1 and 2 serve), bounded in
 # time (an MPI failure tends to hang), then checks that mpiexec exited 0 and that no process
 # of the program is left (serving ranks, their local workers).
-#   run.sh [--expect-abort] MPIEXEC PROGRAM [ARGS...]
+#   run.sh [--expect-abort | --recovery] MPIEXEC PROGRAM [ARGS...]
 # --expect-abort: the job must end non-zero (a rank died), within 60 s, leaving no process.
+# --recovery: mpiexec --enable-recovery (a rank's death does not end the job), and the
+#   program gets --recovery; it must exit 0 as usual.
 set -u
 expect_abort=0
+mpiexec_args=()
 if [ "$1" = --expect-abort ]; then
   expect_abort=1
+  shift
+elif [ "$1" = --recovery ]; then
+  mpiexec_args=(--enable-recovery)
   shift
 fi
 mpiexec=$1
@@ -22,7 +28,9 @@ export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 export ASAN_OPTIONS="detect_leaks=0${ASAN_OPTIONS:+:$ASAN_OPTIONS}"
 limit=$((expect_abort ? 60 : 300))
 SECONDS=0
-timeout -k 10 $limit "$mpiexec" --oversubscribe --bind-to none -n 3 "$program" "$@"
+if [ ${#mpiexec_args[@]} -gt 0 ]; then set -- --recovery "$@"; fi
+timeout -k 10 $limit "$mpiexec" --oversubscribe --bind-to none "${mpiexec_args[@]}" -n 3 \
+  "$program" "$@"
 status=$?
 if [ $expect_abort = 1 ]; then
   # (mpiexec's own status mirrors the rank's signal, 137 for SIGKILL: tell it from timeout's

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Builds a tiny consumer three ways, as a user would, and runs each:
+# Builds a tiny consumer three ways, as a user would, and runs each, beside one that links the
+# opt-in MPI backend (cfx-mpi; run without mpiexec, it checks that the backend was linked):
 #   1. against the installed tree with pkg-config,
 #   2. against the installed tree with CMake find_package(cfx),
 #   3. with cfx as a meson subproject.
@@ -38,6 +39,9 @@ export PKG_CONFIG_PATH=$root/pkgconfig
 g++ -std=c++20 $san_flags "$src/tests/packaging/src/consumer.cpp" -o "$work/pc-consumer" \
   $(pkg-config --define-variable=prefix="$prefix" --cflags --libs cfx)
 "$work/pc-consumer" || status=1
+g++ -std=c++20 $san_flags "$src/tests/packaging/src/mpi_consumer.cpp" -o "$work/pc-mpi-consumer" \
+  $(pkg-config --define-variable=prefix="$prefix" --cflags --libs cfx-mpi)
+"$work/pc-mpi-consumer" || status=1
 
 echo "== cmake find_package"
 # Ninja, not CMake's default Makefile generator: ninja-build is a dependency already, and
@@ -47,18 +51,20 @@ cmake -G Ninja -S "$src/tests/packaging/cmake" -B "$work/cmake" -DCMAKE_PREFIX_P
   -DCMAKE_BUILD_TYPE=Release -DCMAKE_CXX_FLAGS="$san_flags" >/dev/null
 cmake --build "$work/cmake" >/dev/null
 "$work/cmake/consumer" || status=1
+"$work/cmake/mpi_consumer" || status=1
 
 echo "== meson subproject"
 cp -r "$src/tests/packaging/meson" "$work/meson"
 mkdir -p "$work/meson/subprojects"
 ln -s "$src" "$work/meson/subprojects/cfx"
-sed -i "s|'../src/consumer.cpp'|'$src/tests/packaging/src/consumer.cpp'|" "$work/meson/meson.build"
+sed -i "s|'../src/|'$src/tests/packaging/src/|" "$work/meson/meson.build"
 # b_* options belong to the top project and apply to its subprojects: cfx is compiled from
 # source here with the same sanitizers (and b_lundef, which a sanitized shared libcfx needs).
 meson setup "$work/meson/build" "$work/meson" -Db_sanitize="$sanitize" \
   -Db_lundef="$(build_option b_lundef)" >/dev/null
 ninja -C "$work/meson/build" >/dev/null
 "$work/meson/build/consumer" || status=1
+"$work/meson/build/mpi_consumer" || status=1
 
-[ $status -eq 0 ] && echo "packaging: all three consumers built and ran"
+[ $status -eq 0 ] && echo "packaging: the consumers built and ran, three ways"
 exit $status
