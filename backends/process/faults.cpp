@@ -3,6 +3,8 @@
 // worker_memory_limit, writes a malformed reply, or fails its initializer; how the pool
 // breaks; and terminate_workers/kill_workers. The table in docs/process-backend.md
 // ("Faults") is the contract.
+#include <fcntl.h>
+#include <poll.h>
 #include <signal.h>
 #include <string.h>
 #include <sys/ioctl.h>
@@ -48,6 +50,9 @@ std::string signal_name(int sig) {
 /// pool killed the worker, empty if it did not: only a SIGKILL the pool did not send may be
 /// the out-of-memory killer's.
 std::string describe_status(int status, const std::string& pool_kill) {
+  if (status == -1)  // a fork server's worker that the server could not reap
+    return "ended; its exit status is unknown" +
+           (pool_kill.empty() ? std::string() : ", killed by the pool: " + pool_kill);
   if (WIFSIGNALED(status)) {
     int sig = WTERMSIG(status);
     std::string s = "was killed by " + signal_name(sig) + " (signal " + std::to_string(sig) + ")";
@@ -137,7 +142,13 @@ void ProcessPoolCore::watch_exit(const Worker& w) {
         // The status in waitpid's encoding; -1 (no exit has it) if it could not be read.
         int status = -1;
         if (r != 0 && errno == ECHILD && w->server) {
-          // A fork server's child: the server reaps it (pidfd readiness comes for any process).
+          // A fork server's child: the server reaps it, once it has exited (waitid cannot tell
+          // a readiness without an exit from one with it here; poll can).
+          pollfd exited{w->exit_watch.native_handle(), POLLIN, 0};
+          if (!ec && ::poll(&exited, 1, 0) == 0) {
+            self->watch_exit(w);
+            return;
+          }
           status = w->server->reap(w->pid);
           w->reaped = true;
         } else {
@@ -148,6 +159,31 @@ void ProcessPoolCore::watch_exit(const Worker& w) {
         else if (r == 0 && (info.si_code == CLD_KILLED || info.si_code == CLD_DUMPED))
           status = W_EXITCODE(0, info.si_status);
         self->on_exit(w, status);
+      });
+}
+
+// A fork server killed from outside takes its workers with it (their parent-death signal), but
+// a task may block or ignore that signal: the pool kills what is left of them itself. Their
+// calls fail as crashes, and the next launch starts a new server.
+void ProcessPoolCore::watch_server(const std::shared_ptr<ForkServer>& server) {
+  if (!server || server == watched_server_) return;
+  boost::system::error_code ec;
+  server_watch_.close(ec);  // the previous server's watch ends (operation_aborted)
+  watched_server_ = server;
+  int fd = ::fcntl(server->pidfd(), F_DUPFD_CLOEXEC, 0);
+  if (fd < 0) return;
+  server_watch_.assign(fd, ec);
+  if (ec) {
+    ::close(fd);
+    return;
+  }
+  server_watch_.async_wait(
+      asio::posix::stream_descriptor::wait_read,
+      [self = shared_from_this(), weak = std::weak_ptr(server)](boost::system::error_code ec) {
+        auto dead = weak.lock();
+        if (ec || !dead) return;
+        for (auto& w : self->workers_)
+          if (w->server == dead) self->kill_worker(w, KillCause::server, 0, "its fork server died");
       });
 }
 
@@ -401,7 +437,8 @@ void ProcessPoolCore::charge_running(const Worker& w, RemoteTask* t, std::uint64
     t->drop();
   } else if (cause == KillCause::broken) {
     fail(BrokenProcessPool("the process pool broke while " + where));
-  } else if (cause != KillCause::none && cause != KillCause::channel && !for_this_call) {
+  } else if (cause != KillCause::none && cause != KillCause::channel &&
+             cause != KillCause::server && !for_this_call) {
     retry.push_back(t);  // killed for another call, which finished just before the kill
   } else if (cause == KillCause::timeout) {
     fail(TimeoutError("task '" + task + "' ran longer than its timeout: " + where +

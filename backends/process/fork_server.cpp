@@ -6,6 +6,7 @@
 #include <signal.h>
 #include <stdio_ext.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -85,6 +86,7 @@ long long fork_worker_here(std::vector<int>& fds) noexcept {
 long long reap_here(pid_t pid) noexcept {
   if (pid <= 0) return -1;
   ::kill(-pid, SIGKILL);  // its pid names its group while it is a zombie: no one else's
+  ::kill(pid, SIGKILL);   // the pool asks only for the dead or the doomed: never wait on a live one
   int status = 0;
   pid_t r;
   do {
@@ -131,6 +133,15 @@ ForkServer::ForkServer() {
   }
   pid_ = spawn_program(fds, marker, extra_env);
   server_end.reset();
+  pidfd_.reset(static_cast<int>(::syscall(SYS_pidfd_open, pid_, 0)));
+  if (pidfd_.get() < 0) {
+    int error = errno;
+    ::kill(pid_, SIGKILL);
+    while (::waitpid(pid_, nullptr, 0) < 0 && errno == EINTR) {
+    }
+    pid_ = -1;
+    throw std::system_error(error, std::generic_category(), "pidfd_open");
+  }
   pollfd p{socket_.get(), POLLIN, 0};
   int ready;
   do {

@@ -42,6 +42,8 @@ class ForkServer {
   /// be known (the server died, and the worker with it). Blocks until the worker is dead.
   int reap(pid_t pid) noexcept;
   bool alive() const noexcept;
+  /// The server's pidfd: readable once it has died.
+  int pidfd() const noexcept { return pidfd_.get(); }
 
  private:
   /// One request and its reply; -EPIPE once the server is gone. Caller holds mutex_.
@@ -49,6 +51,7 @@ class ForkServer {
 
   mutable std::mutex mutex_;
   pid_t pid_ = -1;
+  Fd pidfd_;
   Fd socket_;
   bool alive_ = false;
 };

@@ -385,6 +385,7 @@ bool ProcessPoolCore::adopt_worker(LaunchedWorker launched) {
   w->inbox = std::make_unique<DescriptorInbox>(w->handles.get(), DescriptorInbox::Role::pool);
   workers_.push_back(w);
   queue_.add_worker(w->pid);
+  watch_server(w->server);
   watch_start(w);
   if (stopping_ || start_failed_) kill_worker(w, KillCause::stopped, 0, "the pool is stopping");
   if (options_.initializer) send(w, new InitCall(*options_.initializer, weak_from_this()));
@@ -567,6 +568,9 @@ void ProcessPoolCore::check_drained() {
   if (workers_.empty() && launching_ == 0) {
     memory_timer_.cancel();
     stop_timer_.cancel();
+    boost::system::error_code ignored;
+    server_watch_.close(ignored);
+    watched_server_.reset();
     guard_.reset();  // io_.run() returns once the last handler ran
   }
 }

@@ -52,6 +52,7 @@ enum class KillCause {
   memory,     // above worker_memory_limit while running a call
   malformed,  // it wrote something that is not the reply expected
   channel,    // it closed its reply channel but did not exit
+  server,     // its fork server died, and it did not die with it
   startup,    // it did not say hello in time
   broken,     // the pool broke
   stopped,    // terminate_workers() / kill_workers()
@@ -212,6 +213,7 @@ class ProcessPoolCore : public std::enable_shared_from_this<ProcessPoolCore> {
   // faults.cpp: the fault policy
   void watch_start(const Worker& w);
   void watch_exit(const Worker& w);
+  void watch_server(const std::shared_ptr<ForkServer>& server);
   void arm_call_timer(const Worker& w);
   void on_call_timer(const Worker& w, std::uint64_t id);
   void watch_memory();
@@ -247,6 +249,9 @@ class ProcessPoolCore : public std::enable_shared_from_this<ProcessPoolCore> {
   asio::steady_timer reactor_{io_};
   asio::steady_timer memory_timer_{io_};  // worker_memory_limit checks of running calls
   asio::steady_timer stop_timer_{io_};    // terminate_workers(): SIGKILL after a grace
+  // forkserver: the death of the newest workers' fork server (faults.cpp, watch_server)
+  std::shared_ptr<ForkServer> watched_server_;
+  asio::posix::stream_descriptor server_watch_{io_};
   std::thread io_thread_;
   std::atomic<std::thread::id> io_thread_id_{};
   std::mutex join_mutex_;

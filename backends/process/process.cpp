@@ -13,7 +13,6 @@
 #include <mutex>
 #include <string>
 
-
 #include "backends/process/channel.hpp"
 #include "backends/process/launcher.hpp"
 #include "lib/toolkit/descriptors.hpp"
