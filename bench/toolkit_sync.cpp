@@ -107,7 +107,7 @@ double queue_rate(std::size_t n) {
 
 /// Sets of distinct int keys by `processes` processes at once (n in all).
 double dict_rate(std::size_t n, int processes) {
-  auto d = cfx::SharedDict<std::int64_t, std::int64_t>::create();
+  cfx::SharedDict<std::int64_t, std::int64_t> d;
   Gate gate;
   std::size_t each = n / static_cast<std::size_t>(processes);
   for (int p = 0; p < processes; ++p)

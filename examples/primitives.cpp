@@ -73,7 +73,7 @@ bool lock_guarded_counter() {
   if (memory == MAP_FAILED) return false;
   long& counter = *static_cast<long*>(memory);
   counter = 0;
-  cfx::Lock lock = cfx::Lock::create();
+  cfx::Lock lock;
 
   auto add = [&] {
     for (int i = 0; i < 100'000; ++i) {
@@ -96,8 +96,8 @@ bool lock_guarded_counter() {
 bool barrier_phases() {
   constexpr int parties = 3;
   cfx::Barrier barrier(parties);
-  cfx::Lock print_lock = cfx::Lock::create();
-  cfx::Event phase_two = cfx::Event::create();  // set by whoever passes first
+  cfx::Lock print_lock;
+  cfx::Event phase_two;  // set by whoever passes first
 
   auto work = [&] {
     barrier.wait();  // phase one done everywhere
@@ -122,7 +122,7 @@ bool barrier_phases() {
 //       ...
 //   event = Event(); start waiters; ...; event.set()
 bool event_release() {
-  cfx::Event go = cfx::Event::create();
+  cfx::Event go;
   cfx::Semaphore started(0);
   std::vector<pid_t> children;
   for (int i = 0; i < 3; ++i) {
@@ -183,7 +183,7 @@ bool queue_producers() {
 //           with lock: d[w] = d.get(w, 0) + 1   # Manager dicts need the lock for this
 //   d = Manager().dict(); start three workers; ...; dict(d)
 bool manager_dict() {
-  auto counts = cfx::SharedDict<std::string, int>::create();
+  cfx::SharedDict<std::string, int> counts;
   auto count = [&](std::vector<std::string> words) {
     return [counts, words]() mutable {
       for (const auto& w : words)  // atomic per key: no lock of our own

@@ -17,17 +17,10 @@ CFX_TASK(wait_on);
 CFX_TASK(echo_strings);
 CFX_TASK(write_and_tell);
 
-namespace {
-
-const cfx::StartMethod kMethods[] = {cfx::StartMethod::spawn, cfx::StartMethod::fork};
-const char* name(cfx::StartMethod m) {
-  return m == cfx::StartMethod::spawn ? "spawn" : "fork";
-}
-
-}  // namespace
+using cfx::test::name;
 
 TEST_CASE("Process exit codes: 0, 1 when the task threw, minus the signal") {
-  for (auto method : kMethods) {
+  for (auto method : cfx::test::process_start_methods()) {
     CAPTURE(name(method));
     cfx::ProcessOptions opts{.start_method = method};
     cfx::Process ok(opts, exit_ok);
@@ -85,7 +78,7 @@ TEST_CASE("Process misuse throws cfx::Error") {
 }
 
 TEST_CASE("a SharedArray reaches Process children of both start methods") {
-  for (auto method : kMethods) {
+  for (auto method : cfx::test::process_start_methods()) {
     CAPTURE(name(method));
     cfx::SharedArray<int> a(1000);
     auto [mine, theirs] = cfx::Pipe<int>();
@@ -129,29 +122,28 @@ TEST_CASE("Pipe between threads") {
 }
 
 TEST_CASE("a Connection end crosses to Process children and pool workers") {
-  for (auto method : kMethods) {
+  for (auto method : cfx::test::process_start_methods()) {
     CAPTURE(name(method));
-    {
-      auto [mine, theirs] = cfx::Pipe<std::string>();
-      cfx::Process p(cfx::ProcessOptions{.start_method = method}, echo_strings, theirs);
-      p.start();
-      theirs.close();
-      mine.send("ping");
-      CHECK(mine.recv() == "ping");
-      mine.close();  // the child's recv sees EOF; it returns
-      p.join();
-      CHECK(p.exitcode() == 0);
-    }
-    {
-      cfx::ProcessPoolExecutor pool({.max_workers = 1, .start_method = method});
-      auto [mine, theirs] = cfx::Pipe<std::string>();
-      auto f = pool.submit(echo_strings, theirs);
-      theirs.close();
-      mine.send("pong");
-      CHECK(mine.recv() == "pong");
-      mine.close();
-      f.result();  // the worker's copy of the end is closed with the call
-    }
+    auto [mine, theirs] = cfx::Pipe<std::string>();
+    cfx::Process p(cfx::ProcessOptions{.start_method = method}, echo_strings, theirs);
+    p.start();
+    theirs.close();
+    mine.send("ping");
+    CHECK(mine.recv() == "ping");
+    mine.close();  // the child's recv sees EOF; it returns
+    p.join();
+    CHECK(p.exitcode() == 0);
+  }
+  for (auto method : cfx::test::pool_start_methods()) {
+    CAPTURE(name(method));
+    cfx::ProcessPoolExecutor pool({.max_workers = 1, .start_method = method});
+    auto [mine, theirs] = cfx::Pipe<std::string>();
+    auto f = pool.submit(echo_strings, theirs);
+    theirs.close();
+    mine.send("pong");
+    CHECK(mine.recv() == "pong");
+    mine.close();
+    f.result();  // the worker's copy of the end is closed with the call
   }
 }
 
