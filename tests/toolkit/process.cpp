@@ -107,6 +107,26 @@ TEST_CASE("Pipe: values both ways, poll, EOF on close") {
   CHECK_THROWS_AS(right.send("x"), cfx::Error);
 }
 
+TEST_CASE("Pipe: a send to an end closed everywhere throws; its SIGPIPE kills nothing") {
+  auto [left, right] = cfx::Pipe<std::string>();
+  left.close();
+  CHECK_THROWS_WITH_AS(right.send("x"), doctest::Contains("the other end is gone"), cfx::Error);
+  sigset_t pending;
+  sigemptyset(&pending);
+  ::sigpending(&pending);
+  CHECK_FALSE(sigismember(&pending, SIGPIPE));  // consumed, not left for the program
+}
+
+TEST_CASE("Pipe: a message larger than the pipe holds arrives whole") {
+  auto [left, right] = cfx::Pipe<std::string>();
+  std::string big(3 << 20, 'b');
+  big.back() = 'e';
+  std::thread reader([r = right] { r.send(r.recv()); });
+  left.send(big);
+  CHECK(left.recv() == big);
+  reader.join();
+}
+
 TEST_CASE("Pipe between threads") {
   auto [left, right] = cfx::Pipe<int>();
   std::thread t([r = right] {
