@@ -11,9 +11,12 @@
 // read side of one and the write side of the other. Copies in one process share that
 // process's descriptors; as a task argument or result (either backend, cfx::Process) an end
 // travels as its two descriptors, sent with every call (a worker never keeps an end open
-// after the task). Values are encoded as task arguments are (docs/wire-format.md), one
-// message per send. recv() throws cfx::Error once every copy of the other end is closed,
-// in every process, or its processes died.
+// after the task). A pipe holds 64 KiB (Linux's default; enlarging it would spend the
+// user's pipe-page budget that every pipe of the program shares): a send of more waits until
+// the other end reads, as a socket's send does past its buffer (Python's Pipe: about 200 KiB).
+// Values are encoded as task arguments are (docs/wire-format.md), one message per send. recv()
+// throws cfx::Error once every copy of the other end is closed, in every process, or its processes
+// died.
 //
 // Thread safety: copies may be used from any threads; sends are whole messages, as are
 // receives (each message goes to exactly one recv()).

@@ -18,11 +18,6 @@ namespace cfx::detail {
 namespace {
 
 constexpr std::size_t kMinRead = 1 << 16;
-// Bytes a pipe holds before a send waits for the reader (best effort; Linux's default
-// pipe-max-size). A Unix socket buffered about 200 KiB; a pipe's default 64 KiB would make a
-// thread that sends a large message before reading its reply wait where it did not. The
-// pages are taken only while bytes wait in the pipe.
-constexpr int kPipeBytes = 1 << 20;
 
 [[noreturn]] void throw_closed() {
   throw Error("cfx::Connection: this end was closed");
@@ -45,7 +40,6 @@ std::pair<std::shared_ptr<ConnectionEnd>, std::shared_ptr<ConnectionEnd>> connec
     ::close(a[1]);
     throw Error(std::string("cfx::Pipe: pipe2 failed: ") + std::strerror(error));
   }
-  for (int fd : {a[1], b[1]}) ::fcntl(fd, F_SETPIPE_SZ, kPipeBytes);
   std::shared_ptr<ConnectionEnd> left, right;
   try {
     right = std::make_shared<ConnectionEnd>(a[0], b[1]);

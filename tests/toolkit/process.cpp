@@ -99,8 +99,9 @@ TEST_CASE("Pipe: values both ways, poll, EOF on close") {
   right.send("hello");
   CHECK(left.poll(1s));
   CHECK(left.recv() == "hello");
-  left.send(std::string(100000, 'x'));  // larger than one read
-  CHECK(right.recv().size() == 100000);
+  std::thread sender([l = left] { l.send(std::string(100000, 'x')); });  // over 64 KiB
+  CHECK(right.recv().size() == 100000);  // larger than one read, and than the pipe holds
+  sender.join();
   right.close();
   CHECK(left.poll(1s));  // EOF is readable
   CHECK_THROWS_AS(left.recv(), cfx::Error);
