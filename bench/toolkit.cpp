@@ -2,8 +2,8 @@
 //
 //   Pipe round trip        cfx::Pipe<int> between this process and a cfx::Process child that
 //                          echoes, vs a raw pipe ping-pong (two pipe(2)s, a forked child, 4-byte
-//                          reads and writes) vs Python's multiprocessing.Pipe (fork context).
-//                          Goal: within 1.5x the raw pipe.
+//                          reads and writes), timed in alternating blocks, vs Python's
+//                          multiprocessing.Pipe (fork context). Goal: within 1.5x the raw pipe.
 //   SharedArray argument   a task taking a SharedArray of N bytes vs a task taking nothing, on
 //                          a one-worker process pool, per call (submit + result, one at a
 //                          time). Goal: under 2x, whatever N.
@@ -17,6 +17,8 @@
 #include <algorithm>
 #include <cstdint>
 #include <cstdio>
+#include <optional>
+#include <utility>
 #include <vector>
 
 #include <cfx/cfx.hpp>
@@ -45,64 +47,108 @@ double median(std::vector<double> v) {
   return v[v.size() / 2];
 }
 
+/// Round trips, in microseconds, of `trips` calls of `trip`, appended to `samples`.
+template <class Trip>
+void sample_us(int trips, Trip trip, std::vector<double>& samples) {
+  for (int i = 0; i < trips; ++i) {
+    auto t0 = Clock::now();
+    trip(i);
+    samples.push_back(bench::seconds_since(t0) * 1e6);
+  }
+}
+
 /// Median round trip, in microseconds, of `round_trips` calls of `trip` after a warm-up.
 template <class Trip>
 double median_us(int round_trips, Trip trip) {
   for (int i = 0; i < 1000; ++i) trip(i);
   std::vector<double> samples;
   samples.reserve(static_cast<std::size_t>(round_trips));
-  for (int i = 0; i < round_trips; ++i) {
-    auto t0 = Clock::now();
-    trip(i);
-    samples.push_back(bench::seconds_since(t0) * 1e6);
-  }
+  sample_us(round_trips, trip, samples);
   return median(std::move(samples));
 }
 
-double cfx_pipe_rtt(int round_trips) {
-  auto [mine, theirs] = cfx::Pipe<int>();
-  cfx::Process child(cfx::ProcessOptions{.start_method = cfx::StartMethod::fork}, echo_ints,
-                     theirs);
-  child.start();
-  theirs.close();
-  double us = median_us(round_trips, [&](int i) {
-    mine.send(i);
-    if (mine.recv() != i) std::exit(1);
-  });
-  mine.close();
-  child.join();
-  return us;
-}
-
-double raw_pipe_rtt(int round_trips) {
-  int to[2], from[2];
-  if (::pipe(to) != 0 || ::pipe(from) != 0) std::exit(1);
-  pid_t pid = ::fork();
-  if (pid == 0) {
-    ::close(to[1]);
-    ::close(from[0]);
-    int x;
-    while (::read(to[0], &x, sizeof x) == sizeof x)
-      if (::write(from[1], &x, sizeof x) != sizeof x) break;
-    ::_exit(0);
+/// A cfx::Pipe<int> to a cfx::Process child that echoes.
+class CfxEcho {
+ public:
+  CfxEcho() {
+    auto [mine, theirs] = cfx::Pipe<int>();
+    mine_ = mine;
+    child_.emplace(cfx::ProcessOptions{.start_method = cfx::StartMethod::fork}, echo_ints, theirs);
+    child_->start();
+    theirs.close();
   }
-  ::close(to[0]);
-  ::close(from[1]);
-  double us = median_us(round_trips, [&](int i) {
+  ~CfxEcho() {
+    mine_.close();
+    child_->join();
+  }
+  void trip(int i) {
+    mine_.send(i);
+    if (mine_.recv() != i) std::exit(1);
+  }
+
+ private:
+  cfx::Connection<int> mine_;
+  std::optional<cfx::Process> child_;
+};
+
+/// Two pipe(2)s to a forked child that echoes 4-byte reads.
+class RawEcho {
+ public:
+  RawEcho() {
+    if (::pipe(to_) != 0 || ::pipe(from_) != 0) std::exit(1);
+    pid_ = ::fork();
+    if (pid_ == 0) {
+      ::close(to_[1]);
+      ::close(from_[0]);
+      int x;
+      while (::read(to_[0], &x, sizeof x) == sizeof x)
+        if (::write(from_[1], &x, sizeof x) != sizeof x) break;
+      ::_exit(0);
+    }
+    ::close(to_[0]);
+    ::close(from_[1]);
+  }
+  ~RawEcho() {
+    ::close(to_[1]);
+    ::close(from_[0]);
+    ::waitpid(pid_, nullptr, 0);
+  }
+  void trip(int i) {
     int x = i;
-    if (::write(to[1], &x, sizeof x) != sizeof x || ::read(from[0], &x, sizeof x) != sizeof x ||
+    if (::write(to_[1], &x, sizeof x) != sizeof x || ::read(from_[0], &x, sizeof x) != sizeof x ||
         x != i)
       std::exit(1);
-  });
-  ::close(to[1]);
-  ::close(from[0]);
-  ::waitpid(pid, nullptr, 0);
-  return us;
+  }
+
+ private:
+  int to_[2], from_[2];
+  pid_t pid_ = -1;
+};
+
+/// Median round trips of cfx and of the raw pipe, in microseconds: both echo children live at
+/// once and the two are timed in alternating blocks, so that a change of load on the machine
+/// weighs on both alike.
+std::pair<double, double> pipe_rtts(int round_trips) {
+  constexpr int blocks = 20;
+  CfxEcho cfx_echo;
+  RawEcho raw_echo;
+  auto cfx_trip = [&](int i) { cfx_echo.trip(i); };
+  auto raw_trip = [&](int i) { raw_echo.trip(i); };
+  for (int i = 0; i < 1000; ++i) {
+    cfx_trip(i);
+    raw_trip(i);
+  }
+  std::vector<double> cfx_us, raw_us;
+  int per_block = std::max(1, round_trips / blocks);
+  for (int b = 0; b < blocks; ++b) {
+    sample_us(per_block, cfx_trip, cfx_us);
+    sample_us(per_block, raw_trip, raw_us);
+  }
+  return {median(std::move(cfx_us)), median(std::move(raw_us))};
 }
 
 void pipe_rows(const bench::Goals& goals, int round_trips) {
-  double cfx_us = cfx_pipe_rtt(round_trips);
-  double raw_us = raw_pipe_rtt(round_trips);
+  auto [cfx_us, raw_us] = pipe_rtts(round_trips);
   auto py = bench::lookup(bench::run_peer("py_toolkit.py", {{"--round-trips", round_trips}}),
                           "pipe_rtt_us");
   bench::Table t({{"Pipe round trip (median)", 26, bench::Align::left},

@@ -3,9 +3,8 @@
 //  - Queue: ints put by one process and got by another, against multiprocessing.Queue;
 //  - SharedDict: sets from one process and from two at once, against Manager().dict() (whose
 //    every set is a round trip to the manager process);
-//  - a shared counter incremented by two processes: std::atomic_ref::fetch_add on an int64
-//    in a SharedBlock (what SharedValue::fetch_add does; SharedValue is not on this branch),
-//    against Value('q') incremented under its get_lock().
+//  - a shared counter incremented by two processes: SharedValue<int64>::fetch_add, against
+//    Value('q') incremented under its get_lock().
 //
 //   toolkit_sync [--repeat N] [--queue-items N] [--dict-sets N] [--incs N] [--no-python]
 //
@@ -107,7 +106,7 @@ double queue_rate(std::size_t n) {
 
 /// Sets of distinct int keys by `processes` processes at once (n in all).
 double dict_rate(std::size_t n, int processes) {
-  auto d = cfx::SharedDict<std::int64_t, std::int64_t>::create();
+  cfx::SharedDict<std::int64_t, std::int64_t> d;
   Gate gate;
   std::size_t each = n / static_cast<std::size_t>(processes);
   for (int p = 0; p < processes; ++p)
@@ -127,20 +126,19 @@ double dict_rate(std::size_t n, int processes) {
 }
 
 double increment_rate(std::size_t n) {
-  cfx::detail::SharedBlock block(sizeof(std::int64_t));
-  auto& counter = *static_cast<std::int64_t*>(block.data());
+  cfx::SharedValue<std::int64_t> counter(0);
   Gate gate;
   for (int p = 0; p < 2; ++p)
     gate.fork_child([&] {
-      std::atomic_ref<std::int64_t> c(counter);
-      for (std::size_t i = 0; i < n; ++i) c.fetch_add(1, std::memory_order_relaxed);
+      for (std::size_t i = 0; i < n; ++i) counter.fetch_add(1, std::memory_order_relaxed);
     });
   auto t0 = bench::Clock::now();
   gate.open();
   gate.join();
   double s = bench::seconds_since(t0);
-  if (counter != static_cast<std::int64_t>(2 * n)) {
-    std::fprintf(stderr, "toolkit_sync: lost increments (%lld)\n", static_cast<long long>(counter));
+  if (counter.load() != static_cast<std::int64_t>(2 * n)) {
+    std::fprintf(stderr, "toolkit_sync: lost increments (%lld)\n",
+                 static_cast<long long>(counter.load()));
     std::exit(1);
   }
   return static_cast<double>(2 * n) / s;
@@ -193,8 +191,8 @@ int main(int argc, char** argv) {
              bench::ratio(dict1, py_dict)});
   table.row({"SharedDict set, 2 processes at once", bench::rate(dict2), bench::rate(py_dict),
              bench::ratio(dict2, py_dict)});
-  table.row({"atomic_ref fetch_add in a SharedBlock, 2 procs", bench::rate(incs),
-             bench::rate(py_value), bench::ratio(incs, py_value)});
+  table.row({"SharedValue fetch_add, 2 processes", bench::rate(incs), bench::rate(py_value),
+             bench::ratio(incs, py_value)});
 
   bench::Goals goals(44, 10);
   auto meets = [](double cfx, std::optional<double> peer, double factor) -> std::optional<bool> {

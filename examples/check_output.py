@@ -79,7 +79,9 @@ EXPECTED = {
             (5, "-> 50"), (6, "-> 60"), (7, "-> 70"), (8, "failed: lookup of key 8 failed")]),
     ]),
     "primitives": (0, [
-        r"Lock: two processes, 100,000 guarded increments each: counter = 200000\n",
+        r"Value \+ get_lock\(\): two processes, 100,000 guarded increments each: 200000\n",
+        r"Array \+ get_lock\(\): scaled in a child: 10 20 30\n",
+        r"Pipe: received \[42, None, 'hello'\] from a child\n",
         r"Barrier: 3 processes met twice \(phase two seen: yes\)\n",
         r"Event: 3 processes waiting, event set: no\n",
         r"Event: set; every waiter went on: yes\n",

@@ -1,16 +1,15 @@
 // primitives: the multiprocessing snippets, in C++ (docs/toolkit.md).
 //
-// Each part is one classic Python program: a Lock-guarded counter that two processes bring
-// to exactly 200,000, a Barrier that several processes meet at, an Event that releases
-// waiting processes. The processes here are plain fork() children, which inherit every
-// object; the objects are the same when passed to cfx::Process or to pool tasks.
+// Each part is one classic Python program: a Value that two cfx::Process children bring to
+// exactly 200,000 under its get_lock(), an Array scaled under its lock, a Pipe to a child, a
+// Barrier that several processes meet at, an Event that releases waiting processes, a Queue
+// between two producers and a consumer, and the dict of a Manager that three processes count
+// words into.
 //
-// Then a Queue between two producers and a consumer, and the dict of a Manager that three
-// processes count words into.
-//
-// TODO(f9-handles): Value/Array with get_lock() and a Pipe, marked below; and cfx::Process in
-// place of fork() (which also runs the children by spawn, as Python's default does).
-#include <sys/mman.h>
+// The cfx::Process children run registered tasks, started by spawn (cfx's default), which is
+// why main() calls cfx::init first. The later parts use plain fork() children, which inherit
+// every object and may run lambdas; the objects are the same when passed to cfx::Process or
+// to pool tasks.
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -22,14 +21,13 @@
 #include <string>
 #include <vector>
 
-#include <cfx/queue.hpp>
-#include <cfx/shared_dict.hpp>
-#include <cfx/sync.hpp>
+#include <tuple>
+
+#include <cfx/cfx.hpp>
 
 namespace {
 
 /// Runs fn() in a fork()ed child, which exits with its result.
-/// TODO(f9-handles): cfx::Process(task, args...).start() / join().
 template <class Fn>
 pid_t start_child(Fn fn) {
   std::fflush(nullptr);
@@ -57,35 +55,78 @@ bool join_all(const std::vector<pid_t>& children) {
 }
 
 // Python:
-//   def add(counter, lock):
+//   def add(counter):
 //       for _ in range(100_000):
-//           with lock:
+//           with counter.get_lock():
 //               counter.value += 1
-//   counter, lock = Value('l', 0, lock=False), Lock()
-//   ps = [Process(target=add, args=(counter, lock)) for _ in range(2)]
+//   counter = Value('l', 0)
+//   ps = [Process(target=add, args=(counter,)) for _ in range(2)]
 //   for p in ps: p.start()
 //   for p in ps: p.join()
 //   print(counter.value)   # 200000
-bool lock_guarded_counter() {
-  // TODO(f9-handles): cfx::SharedValue<long> counter(0); (a plain shared mapping until then)
-  void* memory =
-      ::mmap(nullptr, sizeof(long), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
-  if (memory == MAP_FAILED) return false;
-  long& counter = *static_cast<long*>(memory);
-  counter = 0;
-  cfx::Lock lock = cfx::Lock::create();
+void add_under_lock(cfx::SharedValue<long> counter, int times) {
+  auto lock = counter.get_lock();
+  for (int i = 0; i < times; ++i) {
+    std::lock_guard guard(lock);  // `with counter.get_lock():`
+    // A read and a write: a race without the lock (fetch_add would need none).
+    counter.store(counter.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
+  }
+}
 
-  auto add = [&] {
-    for (int i = 0; i < 100'000; ++i) {
-      std::lock_guard guard(lock);  // `with lock:`
-      ++counter;                    // a read, an add and a write: a race without the lock
-    }
-    return 0;
-  };
-  bool ok = join_all({start_child(add), start_child(add)});
-  std::printf("Lock: two processes, 100,000 guarded increments each: counter = %ld\n", counter);
-  ::munmap(memory, sizeof(long));
-  return ok;
+bool lock_guarded_counter() {
+  cfx::SharedValue<long> counter(0);
+  cfx::Process a(add_under_lock, counter, 100'000), b(add_under_lock, counter, 100'000);
+  a.start();
+  b.start();
+  a.join();
+  b.join();
+  std::printf("Value + get_lock(): two processes, 100,000 guarded increments each: %ld\n",
+              counter.load());
+  return a.exitcode() == 0 && b.exitcode() == 0 && counter.load() == 200'000;
+}
+
+// Python:
+//   def scale(arr, k):
+//       with arr.get_lock():
+//           for i in range(len(arr)): arr[i] *= k
+//   arr = Array('d', [1.0, 2.0, 3.0]); p = Process(target=scale, args=(arr, 10)); ...
+void scale(cfx::SharedArray<double> arr, double k) {
+  auto lock = arr.get_lock();
+  std::lock_guard guard(lock);
+  for (double& x : arr) x *= k;
+}
+
+bool array_scaled() {
+  std::vector<double> start{1.0, 2.0, 3.0};
+  auto arr = cfx::SharedArray<double>::from(start);
+  cfx::Process p(scale, arr, 10.0);
+  p.start();
+  p.join();
+  std::printf("Array + get_lock(): scaled in a child: %g %g %g\n", arr[0], arr[1], arr[2]);
+  return p.exitcode() == 0 && arr[2] == 30.0;
+}
+
+// Python:
+//   def f(conn):
+//       conn.send([42, None, 'hello']); conn.close()
+//   parent_conn, child_conn = Pipe()
+//   p = Process(target=f, args=(child_conn,)); p.start()
+//   print(parent_conn.recv()); p.join()
+using Greeting = std::tuple<int, std::optional<int>, std::string>;
+void greet(cfx::Connection<Greeting> conn) {
+  conn.send({42, std::nullopt, "hello"});
+  conn.close();
+}
+
+bool pipe_to_child() {
+  auto [parent_conn, child_conn] = cfx::Pipe<Greeting>();
+  cfx::Process p(greet, child_conn);
+  p.start();
+  child_conn.close();  // the child holds its own copy now
+  auto [n, none, text] = parent_conn.recv();
+  p.join();
+  std::printf("Pipe: received [%d, %s, '%s'] from a child\n", n, none ? "?" : "None", text.c_str());
+  return p.exitcode() == 0 && n == 42 && text == "hello";
 }
 
 // Python:
@@ -96,8 +137,8 @@ bool lock_guarded_counter() {
 bool barrier_phases() {
   constexpr int parties = 3;
   cfx::Barrier barrier(parties);
-  cfx::Lock print_lock = cfx::Lock::create();
-  cfx::Event phase_two = cfx::Event::create();  // set by whoever passes first
+  cfx::Lock print_lock;
+  cfx::Event phase_two;  // set by whoever passes first
 
   auto work = [&] {
     barrier.wait();  // phase one done everywhere
@@ -122,7 +163,7 @@ bool barrier_phases() {
 //       ...
 //   event = Event(); start waiters; ...; event.set()
 bool event_release() {
-  cfx::Event go = cfx::Event::create();
+  cfx::Event go;
   cfx::Semaphore started(0);
   std::vector<pid_t> children;
   for (int i = 0; i < 3; ++i) {
@@ -139,8 +180,6 @@ bool event_release() {
   return ok;
 }
 
-// TODO(f9-handles): Value/Array with get_lock():
-//   arr = Array('d', 10); with arr.get_lock(): arr[0] += 1
 // Python:
 //   def producer(q, first):
 //       for i in range(first, first + 1000): q.put(i * i)
@@ -174,16 +213,13 @@ bool queue_producers() {
   return join_all(children);
 }
 
-// TODO(f9-handles): Pipe: parent_conn, child_conn = Pipe(); child_conn.send([42, None]);
-//   parent_conn.recv()
-
 // Python:
 //   def count(d, words):
 //       for w in words:
 //           with lock: d[w] = d.get(w, 0) + 1   # Manager dicts need the lock for this
 //   d = Manager().dict(); start three workers; ...; dict(d)
 bool manager_dict() {
-  auto counts = cfx::SharedDict<std::string, int>::create();
+  cfx::SharedDict<std::string, int> counts;
   auto count = [&](std::vector<std::string> words) {
     return [counts, words]() mutable {
       for (const auto& w : words)  // atomic per key: no lock of our own
@@ -204,8 +240,15 @@ bool manager_dict() {
 
 }  // namespace
 
-int main() {
+CFX_TASK(add_under_lock);
+CFX_TASK(scale);
+CFX_TASK(greet);
+
+int main(int argc, char** argv) {
+  cfx::init(argc, argv);  // a spawned child runs its task here and exits
   bool ok = lock_guarded_counter();
+  ok = array_scaled() && ok;
+  ok = pipe_to_child() && ok;
   ok = barrier_phases() && ok;
   ok = event_release() && ok;
   ok = queue_producers() && ok;

@@ -6,12 +6,17 @@
 //   p.start();
 //   left.send("hi"); std::string back = left.recv();
 //
-// A Connection is a cheap copyable handle on one end of a Unix stream socket: copies in one
-// process share that process's descriptor; as a task argument or result (either backend,
-// cfx::Process) it travels as a descriptor, sent with every call (a worker never keeps an end
-// open after the task). Values are encoded as task arguments are (docs/wire-format.md), one
-// message per send. recv() throws cfx::Error once every copy of the other end is closed,
-// in every process, or its processes died.
+// A Connection is a cheap copyable handle on one end: two pipes run between the ends, one
+// each way (a pipe's round trip costs two thirds of a Unix socket's), and an end holds the
+// read side of one and the write side of the other. Copies in one process share that
+// process's descriptors; as a task argument or result (either backend, cfx::Process) an end
+// travels as its two descriptors, sent with every call (a worker never keeps an end open
+// after the task). A pipe holds 64 KiB (Linux's default; enlarging it would spend the
+// user's pipe-page budget that every pipe of the program shares): a send of more waits until
+// the other end reads, as a socket's send does past its buffer (Python's Pipe: about 200 KiB).
+// Values are encoded as task arguments are (docs/wire-format.md), one message per send. recv()
+// throws cfx::Error once every copy of the other end is closed, in every process, or its processes
+// died.
 //
 // Thread safety: copies may be used from any threads; sends are whole messages, as are
 // receives (each message goes to exactly one recv()).
@@ -36,11 +41,16 @@ namespace cfx {
 
 namespace detail {
 
-/// One process's descriptor of one end: framing ([u32 length][bytes]) and the locks that
-/// keep messages whole. lib/toolkit/connection.cpp.
+/// One process's descriptors of one end (the read side of the pipe coming in, the write side
+/// of the pipe going out): framing ([u32 length][bytes]) and the locks that keep messages
+/// whole. lib/toolkit/connection.cpp.
 class ConnectionEnd {
  public:
-  explicit ConnectionEnd(int fd);
+  /// Owns both descriptors from here on, also when this throws.
+  ConnectionEnd(int in, int out);
+  /// An end of two descriptors that arrived with a value; SerializationError (closing the
+  /// other) if one did not (-1).
+  static std::shared_ptr<ConnectionEnd> adopt(int in, int out);
   ~ConnectionEnd();
   ConnectionEnd(const ConnectionEnd&) = delete;
   ConnectionEnd& operator=(const ConnectionEnd&) = delete;
@@ -56,22 +66,24 @@ class ConnectionEnd {
   /// (negative: forever).
   bool poll(double seconds);
   void close() noexcept;
-  int fd() const noexcept { return fd_.load(); }
-  const HandleKey& key() const noexcept { return key_; }
+  int in_fd() const noexcept { return in_.load(); }
+  int out_fd() const noexcept { return out_.load(); }
+  const HandleKey& in_key() const noexcept { return in_key_; }
+  const HandleKey& out_key() const noexcept { return out_key_; }
 
  private:
   bool complete_message() const;
 
-  std::atomic<int> fd_;
+  std::atomic<int> in_, out_;
   std::atomic<int> close_pending_{-1};  // closed by close() while a recv() was reading it
-  HandleKey key_;
+  HandleKey in_key_, out_key_;
   std::mutex send_mutex_, recv_mutex_;
   std::vector<char> buffer_;  // received, not yet taken (recv_mutex_)
   std::size_t begin_ = 0, end_ = 0;
 };
 
-/// A connected pair of stream sockets, close-on-exec. Throws cfx::Error.
-std::pair<int, int> connection_socketpair();
+/// Two connected ends. Throws cfx::Error.
+std::pair<std::shared_ptr<ConnectionEnd>, std::shared_ptr<ConnectionEnd>> connected_ends();
 
 }  // namespace detail
 
@@ -121,25 +133,33 @@ class Connection {
   explicit operator bool() const noexcept { return end_ != nullptr; }
 
   friend void to_json(nlohmann::json& j, const Connection& c) {
-    if (!c.end_ || c.end_->fd() < 0) {
+    if (!c.end_ || c.end_->in_fd() < 0) {
       j = nullptr;
       return;
     }
-    // A copy of the descriptor: this end may be closed before the value is sent.
-    auto slot = detail::capture_handle(detail::duplicate_handle(c.end_->fd(), c.end_->key()));
-    j = nlohmann::json::array({slot, c.end_->key().dev, c.end_->key().ino});
+    // Copies of the descriptors: this end may be closed before the value is sent.
+    const auto& in = c.end_->in_key();
+    const auto& out = c.end_->out_key();
+    auto in_slot = detail::capture_handle(detail::duplicate_handle(c.end_->in_fd(), in));
+    auto out_slot = detail::capture_handle(detail::duplicate_handle(c.end_->out_fd(), out));
+    j = nlohmann::json::array({in_slot, in.dev, in.ino, out_slot, out.dev, out.ino});
   }
   friend void from_json(const nlohmann::json& j, Connection& c) {
     if (j.is_null()) {
       c.end_.reset();
       return;
     }
-    if (!j.is_array() || j.size() != 3)
+    if (!j.is_array() || j.size() != 6)
       throw SerializationError("a Connection's encoding is malformed");
-    detail::HandleKey key{j[1].template get<std::uint64_t>(), j[2].template get<std::uint64_t>()};
-    int fd = detail::take_handle(j[0].template get<std::uint32_t>(), key);
-    if (fd < 0) throw SerializationError("the descriptor of a Connection did not arrive");
-    c.end_ = std::make_shared<detail::ConnectionEnd>(fd);
+    auto slot = [&](std::size_t at) { return j[at].template get<std::uint32_t>(); };
+    auto key = [&](std::size_t at) {
+      return detail::HandleKey{j[at + 1].template get<std::uint64_t>(),
+                               j[at + 2].template get<std::uint64_t>()};
+    };
+    auto in_slot = slot(0), out_slot = slot(3);
+    auto in_key = key(0), out_key = key(3);
+    int in = detail::take_handle(in_slot, in_key);
+    c.end_ = detail::ConnectionEnd::adopt(in, detail::take_handle(out_slot, out_key));
   }
 
  private:
@@ -153,9 +173,7 @@ class Connection {
 /// Two connected ends, as multiprocessing.Pipe(duplex=True).
 template <class T>
 std::pair<Connection<T>, Connection<T>> Pipe() {
-  auto [a, b] = detail::connection_socketpair();
-  auto left = std::make_shared<detail::ConnectionEnd>(a);
-  auto right = std::make_shared<detail::ConnectionEnd>(b);
+  auto [left, right] = detail::connected_ends();
   return {Connection<T>(std::move(left)), Connection<T>(std::move(right))};
 }
 

@@ -7,9 +7,10 @@
 // arguments (cfx/detail/wire.hpp): any T a task argument may be; arithmetic values and
 // pairs, tuples and arrays of them are copied as raw bytes.
 //
-// A default-constructed handle refers to nothing and allocates nothing; every operation on it
-// throws cfx::Error. Make a queue with Queue<T>(maxsize) (maxsize 0: no limit on the number
-// of items).
+// Constructing one makes a new queue: Queue<T>() or Queue<T>(maxsize) (maxsize 0, the
+// default: no limit on the number of items). A moved-from handle refers to nothing; every
+// operation on it throws cfx::Error (the decoder builds handles without making a queue,
+// cfx/sync.hpp).
 //
 // Storage. A queue's items live in a ring of `capacity_bytes` (default 1 GiB) reserved up
 // front as a sparse memfd: only the pages items occupy are ever backed by memory, and pages
@@ -84,8 +85,8 @@ class Queue final : public detail::SyncHandle {
   /// Bytes of shared memory reserved for items unless the constructor says otherwise.
   static constexpr std::size_t default_capacity_bytes = std::size_t{1} << 30;
 
-  /// An empty handle (see the file comment).
-  Queue() = default;
+  /// A new queue without a limit on the number of items.
+  Queue() : Queue(0) {}
   /// A new queue holding at most `maxsize` items (0: no limit but the capacity) in
   /// `capacity_bytes` of shared memory (see the file comment; at least 4096).
   explicit Queue(std::size_t maxsize, std::size_t capacity_bytes = default_capacity_bytes)

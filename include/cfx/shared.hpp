@@ -11,8 +11,10 @@
 // descriptor and a few bytes, never its contents; a worker maps a block once and keeps it
 // while the parent does, so the second call with the same array costs no mapping and no
 // descriptor. The memory is a memfd: it is never a name in /dev/shm, and it is gone once the
-// last process holding it exits, however it exits. A default-constructed handle refers to
-// nothing and allocates nothing.
+// last process holding it exits, however it exits. A default-constructed SharedArray is an
+// array of no elements that refers to nothing and allocates nothing; a default-constructed
+// SharedValue is a new value T{} (Python's Value(typecode) starts at zero). The decoder
+// builds either without allocating.
 //
 // Thread safety: the handles may be copied and used from any threads. SharedArray's elements
 // are plain memory (guard them yourself, or use std::atomic_ref); SharedValue's operations
@@ -24,6 +26,7 @@
 #include <cstring>
 #include <span>
 #include <type_traits>
+#include <utility>
 
 #include <nlohmann/json_fwd.hpp>
 
@@ -94,6 +97,19 @@ class SharedArray {
     return a.block_ == b.block_;
   }
 
+  SharedArray(SharedArray&& other) noexcept
+      : block_(std::move(other.block_)),
+        data_(std::exchange(other.data_, nullptr)),
+        size_(std::exchange(other.size_, 0)) {}
+  SharedArray& operator=(SharedArray&& other) noexcept {
+    block_ = std::move(other.block_);
+    data_ = std::exchange(other.data_, nullptr);
+    size_ = std::exchange(other.size_, 0);
+    return *this;
+  }
+  SharedArray(const SharedArray&) = default;
+  SharedArray& operator=(const SharedArray&) = default;
+
   friend void to_json(nlohmann::json& j, const SharedArray& a) { detail::to_json(j, a.block_); }
   friend void from_json(const nlohmann::json& j, SharedArray& a) {
     detail::from_json(j, a.block_);
@@ -129,57 +145,67 @@ class SharedValue {
  public:
   using value_type = T;
 
-  SharedValue() = default;
+  /// A new value, T{}.
+  SharedValue() : SharedValue(T{}) {}
   explicit SharedValue(T initial) : block_(detail::kSharedHeader + sizeof(T)) {
     detail::init_shared_lock(block_);
     attach();
     std::memcpy(static_cast<void*>(value_), &initial, sizeof(T));
   }
 
-  T load(std::memory_order order = std::memory_order_seq_cst) const noexcept {
-    return ref().load(order);
-  }
-  void store(T v, std::memory_order order = std::memory_order_seq_cst) const noexcept {
+  T load(std::memory_order order = std::memory_order_seq_cst) const { return ref().load(order); }
+  void store(T v, std::memory_order order = std::memory_order_seq_cst) const {
     ref().store(v, order);
   }
   /// Adds `d`; returns the value before, as std::atomic.
-  T fetch_add(T d, std::memory_order order = std::memory_order_seq_cst) const noexcept requires
+  T fetch_add(T d, std::memory_order order = std::memory_order_seq_cst) const requires
       requires(std::atomic_ref<T> r) {
     r.fetch_add(d);
   }
   { return ref().fetch_add(d, order); }
-  T fetch_sub(T d, std::memory_order order = std::memory_order_seq_cst) const noexcept requires
+  T fetch_sub(T d, std::memory_order order = std::memory_order_seq_cst) const requires
       requires(std::atomic_ref<T> r) {
     r.fetch_sub(d);
   }
   { return ref().fetch_sub(d, order); }
-  T exchange(T v, std::memory_order order = std::memory_order_seq_cst) const noexcept {
+  T exchange(T v, std::memory_order order = std::memory_order_seq_cst) const {
     return ref().exchange(v, order);
   }
-  bool compare_exchange_strong(T& expected, T desired) const noexcept {
+  bool compare_exchange_strong(T& expected, T desired) const {
     return ref().compare_exchange_strong(expected, desired);
   }
   /// The lock that comes with the value (multiprocessing.Value's get_lock()), for updates
   /// that span several operations.
   Lock get_lock() const { return detail::shared_lock(block_); }
-  /// The shared word itself, for operations not listed here.
-  std::atomic_ref<T> ref() const noexcept {
+  /// The shared word itself, for operations not listed here. Throws cfx::Error on a
+  /// moved-from handle.
+  std::atomic_ref<T> ref() const {
     static_assert(std::atomic_ref<T>::is_always_lock_free,
                   "SharedValue's atomic operations need a lock-free T");
+    if (!value_) throw Error("cfx::SharedValue: empty handle (moved from)");
     return std::atomic_ref<T>(*value_);
   }
+  /// Refers to a value (false once moved from).
   explicit operator bool() const noexcept { return static_cast<bool>(block_); }
   friend bool operator==(const SharedValue& a, const SharedValue& b) noexcept {
     return a.block_ == b.block_;
   }
 
-  friend void to_json(nlohmann::json& j, const SharedValue& v) { detail::to_json(j, v.block_); }
-  friend void from_json(const nlohmann::json& j, SharedValue& v) {
-    detail::from_json(j, v.block_);
-    v.attach();
+  SharedValue(SharedValue&& other) noexcept
+      : block_(std::move(other.block_)), value_(std::exchange(other.value_, nullptr)) {}
+  SharedValue& operator=(SharedValue&& other) noexcept {
+    block_ = std::move(other.block_);
+    value_ = std::exchange(other.value_, nullptr);
+    return *this;
   }
+  SharedValue(const SharedValue&) = default;
+  SharedValue& operator=(const SharedValue&) = default;
 
  private:
+  friend struct nlohmann::adl_serializer<SharedValue>;
+  /// Refers to nothing: what the decoder fills in.
+  explicit SharedValue(detail::NoObject) noexcept {}
+
   void attach() {
     if (block_ && block_.size() < detail::kSharedHeader + sizeof(T))
       throw SerializationError("a SharedValue's block is smaller than its type");
@@ -193,3 +219,17 @@ class SharedValue {
 };
 
 }  // namespace cfx
+
+/// A SharedValue travels as its block; the decoder builds it without making a new value.
+template <class T>
+struct nlohmann::adl_serializer<cfx::SharedValue<T>> {
+  static void to_json(nlohmann::json& j, const cfx::SharedValue<T>& v) {
+    cfx::detail::to_json(j, v.block_);
+  }
+  static cfx::SharedValue<T> from_json(const nlohmann::json& j) {
+    cfx::SharedValue<T> v(cfx::detail::NoObject{});
+    cfx::detail::from_json(j, v.block_);
+    v.attach();
+    return v;
+  }
+};

@@ -9,8 +9,9 @@
 // and pairs, tuples and arrays of them are copied as raw bytes. Keys are equal when their
 // encodings are (so 0.0 and -0.0 are two keys, as are two NaNs with different bits).
 //
-// A default-constructed handle refers to nothing and allocates nothing; every operation on it
-// throws cfx::Error. Make a dict with SharedDict<K, V>::create().
+// Constructing one makes a new, empty dict: SharedDict<K, V>() (Python's Manager().dict()),
+// or SharedDict<K, V>(capacity_bytes). A moved-from handle refers to nothing; every operation
+// on it throws cfx::Error (the decoder builds handles without making a dict, cfx/sync.hpp).
 //
 // Storage. Entries live in an arena of `capacity_bytes` (default 1 GiB) reserved up front as a
 // sparse memfd: only the pages entries occupy are ever backed by memory. An entry takes its
@@ -83,15 +84,14 @@ class SharedDict final : public detail::SyncHandle {
 
  public:
   static constexpr const char* type_name = "cfx::SharedDict";
-  /// Bytes of shared memory reserved for entries unless create() says otherwise.
+  /// Bytes of shared memory reserved for entries unless the constructor says otherwise.
   static constexpr std::size_t default_capacity_bytes = std::size_t{1} << 30;
 
-  /// An empty handle (see the file comment).
-  SharedDict() = default;
+  /// A new, empty dict whose entries may take up to default_capacity_bytes.
+  SharedDict() : SharedDict(default_capacity_bytes) {}
   /// A new, empty dict whose entries may take up to `capacity_bytes` (at least 4096).
-  static SharedDict create(std::size_t capacity_bytes = default_capacity_bytes) {
-    return SharedDict(detail::DictOps::create(capacity_bytes), 0);
-  }
+  explicit SharedDict(std::size_t capacity_bytes)
+      : SyncHandle(detail::DictOps::create(capacity_bytes), 0) {}
 
   /// The value of `key`, or nullopt (Python's d.get(k)).
   std::optional<V> get(const K& key) const {

@@ -6,10 +6,11 @@
 // the same object. They work between threads of one process and between processes sharing
 // the memory (pool workers, cfx::Process children, plain fork() children).
 //
-// A default-constructed handle refers to nothing and allocates nothing (a decoder fills it
-// in); every operation on it throws cfx::Error. Make an object with its constructor taking a
-// count (Semaphore, BoundedSemaphore, Barrier) or with create() (Lock, RLock, Event,
-// Condition).
+// Constructing one makes a new object, as in Python: `cfx::Lock m;` is a usable lock,
+// `cfx::Semaphore s(3);` a semaphore at 3 (Semaphore and BoundedSemaphore default to 1, as
+// Python's; a Barrier needs its number of parties). The decoder of a handle that crossed a
+// process boundary builds it without making anything (HandleAccess); a moved-from handle
+// refers to nothing, and every operation on it throws cfx::Error.
 //
 // Beyond Python: a Lock or RLock whose holder dies, however it dies (SIGKILL included), is
 // handed to the next locker instead of hanging it; misuse (unlocking a lock this thread does
@@ -42,6 +43,11 @@ namespace detail {
 /// be an initialised object of H's kind: for the decoder of a handle that crossed a process
 /// boundary (from_json), and for objects that embed a Lock in their own block (a
 /// SharedArray's get_lock()). Every use of the handle still checks that the object fits.
+/// An empty block makes a handle that refers to nothing, at the cost of a null pointer: the
+/// decoder builds handles this way, never through their constructors, which allocate.
+/// The argument of the private constructors that make a handle refer to nothing.
+struct NoObject {};
+
 struct HandleAccess {
   template <class H>
   static H make(SharedBlock block, std::size_t offset) {
@@ -53,7 +59,7 @@ struct HandleAccess {
 /// identity. Internal (the serialisation of handles uses block() and offset()).
 class SyncHandle {
  public:
-  /// True if this handle refers to an object (false when default-constructed).
+  /// True if this handle refers to an object (false once moved from).
   bool valid() const noexcept { return static_cast<bool>(block_); }
   const SharedBlock& block() const noexcept { return block_; }
   std::size_t offset() const noexcept { return offset_; }
@@ -65,12 +71,12 @@ class SyncHandle {
  protected:
   SyncHandle() = default;
   SyncHandle(SharedBlock block, std::size_t offset) : block_(std::move(block)), offset_(offset) {}
-  /// The object, or cfx::Error naming `type` and how to make one, for an empty handle.
+  /// The object, or cfx::Error naming `type`, for an empty handle.
   template <class State>
   State& state(const char* type) const {
     return shared_at<State>(checked_block(type), offset_);
   }
-  /// The block, or cfx::Error naming `type` and how to make one, for an empty handle.
+  /// The block, or cfx::Error naming `type`, for an empty handle.
   const SharedBlock& checked_block(const char* type) const {
     if (!block_) throw_empty(type);
     return block_;
@@ -118,10 +124,8 @@ class MutexHandle : public SyncHandle {
 class Lock final : public detail::MutexHandle<Lock> {
  public:
   static constexpr const char* type_name = "cfx::Lock";
-  /// An empty handle (see the file comment).
-  Lock() = default;
   /// A new, unlocked lock.
-  static Lock create();
+  Lock();
 
  private:
   friend detail::HandleAccess;
@@ -132,8 +136,8 @@ class Lock final : public detail::MutexHandle<Lock> {
 class RLock final : public detail::MutexHandle<RLock> {
  public:
   static constexpr const char* type_name = "cfx::RLock";
-  RLock() = default;
-  static RLock create();
+  /// A new, unlocked recursive lock.
+  RLock();
 
  private:
   friend detail::HandleAccess;
@@ -143,7 +147,8 @@ class RLock final : public detail::MutexHandle<RLock> {
 /// multiprocessing.Semaphore: a counter; acquire() waits while it is zero, then takes one.
 class Semaphore : public detail::SyncHandle {
  public:
-  Semaphore() = default;
+  /// Starts at 1, as Python's.
+  Semaphore() : Semaphore(1) {}
   /// Starts at `value` (>= 0, else cfx::Error).
   explicit Semaphore(std::ptrdiff_t value);
 
@@ -175,7 +180,9 @@ class Semaphore : public detail::SyncHandle {
 /// value; a release() past it throws cfx::Error and changes nothing.
 class BoundedSemaphore final : public Semaphore {
  public:
-  BoundedSemaphore() = default;
+  /// Starts at, and never exceeds, 1, as Python's.
+  BoundedSemaphore() : BoundedSemaphore(1) {}
+  /// Starts at, and never exceeds, `value` (>= 0, else cfx::Error).
   explicit BoundedSemaphore(std::ptrdiff_t value) : Semaphore(value, value) {}
 
  private:
@@ -186,9 +193,8 @@ class BoundedSemaphore final : public Semaphore {
 /// multiprocessing.Event: a flag that wait() waits for.
 class Event final : public detail::SyncHandle {
  public:
-  Event() = default;
   /// A new event, not set.
-  static Event create();
+  Event();
 
   /// Sets the flag and wakes every waiter.
   void set();
@@ -218,8 +224,8 @@ class Event final : public detail::SyncHandle {
 /// predicate forms or loop.
 class Condition final : public detail::SyncHandle {
  public:
-  Condition() = default;
-  static Condition create();
+  /// A new condition and its lock, unlocked.
+  Condition();
 
   void lock();
   bool try_lock();
@@ -284,8 +290,7 @@ class Condition final : public detail::SyncHandle {
 /// still counts as arrived.
 class Barrier final : public detail::SyncHandle {
  public:
-  Barrier() = default;
-  /// For `parties` (>= 1, else cfx::Error) waiters.
+  /// For `parties` (>= 1, else cfx::Error) waiters. No default: Python requires it too.
   explicit Barrier(std::size_t parties);
 
   /// Waits until `parties` waiters are here; returns this one's arrival index, 0 to
@@ -328,12 +333,23 @@ requires std::is_base_of_v<SyncHandle, H>
 void to_json(nlohmann::json& j, const H& h) {
   to_json_at(j, h.block(), h.offset());
 }
+/// The handle an encoding names; refers to nothing if the encoded one did. Never constructs
+/// an H the public way (that would make a new object).
 template <class H>
-requires std::is_base_of_v<SyncHandle, H>
-void from_json(const nlohmann::json& j, H& h) {
+requires std::is_base_of_v<SyncHandle, H> H handle_from_json(const nlohmann::json& j) {
   std::size_t offset = 0;
   SharedBlock block = from_json_at(j, offset);
-  h = block ? HandleAccess::make<H>(std::move(block), offset) : H();
+  if (!block) offset = 0;
+  return HandleAccess::make<H>(std::move(block), offset);
 }
 
 }  // namespace cfx::detail
+
+/// The decoder's way to a synchronisation handle (nlohmann's get<H>() for a type that is
+/// not to be default-constructed): for every type derived from SyncHandle.
+template <class H>
+struct nlohmann::adl_serializer<H,
+                                std::enable_if_t<std::is_base_of_v<cfx::detail::SyncHandle, H>>> {
+  static void to_json(nlohmann::json& j, const H& h) { cfx::detail::to_json(j, h); }
+  static H from_json(const nlohmann::json& j) { return cfx::detail::handle_from_json<H>(j); }
+};

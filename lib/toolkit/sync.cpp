@@ -15,8 +15,8 @@ namespace detail {
 
 void SyncHandle::throw_empty(const char* type) {
   throw Error(std::string(type) +
-              ": empty handle (default-constructed); make the object with its constructor "
-              "or create()");
+              ": empty handle (moved from, or decoded from one that was); make the object "
+              "with its constructor");
 }
 
 namespace {
@@ -75,13 +75,9 @@ using Guard = std::lock_guard<SharedMutex>;
 
 // Lock, RLock
 
-Lock Lock::create() {
-  return Lock(make_block<SharedMutex>([](SharedMutex& m) { m.init(false); }), 0);
-}
+Lock::Lock() : MutexHandle(make_block<SharedMutex>([](SharedMutex& m) { m.init(false); }), 0) {}
 
-RLock RLock::create() {
-  return RLock(make_block<SharedMutex>([](SharedMutex& m) { m.init(true); }), 0);
-}
+RLock::RLock() : MutexHandle(make_block<SharedMutex>([](SharedMutex& m) { m.init(true); }), 0) {}
 
 // Semaphore, BoundedSemaphore
 
@@ -142,14 +138,13 @@ std::ptrdiff_t Semaphore::value() const {
 
 // Event
 
-Event Event::create() {
-  return Event(make_block<EventState>([](EventState& s) {
-                 s.mutex.init();
-                 s.cond.init();
-                 s.flag.store(0, std::memory_order_relaxed);
-               }),
-               0);
-}
+Event::Event()
+    : SyncHandle(make_block<EventState>([](EventState& s) {
+                   s.mutex.init();
+                   s.cond.init();
+                   s.flag.store(0, std::memory_order_relaxed);
+                 }),
+                 0) {}
 
 void Event::set() {
   auto& s = state<EventState>("cfx::Event");
@@ -183,13 +178,12 @@ bool Event::wait_deadline(const SyncDeadline& deadline) {
 
 // Condition
 
-Condition Condition::create() {
-  return Condition(make_block<ConditionState>([](ConditionState& s) {
-                     s.lock.init();
-                     s.cond.init();
-                   }),
-                   0);
-}
+Condition::Condition()
+    : SyncHandle(make_block<ConditionState>([](ConditionState& s) {
+                   s.lock.init();
+                   s.cond.init();
+                 }),
+                 0) {}
 
 void Condition::lock() {
   state<ConditionState>("cfx::Condition").lock.lock();

@@ -1,7 +1,7 @@
-// Queue, SharedDict and Barrier between the parent and pool workers of both start methods,
-// and between cfx::Process children: the handles cross as descriptors (handles.cpp tests the
-// transport itself; queue.cpp, dict.cpp and sync.cpp test the objects between fork()ed
-// children and threads).
+// Queue, SharedDict and Barrier between the parent and pool workers of both start methods
+// (spawn only under ASan, support/start_methods.hpp), and between cfx::Process children: the
+// handles cross as descriptors (handles.cpp tests the transport itself; queue.cpp, dict.cpp and
+// sync.cpp test the objects between fork()ed children and threads).
 #include <doctest/doctest.h>
 
 #include <cstdint>
@@ -9,6 +9,10 @@
 #include <vector>
 
 #include <cfx/cfx.hpp>
+
+#include "support/start_methods.hpp"
+
+using cfx::test::name;
 
 namespace {
 
@@ -34,15 +38,10 @@ std::size_t wait_at(cfx::Barrier b) {
 }
 CFX_TASK(wait_at);
 
-const cfx::StartMethod kMethods[] = {cfx::StartMethod::spawn, cfx::StartMethod::fork};
-const char* name(cfx::StartMethod m) {
-  return m == cfx::StartMethod::spawn ? "spawn" : "fork";
-}
-
 }  // namespace
 
 TEST_CASE("a Queue carries items from pool workers to the parent and back") {
-  for (auto method : kMethods) {
+  for (auto method : cfx::test::pool_start_methods()) {
     CAPTURE(name(method));
     cfx::ProcessPoolExecutor pool({.max_workers = 2, .start_method = method});
     cfx::Queue<std::int64_t> q(0);
@@ -63,10 +62,10 @@ TEST_CASE("a Queue carries items from pool workers to the parent and back") {
 }
 
 TEST_CASE("SharedDict::update is atomic per key across pool workers") {
-  for (auto method : kMethods) {
+  for (auto method : cfx::test::pool_start_methods()) {
     CAPTURE(name(method));
     cfx::ProcessPoolExecutor pool({.max_workers = 2, .start_method = method});
-    auto d = cfx::SharedDict<std::string, int>::create();
+    cfx::SharedDict<std::string, int> d;
     std::vector<std::string> words(2000, "same");
     words.push_back("once");
     std::vector<cfx::Future<void>> fs;
@@ -79,7 +78,7 @@ TEST_CASE("SharedDict::update is atomic per key across pool workers") {
 }
 
 TEST_CASE("a Barrier releases the parent and two workers together") {
-  for (auto method : kMethods) {
+  for (auto method : cfx::test::pool_start_methods()) {
     CAPTURE(name(method));
     cfx::ProcessPoolExecutor pool({.max_workers = 2, .start_method = method});
     cfx::Barrier b(3);
@@ -93,10 +92,10 @@ TEST_CASE("a Barrier releases the parent and two workers together") {
 }
 
 TEST_CASE("Process children share a Queue and a SharedDict with the parent") {
-  for (auto method : kMethods) {
+  for (auto method : cfx::test::process_start_methods()) {
     CAPTURE(name(method));
     cfx::Queue<std::int64_t> q(0);
-    auto d = cfx::SharedDict<std::string, int>::create();
+    cfx::SharedDict<std::string, int> d;
     cfx::Process producer(cfx::ProcessOptions{.start_method = method}, put_range, q,
                           std::int64_t{1}, std::int64_t{101});
     cfx::Process counter(cfx::ProcessOptions{.start_method = method}, count_words, d,

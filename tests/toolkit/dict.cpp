@@ -30,9 +30,19 @@ cfx::Lock lock_of(const D& d) {
   return cfx::detail::HandleAccess::make<cfx::Lock>(d.block(), d.offset());
 }
 
-TEST_CASE("SharedDict: a default-constructed handle refers to nothing, and every use throws") {
+TEST_CASE("SharedDict: a default-constructed one is a new, empty dict") {
   cfx::SharedDict<int, int> d;
-  CHECK_FALSE(d.valid());
+  CHECK(d.valid());
+  CHECK(d.empty());
+  d.set(1, 2);
+  CHECK(d.get(1) == 2);
+  CHECK(cfx::SharedDict<int, int>().empty());
+}
+
+TEST_CASE("SharedDict: a moved-from handle refers to nothing, and every use throws") {
+  cfx::SharedDict<int, int> d;
+  auto taker = std::move(d);
+  CHECK_FALSE(d.valid());  // NOLINT(bugprone-use-after-move): the state under test
   CHECK(d.block().size() == 0);
   CHECK_THROWS_WITH_AS(d.set(1, 1), doctest::Contains("cfx::SharedDict: empty handle"), cfx::Error);
   CHECK_THROWS_AS((void)d.get(1), cfx::Error);
@@ -41,7 +51,7 @@ TEST_CASE("SharedDict: a default-constructed handle refers to nothing, and every
 }
 
 TEST_CASE("SharedDict: set, get, contains, erase, size and items, with encoded types") {
-  auto d = cfx::SharedDict<std::string, std::vector<int>>::create();
+  cfx::SharedDict<std::string, std::vector<int>> d;
   auto copy = d;
   d.set("a", {1, 2});
   d.set("b", {});
@@ -61,7 +71,7 @@ TEST_CASE("SharedDict: set, get, contains, erase, size and items, with encoded t
 }
 
 TEST_CASE("SharedDict: grows past many entries; erased slots are reused; items is complete") {
-  auto d = cfx::SharedDict<std::int64_t, double>::create();
+  cfx::SharedDict<std::int64_t, double> d;
   for (std::int64_t i = 0; i < 20000; ++i) d.set(i, i * 0.5);
   CHECK(d.size() == 20000);
   for (std::int64_t i = 0; i < 20000; i += 2) REQUIRE(d.erase(i));
@@ -85,7 +95,7 @@ TEST_CASE("SharedDict: grows past many entries; erased slots are reused; items i
 }
 
 TEST_CASE("SharedDict: update is atomic per key, between threads and between processes") {
-  auto d = cfx::SharedDict<std::string, std::int64_t>::create();
+  cfx::SharedDict<std::string, std::int64_t> d;
   auto increment = [d]() mutable {
     for (int i = 0; i < 10000; ++i)
       d.update("hits", [](std::optional<std::int64_t> v) { return v.value_or(0) + 1; });
@@ -103,7 +113,7 @@ TEST_CASE("SharedDict: update is atomic per key, between threads and between pro
 TEST_CASE(
     "SharedDict: an update whose function throws changes nothing; using the dict "
     "inside it throws") {
-  auto d = cfx::SharedDict<int, int>::create();
+  cfx::SharedDict<int, int> d;
   d.set(1, 10);
   CHECK_THROWS_AS(d.update(1, [](std::optional<int>) -> int { throw std::range_error("no"); }),
                   std::range_error);
@@ -115,7 +125,7 @@ TEST_CASE(
 }
 
 TEST_CASE("SharedDict: a full arena refuses the set that does not fit and stays usable") {
-  auto d = cfx::SharedDict<int, std::string>::create(16384);
+  cfx::SharedDict<int, std::string> d(16384);
   int stored = 0;
   CHECK_THROWS_WITH_AS(
       [&] {
@@ -128,11 +138,11 @@ TEST_CASE("SharedDict: a full arena refuses the set that does not fit and stays 
   d.set(0, "small again");  // the freed block is reused
   CHECK(d.get(0) == "small again");
   using IntDict = cfx::SharedDict<int, int>;
-  CHECK_THROWS_AS(IntDict::create(10), cfx::Error);
+  CHECK_THROWS_AS(IntDict(10), cfx::Error);
 }
 
 TEST_CASE("SharedDict: a process killed holding the dict's lock does not stop the others") {
-  auto d = cfx::SharedDict<int, int>::create();
+  cfx::SharedDict<int, int> d;
   d.set(1, 1);
   pid_t holder = fork_holder([lock = lock_of(d)]() mutable { lock.lock(); });
   CHECK(kill_child(holder) == -SIGKILL);
@@ -142,7 +152,7 @@ TEST_CASE("SharedDict: a process killed holding the dict's lock does not stop th
 }
 
 TEST_CASE("SharedDict: a writer killed anywhere in its sets leaves a consistent dict") {
-  auto d = cfx::SharedDict<std::int64_t, std::string>::create();
+  cfx::SharedDict<std::int64_t, std::string> d;
   PipeSignal started;
   pid_t writer = fork_child([&] {
     for (std::int64_t i = 0;; ++i) {  // inserts (growing the table), overwrites and erases

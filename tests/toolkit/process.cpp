@@ -17,17 +17,10 @@ CFX_TASK(wait_on);
 CFX_TASK(echo_strings);
 CFX_TASK(write_and_tell);
 
-namespace {
-
-const cfx::StartMethod kMethods[] = {cfx::StartMethod::spawn, cfx::StartMethod::fork};
-const char* name(cfx::StartMethod m) {
-  return m == cfx::StartMethod::spawn ? "spawn" : "fork";
-}
-
-}  // namespace
+using cfx::test::name;
 
 TEST_CASE("Process exit codes: 0, 1 when the task threw, minus the signal") {
-  for (auto method : kMethods) {
+  for (auto method : cfx::test::process_start_methods()) {
     CAPTURE(name(method));
     cfx::ProcessOptions opts{.start_method = method};
     cfx::Process ok(opts, exit_ok);
@@ -85,7 +78,7 @@ TEST_CASE("Process misuse throws cfx::Error") {
 }
 
 TEST_CASE("a SharedArray reaches Process children of both start methods") {
-  for (auto method : kMethods) {
+  for (auto method : cfx::test::process_start_methods()) {
     CAPTURE(name(method));
     cfx::SharedArray<int> a(1000);
     auto [mine, theirs] = cfx::Pipe<int>();
@@ -106,12 +99,33 @@ TEST_CASE("Pipe: values both ways, poll, EOF on close") {
   right.send("hello");
   CHECK(left.poll(1s));
   CHECK(left.recv() == "hello");
-  left.send(std::string(100000, 'x'));  // larger than one read
-  CHECK(right.recv().size() == 100000);
+  std::thread sender([l = left] { l.send(std::string(100000, 'x')); });  // over 64 KiB
+  CHECK(right.recv().size() == 100000);  // larger than one read, and than the pipe holds
+  sender.join();
   right.close();
   CHECK(left.poll(1s));  // EOF is readable
   CHECK_THROWS_AS(left.recv(), cfx::Error);
   CHECK_THROWS_AS(right.send("x"), cfx::Error);
+}
+
+TEST_CASE("Pipe: a send to an end closed everywhere throws; its SIGPIPE kills nothing") {
+  auto [left, right] = cfx::Pipe<std::string>();
+  left.close();
+  CHECK_THROWS_WITH_AS(right.send("x"), doctest::Contains("the other end is gone"), cfx::Error);
+  sigset_t pending;
+  sigemptyset(&pending);
+  ::sigpending(&pending);
+  CHECK_FALSE(sigismember(&pending, SIGPIPE));  // consumed, not left for the program
+}
+
+TEST_CASE("Pipe: a message larger than the pipe holds arrives whole") {
+  auto [left, right] = cfx::Pipe<std::string>();
+  std::string big(3 << 20, 'b');
+  big.back() = 'e';
+  std::thread reader([r = right] { r.send(r.recv()); });
+  left.send(big);
+  CHECK(left.recv() == big);
+  reader.join();
 }
 
 TEST_CASE("Pipe between threads") {
@@ -129,29 +143,28 @@ TEST_CASE("Pipe between threads") {
 }
 
 TEST_CASE("a Connection end crosses to Process children and pool workers") {
-  for (auto method : kMethods) {
+  for (auto method : cfx::test::process_start_methods()) {
     CAPTURE(name(method));
-    {
-      auto [mine, theirs] = cfx::Pipe<std::string>();
-      cfx::Process p(cfx::ProcessOptions{.start_method = method}, echo_strings, theirs);
-      p.start();
-      theirs.close();
-      mine.send("ping");
-      CHECK(mine.recv() == "ping");
-      mine.close();  // the child's recv sees EOF; it returns
-      p.join();
-      CHECK(p.exitcode() == 0);
-    }
-    {
-      cfx::ProcessPoolExecutor pool({.max_workers = 1, .start_method = method});
-      auto [mine, theirs] = cfx::Pipe<std::string>();
-      auto f = pool.submit(echo_strings, theirs);
-      theirs.close();
-      mine.send("pong");
-      CHECK(mine.recv() == "pong");
-      mine.close();
-      f.result();  // the worker's copy of the end is closed with the call
-    }
+    auto [mine, theirs] = cfx::Pipe<std::string>();
+    cfx::Process p(cfx::ProcessOptions{.start_method = method}, echo_strings, theirs);
+    p.start();
+    theirs.close();
+    mine.send("ping");
+    CHECK(mine.recv() == "ping");
+    mine.close();  // the child's recv sees EOF; it returns
+    p.join();
+    CHECK(p.exitcode() == 0);
+  }
+  for (auto method : cfx::test::pool_start_methods()) {
+    CAPTURE(name(method));
+    cfx::ProcessPoolExecutor pool({.max_workers = 1, .start_method = method});
+    auto [mine, theirs] = cfx::Pipe<std::string>();
+    auto f = pool.submit(echo_strings, theirs);
+    theirs.close();
+    mine.send("pong");
+    CHECK(mine.recv() == "pong");
+    mine.close();
+    f.result();  // the worker's copy of the end is closed with the call
   }
 }
 

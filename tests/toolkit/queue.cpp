@@ -38,9 +38,19 @@ std::string item_text(int i) {
          std::string(static_cast<std::size_t>(i * 37 % 300), 'a' + i % 26);
 }
 
-TEST_CASE("Queue: a default-constructed handle refers to nothing, and every use throws") {
+TEST_CASE("Queue: a default-constructed one is a new unbounded queue") {
   cfx::Queue<int> q;
-  CHECK_FALSE(q.valid());
+  CHECK(q.valid());
+  CHECK(q.maxsize() == 0);
+  q.put(4);
+  CHECK(q.get() == 4);
+  CHECK_FALSE(q == cfx::Queue<int>());
+}
+
+TEST_CASE("Queue: a moved-from handle refers to nothing, and every use throws") {
+  cfx::Queue<int> q;
+  auto taker = std::move(q);
+  CHECK_FALSE(q.valid());  // NOLINT(bugprone-use-after-move): the state under test
   CHECK(q.block().size() == 0);
   CHECK_THROWS_WITH_AS(q.put(1), doctest::Contains("cfx::Queue: empty handle"), cfx::Error);
   CHECK_THROWS_AS(q.get(), cfx::Error);

@@ -10,6 +10,7 @@
 #include <mutex>
 #include <set>
 #include <thread>
+#include <type_traits>
 #include <vector>
 
 #include "cfx/errors.hpp"
@@ -39,18 +40,47 @@ void check_empty_throws(H h) {
   CHECK(h.block().size() == 0);
 }
 
-TEST_CASE("Default-constructed handles refer to nothing, and every use throws cfx::Error") {
-  cfx::Lock lock;
-  cfx::RLock rlock;
+TEST_CASE("A default-constructed handle is a new object, as in Python") {
+  cfx::Lock a, b;
+  CHECK(a.valid());
+  CHECK_FALSE(a == b);
+  {
+    std::lock_guard held(a);
+    CHECK(a.held_by_me());
+    CHECK_FALSE(b.held_by_me());
+  }
+  cfx::RLock r;
+  std::scoped_lock both(r, r);  // recursive: twice from one thread
   cfx::Semaphore sem;
+  CHECK(sem.value() == 1);  // Python's default
   cfx::BoundedSemaphore bsem;
+  CHECK(bsem.value() == 1);
+  CHECK_THROWS_AS(bsem.release(), cfx::Error);  // already at its bound of 1
   cfx::Event event;
+  CHECK_FALSE(event.is_set());
   cfx::Condition cond;
-  cfx::Barrier barrier;
-  check_empty_throws(lock);
+  CHECK(cond.try_lock());
+  cond.notify_all();
+  cond.unlock();
+  static_assert(!std::is_default_constructible_v<cfx::Barrier>, "Python needs parties too");
+}
+
+TEST_CASE("Moved-from and decoded-empty handles refer to nothing, and every use throws") {
+  using cfx::detail::HandleAccess;
+  cfx::Lock moved;
+  cfx::Lock taker = std::move(moved);
+  CHECK(taker.valid());
+  check_empty_throws(moved);  // NOLINT(bugprone-use-after-move): the state under test
+  CHECK_THROWS_WITH_AS(moved.lock(), doctest::Contains("cfx::Lock: empty handle"), cfx::Error);
+  CHECK_THROWS_AS(moved.unlock(), cfx::Error);
+  // What the decoder makes of an empty handle's encoding: no object made, nothing allocated.
+  auto rlock = HandleAccess::make<cfx::RLock>({}, 0);
+  auto sem = HandleAccess::make<cfx::Semaphore>({}, 0);
+  auto bsem = HandleAccess::make<cfx::BoundedSemaphore>({}, 0);
+  auto event = HandleAccess::make<cfx::Event>({}, 0);
+  auto cond = HandleAccess::make<cfx::Condition>({}, 0);
+  auto barrier = HandleAccess::make<cfx::Barrier>({}, 0);
   check_empty_throws(barrier);
-  CHECK_THROWS_WITH_AS(lock.lock(), doctest::Contains("cfx::Lock: empty handle"), cfx::Error);
-  CHECK_THROWS_AS(lock.unlock(), cfx::Error);
   CHECK_THROWS_WITH_AS(rlock.try_lock(), doctest::Contains("cfx::RLock"), cfx::Error);
   CHECK_THROWS_AS(sem.acquire(), cfx::Error);
   CHECK_THROWS_AS(bsem.release(), cfx::Error);
@@ -59,15 +89,15 @@ TEST_CASE("Default-constructed handles refer to nothing, and every use throws cf
   CHECK_THROWS_AS(cond.notify_all(), cfx::Error);
   CHECK_THROWS_AS((void)cond.get_lock(), cfx::Error);
   CHECK_THROWS_AS(barrier.wait(), cfx::Error);
-  CHECK(lock == cfx::Lock());
+  CHECK(moved == HandleAccess::make<cfx::Lock>({}, 0));
 }
 
 TEST_CASE("Copies of a handle are the same object; created ones are distinct") {
-  auto a = cfx::Lock::create();
+  cfx::Lock a;
   auto b = a;
   CHECK(a.valid());
   CHECK(a == b);
-  CHECK_FALSE(a == cfx::Lock::create());
+  CHECK_FALSE(a == cfx::Lock());
   a.lock();
   CHECK(b.held_by_me());
   CHECK_FALSE(b.try_lock());
@@ -76,13 +106,13 @@ TEST_CASE("Copies of a handle are the same object; created ones are distinct") {
 }
 
 TEST_CASE("A handle rebuilt from its block and offset (as a decoder does) is the same object") {
-  auto event = cfx::Event::create();
+  cfx::Event event;
   auto rebuilt = cfx::detail::HandleAccess::make<cfx::Event>(event.block(), event.offset());
   CHECK(rebuilt == event);
   rebuilt.set();
   CHECK(event.is_set());
   // A handle of the wrong kind for its memory fails cleanly where the object does not fit.
-  auto lock = cfx::Lock::create();
+  cfx::Lock lock;
   auto wrong = cfx::detail::HandleAccess::make<cfx::Barrier>(lock.block(), 0);
   CHECK_THROWS_WITH_AS(wrong.wait(), doctest::Contains("does not fit"), cfx::Error);
 }
@@ -96,7 +126,7 @@ TEST_CASE("Constructors refuse bad counts") {
 // --- Lock and RLock ---------------------------------------------------------------------
 
 TEST_CASE("Lock: misuse throws and changes nothing") {
-  auto lock = cfx::Lock::create();
+  cfx::Lock lock;
   CHECK_THROWS_WITH_AS(lock.unlock(), doctest::Contains("does not hold"), cfx::Error);
   lock.lock();
   CHECK_THROWS_WITH_AS(lock.lock(), doctest::Contains("already held"), cfx::Error);
@@ -110,7 +140,7 @@ TEST_CASE("Lock: misuse throws and changes nothing") {
 }
 
 TEST_CASE("Lock: timed attempts give up after their timeout, or take it when free") {
-  auto lock = cfx::Lock::create();
+  cfx::Lock lock;
   CHECK(lock.try_lock_for(-5s));  // free: a negative timeout still tries once
   lock.unlock();
   lock.lock();
@@ -125,7 +155,7 @@ TEST_CASE("Lock: timed attempts give up after their timeout, or take it when fre
 }
 
 TEST_CASE("Lock: a guarded counter from four threads") {
-  auto lock = cfx::Lock::create();
+  cfx::Lock lock;
   long counter = 0;
   std::vector<std::thread> threads;
   for (int t = 0; t < 4; ++t) {
@@ -141,7 +171,7 @@ TEST_CASE("Lock: a guarded counter from four threads") {
 }
 
 TEST_CASE("Lock: two processes bring a guarded counter exactly to 200,000") {
-  auto lock = cfx::Lock::create();
+  cfx::Lock lock;
   SharedCounter counter;
   counter.value() = 0;
   auto add = [&] {
@@ -159,8 +189,8 @@ TEST_CASE("Lock: two processes bring a guarded counter exactly to 200,000") {
 }
 
 TEST_CASE("Lock: std::scoped_lock over two Locks, taken in opposite orders") {
-  auto a = cfx::Lock::create();
-  auto b = cfx::Lock::create();
+  cfx::Lock a;
+  cfx::Lock b;
   long counter = 0;
   std::thread t1([&] {
     for (int i = 0; i < 2000; ++i) {
@@ -182,7 +212,7 @@ TEST_CASE("Lock: std::scoped_lock over two Locks, taken in opposite orders") {
 }
 
 TEST_CASE("Lock: a holder killed by SIGKILL hands it to the next locker") {
-  auto lock = cfx::Lock::create();
+  cfx::Lock lock;
   pid_t child = fork_holder([&] { lock.lock(); });
   CHECK_FALSE(lock.try_lock());
   CHECK(kill_child(child) == -SIGKILL);
@@ -191,14 +221,14 @@ TEST_CASE("Lock: a holder killed by SIGKILL hands it to the next locker") {
 }
 
 TEST_CASE("Lock: a thread that ends holding it hands it on") {
-  auto lock = cfx::Lock::create();
+  cfx::Lock lock;
   std::thread([lock]() mutable { lock.lock(); }).join();
   CHECK(lock.try_lock());
   lock.unlock();
 }
 
 TEST_CASE("RLock: the holder locks again; others wait for the last unlock") {
-  auto rlock = cfx::RLock::create();
+  cfx::RLock rlock;
   rlock.lock();
   CHECK(rlock.try_lock());
   CHECK(rlock.try_lock_for(1ms));
@@ -219,7 +249,7 @@ TEST_CASE("RLock: the holder locks again; others wait for the last unlock") {
 }
 
 TEST_CASE("RLock: a holder killed at depth 2 hands it on at depth 1") {
-  auto rlock = cfx::RLock::create();
+  cfx::RLock rlock;
   pid_t child = fork_holder([&] {
     rlock.lock();
     rlock.lock();
@@ -319,7 +349,7 @@ TEST_CASE("BoundedSemaphore: release past its bound throws and changes nothing")
 // --- Event ------------------------------------------------------------------------------
 
 TEST_CASE("Event: set, clear, timed waits") {
-  auto event = cfx::Event::create();
+  cfx::Event event;
   CHECK_FALSE(event.is_set());
   auto start = Clock::now();
   CHECK_FALSE(event.wait(20ms));
@@ -334,7 +364,7 @@ TEST_CASE("Event: set, clear, timed waits") {
 }
 
 TEST_CASE("Event: wakes every waiting thread and a waiting child process") {
-  auto event = cfx::Event::create();
+  cfx::Event event;
   pid_t child = fork_child([&] { return event.wait(60s) ? 0 : 1; });
   std::vector<std::thread> waiters;
   for (int i = 0; i < 3; ++i) waiters.emplace_back([event]() mutable { CHECK(event.wait(60s)); });
@@ -346,7 +376,7 @@ TEST_CASE("Event: wakes every waiting thread and a waiting child process") {
 // --- Condition --------------------------------------------------------------------------
 
 TEST_CASE("Condition: misuse without its lock throws") {
-  auto cond = cfx::Condition::create();
+  cfx::Condition cond;
   CHECK_THROWS_WITH_AS(cond.wait(), doctest::Contains("without holding its lock"), cfx::Error);
   CHECK_THROWS_AS(cond.notify_one(), cfx::Error);
   CHECK_THROWS_AS(cond.notify_all(), cfx::Error);
@@ -358,7 +388,7 @@ TEST_CASE("Condition: misuse without its lock throws") {
 }
 
 TEST_CASE("Condition: timed waits return false and hold the lock again") {
-  auto cond = cfx::Condition::create();
+  cfx::Condition cond;
   std::unique_lock held(cond);
   auto start = Clock::now();
   CHECK_FALSE(cond.wait_for(20ms));
@@ -370,7 +400,7 @@ TEST_CASE("Condition: timed waits return false and hold the lock again") {
 }
 
 TEST_CASE("Condition: ping-pong between a parent and a child process") {
-  auto cond = cfx::Condition::create();
+  cfx::Condition cond;
   SharedCounter turn;
   turn.value() = 0;
   auto play = [&](long parity) {
@@ -403,12 +433,12 @@ void check_wakes_a_waiter(cfx::Condition cond, bool all) {
 }
 
 TEST_CASE("Condition: notify_one and notify_all wake a thread waiting with a predicate") {
-  check_wakes_a_waiter(cfx::Condition::create(), false);
-  check_wakes_a_waiter(cfx::Condition::create(), true);
+  check_wakes_a_waiter(cfx::Condition(), false);
+  check_wakes_a_waiter(cfx::Condition(), true);
 }
 
 TEST_CASE("Condition: a holder killed holding its lock, or killed while waiting") {
-  auto cond = cfx::Condition::create();
+  cfx::Condition cond;
   SUBCASE("holding the lock") {
     pid_t child = fork_holder([&] { cond.lock(); });
     CHECK(kill_child(child) == -SIGKILL);
@@ -460,7 +490,7 @@ TEST_CASE("Barrier: a parent and two child processes meet, round after round") {
   cfx::Barrier barrier(3);
   SharedCounter arrived;
   arrived.value() = 0;
-  auto lock = cfx::Lock::create();
+  cfx::Lock lock;
   auto party = [&] {
     for (long round = 1; round <= 50; ++round) {
       {

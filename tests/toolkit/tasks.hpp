@@ -13,6 +13,8 @@
 #include <cfx/cfx.hpp>
 #include <cfx/detail/handle_json.hpp>
 
+#include "support/start_methods.hpp"
+
 namespace toolkit_test {
 
 inline std::uint64_t sum_array(cfx::SharedArray<std::uint64_t> a) {

@@ -12,7 +12,8 @@ CFX_TASK_AS(&toolkit_test::fill_array, "helper_fill_array");
 int main(int argc, char** argv) {
   cfx::init(argc, argv);
   cfx::SharedArray<int> a(1 << 20);
-  cfx::ProcessPoolExecutor pool({.max_workers = 1, .start_method = cfx::StartMethod::fork});
+  cfx::ProcessPoolExecutor pool(
+      {.max_workers = 1, .start_method = cfx::test::pool_fork_or_spawn()});
   pool.submit(toolkit_test::fill_array, a, 5).result();  // the worker keeps it mapped
   if (a[0] != 5) return 2;
   nlohmann::json j;  // the block's identity, as it would travel
