@@ -17,6 +17,8 @@
 //   hangs.cpp #23, parent_death.cpp #30. Here: an outside kill.
 #include <doctest/doctest.h>
 
+#include "support/start_methods.hpp"
+
 #include <atomic>
 #include <map>
 #include <mutex>
@@ -234,7 +236,7 @@ TEST_SUITE("faults issue 8") {
   TEST_CASE("issue 8: a task's descendants die with its worker when it is killed from outside") {
     // Spawned workers are the pool's children; a fork server's are the server's.
     for (auto method : {cfx::StartMethod::spawn, cfx::StartMethod::forkserver}) {
-      CAPTURE(proc_test::start_method_name(method));
+      CAPTURE(cfx::test::name(method));
       // The forked copy keeps the worker's fds 3 and 4: the pool must not wait for the reply
       // pipe's EOF to notice the death.
       NoLeaks leaks;

@@ -15,7 +15,9 @@
 //   same worker are not lost".
 // - #10 (retries) needs max_retries: control.cpp.
 #include <doctest/doctest.h>
+
 #include <sys/ioctl.h>
+#include "support/start_methods.hpp"
 
 #include "faults/leaks.hpp"
 #include "faults/tasks.hpp"
@@ -49,7 +51,7 @@ TEST_SUITE("faults 3.1 worker death") {
   TEST_CASE("3.1 #1 task segfaults: WorkerCrashed on this future only") {
     // Spawned workers are the pool's children; a fork server's are the server's.
     for (auto method : {cfx::StartMethod::spawn, cfx::StartMethod::forkserver}) {
-      CAPTURE(proc_test::start_method_name(method));
+      CAPTURE(cfx::test::name(method));
       NoLeaks leaks;
       Pool pool({.max_workers = 2, .start_method = method});
       TempDir dir;
@@ -96,7 +98,7 @@ TEST_SUITE("faults 3.1 worker death") {
   TEST_CASE("3.1 #4 task calls exit(3): WorkerCrashed naming exit status 3") {
     // Spawned workers are the pool's children; a fork server's are the server's.
     for (auto method : {cfx::StartMethod::spawn, cfx::StartMethod::forkserver}) {
-      CAPTURE(proc_test::start_method_name(method));
+      CAPTURE(cfx::test::name(method));
       NoLeaks leaks;
       Pool pool({.max_workers = 2, .start_method = method});
       auto bystander = pool->submit(add, 1, 1);

@@ -3,9 +3,11 @@
 // timeouts, recycling, the initializer, and where the worker marker may not go.
 #include <dlfcn.h>
 #include <doctest/doctest.h>
+
 #include <fcntl.h>
 #include <sys/resource.h>
 #include <sys/wait.h>
+#include "support/start_methods.hpp"
 
 #include <atomic>
 #include <cstdio>
@@ -23,7 +25,6 @@ using cfx_test::Gate;
 using cfx_test::Signal;
 using proc_test::child_pids;
 using proc_test::open_fds;
-using proc_test::start_method_name;
 using proc_test::thread_count;
 
 namespace {
@@ -327,7 +328,7 @@ TEST_SUITE("process") {
           trace = context.stack_trace();
         }
       }
-      std::string method_name = start_method_name(method);
+      std::string method_name = cfx::test::name(method);
       INFO("start method " << method_name << ", stack trace:\n" << trace);
       // The innermost frame is the throwing function itself, at the throw's own line.
       auto first_line = trace.substr(0, trace.find('\n'));
@@ -485,7 +486,7 @@ TEST_SUITE("process") {
     REQUIRE(child_pids().empty());
     for (auto method :
          {cfx::StartMethod::spawn, cfx::StartMethod::fork, cfx::StartMethod::forkserver}) {
-      CAPTURE(start_method_name(method));
+      CAPTURE(cfx::test::name(method));
       cfx::ProcessPoolExecutor ex({.max_workers = 2, .start_method = method});
       std::vector<cfx::Future<int>> fs;
       for (int i = 0; i < 100; ++i) fs.push_back(ex.submit(add, i, i));
@@ -508,7 +509,7 @@ TEST_SUITE("process") {
          {cfx::StartMethod::spawn, cfx::StartMethod::fork, cfx::StartMethod::forkserver}) {
       int failed = 0;
       for (int free = 0; free < 16; ++free) {
-        std::string start_method = start_method_name(method);
+        std::string start_method = cfx::test::name(method);
         CAPTURE(start_method);
         CAPTURE(free);
         auto fds_before = open_fds();

@@ -31,19 +31,6 @@ inline std::vector<int> open_fds() {
   return fds;
 }
 
-/// A start method's name, as the config spells it, for test messages.
-inline std::string start_method_name(cfx::StartMethod method) {
-  switch (method) {
-    case cfx::StartMethod::spawn:
-      return "spawn";
-    case cfx::StartMethod::fork:
-      return "fork";
-    case cfx::StartMethod::forkserver:
-      return "forkserver";
-  }
-  return "?";
-}
-
 /// Processes whose parent is this process (live or zombie).
 inline std::vector<int> child_pids() {
   std::vector<int> kids;

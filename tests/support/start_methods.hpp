@@ -47,8 +47,17 @@ inline std::vector<StartMethod> process_start_methods() {
   return {StartMethod::spawn, StartMethod::fork};
 }
 
+/// A start method's name, as the config spells it, for test messages.
 inline const char* name(StartMethod m) {
-  return m == StartMethod::spawn ? "spawn" : "fork";
+  switch (m) {
+    case StartMethod::spawn:
+      return "spawn";
+    case StartMethod::fork:
+      return "fork";
+    case StartMethod::forkserver:
+      return "forkserver";
+  }
+  return "?";
 }
 
 }  // namespace cfx::test
