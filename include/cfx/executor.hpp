@@ -197,7 +197,13 @@ class Executor {
     } else {
       const detail::TaskEntry& task = detail::registered_task(fn);
       using Tuple = typename detail::fn_traits<Fn>::args;
-      if constexpr (std::is_constructible_v<Tuple, Args&&...>) {
+      if constexpr (std::is_same_v<Tuple, std::tuple<std::decay_t<Args>...>>) {
+        // The arguments have the parameters' types: encoded where they are, not copied.
+        const typename detail::fn_traits<Fn>::arg_refs refs(args...);
+        return submit_encoded<R>(task, 1, options, [&](detail::HandleList& handles) {
+          return detail::encode_arg_refs(task, refs, handles);
+        });
+      } else if constexpr (std::is_constructible_v<Tuple, Args&&...>) {
         const Tuple one(std::forward<Args>(args)...);
         return submit_remote<R>(task, &one, 1, options);
       } else {
@@ -211,12 +217,21 @@ class Executor {
   template <class R, class Tuple>
   Future<R> submit_remote(const detail::TaskEntry& task, const Tuple* tuples, std::size_t count,
                           const CallOptions& options = {}) {
+    return submit_encoded<R>(task, count, options, [&](detail::HandleList& handles) {
+      return detail::encode_args(task, tuples, count, handles);
+    });
+  }
+
+  /// Queues a call of `count` argument tuples of `task`, encoded by encode(handles).
+  template <class R, class Encode>
+  Future<R> submit_encoded(const detail::TaskEntry& task, std::size_t count,
+                           const CallOptions& options, Encode encode) {
     auto* call = new detail::RemoteCall<R>(&task);
     auto future = detail::make_future<R>(detail::Ref<detail::SharedState<R>>::adopt(call));
     call->count = static_cast<std::uint32_t>(count);
     call->timeout = options.timeout;
     try {
-      call->args = detail::encode_args(task, tuples, count, call->handles);
+      call->args = encode(call->handles);
     } catch (const SerializationError&) {
       call->fail(std::current_exception());
       call->drop();

@@ -22,6 +22,8 @@ namespace cfx::detail {
 
 /// Buffers this large are backed by huge pages where the kernel allows (THP "madvise").
 inline constexpr std::size_t kBulkBytes = std::size_t{4} << 20;
+/// Room a big buffer is given beyond what is written into it (Writer::put_bytes).
+inline constexpr std::size_t kBulkSlack = std::size_t{64} << 10;
 
 /// Advises [data, data + bytes) to huge pages, the whole 2 MiB pages inside it (advice only).
 inline void advise_huge(const void* data, std::size_t bytes) {
@@ -61,9 +63,12 @@ class Writer {
   }
   void put_bytes(const void* data, std::size_t n) {
     auto at = out_.size();
-    // Doubling, like the vector's own growth: many big pieces in one buffer (a vector of big
-    // vectors) must not each copy all that came before.
-    if (n >= kBulkBytes) reserve_bulk(out_, std::max(at + n, 2 * out_.capacity()));
+    // A big buffer grows as the vector would (doubling: many big pieces must not each copy
+    // all that came before), but on huge pages, and with room for the small fields that
+    // follow a big value (a result frame's trailer): the vector's own growth for that one
+    // byte copied the whole 64 MiB into fresh 4 KiB pages.
+    if (at + n > out_.capacity() && at + n >= kBulkBytes)
+      reserve_bulk(out_, std::max(at + n + kBulkSlack, 2 * out_.capacity()));
     out_.resize(at + n);
     if (n) std::memcpy(out_.data() + at, data, n);
   }
