@@ -432,10 +432,22 @@ class Executor {
     if (opts.timeout) deadline = detail::StateBase::deadline_after(*opts.timeout);
     std::unique_ptr<detail::ChunkSource<V>> source;
     if constexpr (std::ranges::random_access_range<View> && std::ranges::sized_range<View>) {
-      if (!remote_ && !opts.buffersize)  // with buffersize, results stay per chunk
-        source = std::make_unique<SliceSource<Star, V, Fn, View>>(
-            link_, std::forward<F>(fn), std::views::all(std::forward<Range>(inputs)),
-            opts.chunksize);
+      if (!remote_ && !opts.buffersize) {  // with buffersize, results stay per chunk
+        if constexpr (detail::owns_its_items_v<View>) {
+          source = std::make_unique<SliceSource<Star, V, Fn, View>>(
+              link_, std::forward<F>(fn), std::views::all(std::forward<Range>(inputs)),
+              opts.chunksize);
+        } else {
+          // The input belongs to the caller, who may change it once map() returns: it is
+          // consumed now, as without buffersize it always is, in one copy for all chunks.
+          std::vector<Item> owned;
+          detail::reserve_bulk(owned, std::ranges::size(inputs));
+          for (auto&& item : inputs) owned.emplace_back(item);
+          using Owned = std::ranges::owning_view<std::vector<Item>>;
+          source = std::make_unique<SliceSource<Star, V, Fn, Owned>>(
+              link_, std::forward<F>(fn), Owned(std::move(owned)), opts.chunksize);
+        }
+      }
     }
     if (!source)
       source = std::make_unique<Source<Star, V, Fn, View>>(

@@ -348,6 +348,24 @@ TEST_CASE("thread pool: map over an rvalue input keeps it until every chunk has 
   CHECK(results.to_vector() == std::vector<std::string>{"aa", "bb", std::string(200, 'c')});
 }
 
+TEST_CASE("thread pool: map consumes an lvalue input before it returns") {
+  // The contract without buffersize: the whole input is consumed inside map(). The caller
+  // may change or destroy it afterwards, while the chunks still run.
+  cfx::ThreadPoolExecutor ex({.max_workers = 2});
+  Gate gate;
+  auto in = std::make_unique<std::vector<int>>(std::vector<int>{1, 2, 3, 4, 5, 6});
+  auto results = ex.map(
+      [path = gate.path()](int x) {
+        if (x == 1) cfx_test::wait_gate(path);
+        return x * 2;
+      },
+      *in, {.chunksize = 2});
+  (*in)[5] = 100;
+  in.reset();
+  gate.open();
+  CHECK(results.to_vector() == std::vector<int>{2, 4, 6, 8, 10, 12});
+}
+
 TEST_CASE("thread pool: map passes each call its own copy of the item") {
   cfx::ThreadPoolExecutor ex({.max_workers = 2});
   std::vector<int> in{1, 2, 3, 4};

@@ -71,6 +71,16 @@ class ResultSlab {
   std::vector<std::size_t> made_;  // chunk c's slot written only by its task, then the map
 };
 
+/// A view whose items live in it (a container map() was given by value) or are computed from
+/// its own state (iota): a map may read them after map() returns. Any other input is the
+/// caller's, and is copied during map().
+template <class View>
+inline constexpr bool owns_its_items_v = false;
+template <class R>
+inline constexpr bool owns_its_items_v<std::ranges::owning_view<R>> = true;
+template <class W, class B>
+inline constexpr bool owns_its_items_v<std::ranges::iota_view<W, B>> = true;
+
 template <class V>
 struct ChunkResult {
   using value_type = V;
