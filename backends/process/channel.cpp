@@ -12,9 +12,12 @@
 namespace cfx::detail {
 namespace {
 
-// Reads are at least this large, and a frame's buffer grows ahead of the bytes received by
-// at most as much as was received already (or this much, early on).
+// A frame's buffer starts with room for a read this large, and grows ahead of the bytes
+// received by at most as much as was received already (or this much, early on).
 constexpr std::size_t kMinRead = 1 << 16;
+// The buffer grows once the room left for a read is below this (or below what the frame still
+// needs), so reads are never tiny and growths are few.
+constexpr std::size_t kLeastRoom = kMinRead / 4;
 
 /// A process a task forked that returns from the task (or throws out of it) is not the
 /// worker: it must not answer on the worker's channel, where its reply would be taken for
@@ -134,18 +137,21 @@ std::span<char> FrameSplitter::space() {
     begin_ = 0;
   }
   if (end_ == 0 && buffer_.size() > kKeepBufferBytes) buffer_ = std::vector<char>(kMinRead);
-  std::size_t room = kMinRead;
+  // Grow once the room left is small, to twice what has arrived (a read more, early on),
+  // but not past what the frame needs and a read more: a header that lies about its length
+  // cannot make us allocate for bytes nobody sends, and each growth nearly doubles the
+  // buffer, so a big frame arriving a pipe's worth at a time is copied a few times in all,
+  // not once per read.
+  std::uint64_t need = kMinRead;  // what the frame still needs, as far as we know
+  std::uint64_t target = std::max(end_ + kMinRead, 2 * end_);
   if (auto h = header()) {
-    // What the frame still needs, but never more than doubling what has arrived: a header
-    // that lies about its length cannot make us allocate for bytes nobody sends.
     std::uint64_t total = sizeof(std::uint64_t) + std::min(h->length, max_length_);
-    std::uint64_t missing = total > end_ ? total - end_ : 0;
-    room = static_cast<std::size_t>(
-        std::clamp<std::uint64_t>(missing, kMinRead, std::max(end_, kMinRead)));
+    need = total > end_ ? total - end_ : 0;
+    target = std::min(target, std::max(total, end_ + kMinRead));
   }
-  if (buffer_.size() - end_ < room) {
-    reserve_bulk(buffer_, std::max(end_ + room, 2 * buffer_.size()));
-    buffer_.resize(end_ + room);
+  if (buffer_.size() - end_ < std::clamp<std::uint64_t>(need, 1, kLeastRoom)) {
+    reserve_bulk(buffer_, static_cast<std::size_t>(target));
+    buffer_.resize(static_cast<std::size_t>(target));
   }
   return {buffer_.data() + end_, buffer_.size() - end_};
 }

@@ -197,7 +197,13 @@ class Executor {
     } else {
       const detail::TaskEntry& task = detail::registered_task(fn);
       using Tuple = typename detail::fn_traits<Fn>::args;
-      if constexpr (std::is_constructible_v<Tuple, Args&&...>) {
+      if constexpr (std::is_same_v<Tuple, std::tuple<std::decay_t<Args>...>>) {
+        // The arguments have the parameters' types: encoded where they are, not copied.
+        const typename detail::fn_traits<Fn>::arg_refs refs(args...);
+        return submit_encoded<R>(task, 1, options, [&](detail::HandleList& handles) {
+          return detail::encode_arg_refs(task, refs, handles);
+        });
+      } else if constexpr (std::is_constructible_v<Tuple, Args&&...>) {
         const Tuple one(std::forward<Args>(args)...);
         return submit_remote<R>(task, &one, 1, options);
       } else {
@@ -211,12 +217,21 @@ class Executor {
   template <class R, class Tuple>
   Future<R> submit_remote(const detail::TaskEntry& task, const Tuple* tuples, std::size_t count,
                           const CallOptions& options = {}) {
+    return submit_encoded<R>(task, count, options, [&](detail::HandleList& handles) {
+      return detail::encode_args(task, tuples, count, handles);
+    });
+  }
+
+  /// Queues a call of `count` argument tuples of `task`, encoded by encode(handles).
+  template <class R, class Encode>
+  Future<R> submit_encoded(const detail::TaskEntry& task, std::size_t count,
+                           const CallOptions& options, Encode encode) {
     auto* call = new detail::RemoteCall<R>(&task);
     auto future = detail::make_future<R>(detail::Ref<detail::SharedState<R>>::adopt(call));
     call->count = static_cast<std::uint32_t>(count);
     call->timeout = options.timeout;
     try {
-      call->args = detail::encode_args(task, tuples, count, call->handles);
+      call->args = encode(call->handles);
     } catch (const SerializationError&) {
       call->fail(std::current_exception());
       call->drop();
@@ -266,6 +281,53 @@ class Executor {
       }
       return out;
     });
+  }
+
+  /// What the chunks of an in-place map share: the input's first item (the view owns the
+  /// input if map was given an rvalue), and the slab the results go to.
+  template <class V, class View>
+  struct SliceShared {
+    SliceShared(View v, std::size_t chunksize)
+        : view(std::move(v)),
+          first(std::ranges::begin(view)),
+          slab(std::make_shared<detail::ResultSlab<V>>(std::ranges::size(view), chunksize)) {}
+    View view;
+    std::ranges::iterator_t<View> first;
+    std::shared_ptr<detail::ResultSlab<V>> slab;
+  };
+
+  /// Submits items [lo, hi) of a random-access input as chunk c of an in-place map: read
+  /// where they are, their results constructed in the slab. No vector per chunk, no copy of
+  /// the items but the one each call gets (as from a chunk's vector), no lock per item.
+  template <bool Star, class V, class Fn, class Shared>
+  Future<detail::ChunkResult<V>> submit_slice(const Fn& fn, std::shared_ptr<Shared> shared,
+                                              std::size_t c, std::size_t lo, std::size_t hi) {
+    return submit_local<detail::ChunkResult<V>>(
+        [fn, shared = std::move(shared), c, lo, hi]() mutable {
+          using Item = std::remove_cvref_t<decltype(*shared->first)>;
+          detail::ChunkResult<V> out;
+          V* place = shared->slab->at(c);
+          auto it = shared->first + static_cast<std::ptrdiff_t>(lo);
+          std::size_t made = 0;
+          try {
+            for (; made < hi - lo; ++made, ++it) {
+              Item item = *it;
+              if constexpr (std::is_same_v<V, std::monostate> &&
+                            std::is_void_v<decltype(invoke_item<Star>(fn, item))>) {
+                invoke_item<Star>(fn, item);
+                std::construct_at(place + made);
+              } else {
+                std::construct_at(place + made, invoke_item<Star>(fn, item));
+              }
+            }
+          } catch (...) {
+            out.error = std::current_exception();
+          }
+          shared->slab->set_made(c, made);
+          out.slab = shared->slab;
+          out.chunk = c;
+          return out;
+        });
   }
 
   template <bool Star, class V, class Fn, class Item>
@@ -326,6 +388,37 @@ class Executor {
     std::size_t chunksize_;
   };
 
+  /// The chunks of a map on threads over a sized random-access input, all submitted at once
+  /// (no buffersize): each a slice of the input, its results written in place.
+  template <bool Star, class V, class Fn, class View>
+  class SliceSource final : public detail::ChunkSource<V> {
+   public:
+    SliceSource(std::shared_ptr<detail::ExecutorLink> link, Fn fn, View view, std::size_t chunksize)
+        : link_(std::move(link)),
+          fn_(std::move(fn)),
+          shared_(std::make_shared<SliceShared<V, View>>(std::move(view), chunksize)),
+          size_(std::ranges::size(shared_->view)),
+          chunksize_(chunksize) {}
+    std::optional<Future<detail::ChunkResult<V>>> next() override {
+      std::lock_guard lock(link_->mutex);
+      if (!link_->executor || next_ >= size_) return std::nullopt;
+      std::size_t lo = next_;
+      std::size_t hi = lo + std::min(chunksize_, size_ - lo);
+      auto f =
+          link_->executor->template submit_slice<Star, V>(fn_, shared_, lo / chunksize_, lo, hi);
+      next_ = hi;
+      return f;
+    }
+
+   private:
+    std::shared_ptr<detail::ExecutorLink> link_;
+    Fn fn_;
+    std::shared_ptr<SliceShared<V, View>> shared_;
+    std::size_t size_;
+    std::size_t chunksize_;
+    std::size_t next_ = 0;
+  };
+
   template <bool Star, class F, class Range>
   auto map_impl(F&& fn, Range&& inputs, const MapOptions& opts, bool ordered) {
     using Fn = std::decay_t<F>;
@@ -337,8 +430,28 @@ class Executor {
       throw std::invalid_argument("buffersize must be unset or > 0");
     detail::Deadline deadline;
     if (opts.timeout) deadline = detail::StateBase::deadline_after(*opts.timeout);
-    auto source = std::make_unique<Source<Star, V, Fn, View>>(
-        link_, std::forward<F>(fn), std::views::all(std::forward<Range>(inputs)), opts.chunksize);
+    std::unique_ptr<detail::ChunkSource<V>> source;
+    if constexpr (std::ranges::random_access_range<View> && std::ranges::sized_range<View>) {
+      if (!remote_ && !opts.buffersize) {  // with buffersize, results stay per chunk
+        if constexpr (detail::owns_its_items_v<View>) {
+          source = std::make_unique<SliceSource<Star, V, Fn, View>>(
+              link_, std::forward<F>(fn), std::views::all(std::forward<Range>(inputs)),
+              opts.chunksize);
+        } else {
+          // The input belongs to the caller, who may change it once map() returns: it is
+          // consumed now, as without buffersize it always is, in one copy for all chunks.
+          std::vector<Item> owned;
+          detail::reserve_bulk(owned, std::ranges::size(inputs));
+          for (auto&& item : inputs) owned.emplace_back(item);
+          using Owned = std::ranges::owning_view<std::vector<Item>>;
+          source = std::make_unique<SliceSource<Star, V, Fn, Owned>>(
+              link_, std::forward<F>(fn), Owned(std::move(owned)), opts.chunksize);
+        }
+      }
+    }
+    if (!source)
+      source = std::make_unique<Source<Star, V, Fn, View>>(
+          link_, std::forward<F>(fn), std::views::all(std::forward<Range>(inputs)), opts.chunksize);
     return MapResult<V>(std::make_unique<detail::MapEngine<V>>(std::move(source), opts.buffersize,
                                                                deadline, ordered));
   }

@@ -40,12 +40,25 @@ struct TaskCodec {
   using Result = std::decay_t<R>;
 
   static TaskEntry entry(const char* name, const void* address) {
-    return TaskEntry{name,         address,           &typeid(Args),       &typeid(Result),
-                     &encode_args, &encode_json_args, &decode_result_into, &run};
+    return TaskEntry{name,
+                     address,
+                     &typeid(Args),
+                     &typeid(Result),
+                     &encode_args,
+                     &encode_json_args,
+                     &decode_result_into,
+                     &run,
+                     &encode_arg_refs};
   }
 
   static void encode_args(const TaskEntry& task, Writer& w, const void* tuples, std::size_t n) {
     const auto* args = static_cast<const Args*>(tuples);
+    for (std::size_t i = 0; i < n; ++i)
+      std::apply([&](const auto&... a) { (encode_arg(task, w, a), ...); }, args[i]);
+  }
+
+  static void encode_arg_refs(const TaskEntry& task, Writer& w, const void* refs, std::size_t n) {
+    const auto* args = static_cast<const std::tuple<const std::decay_t<P>&...>*>(refs);
     for (std::size_t i = 0; i < n; ++i)
       std::apply([&](const auto&... a) { (encode_arg(task, w, a), ...); }, args[i]);
   }

@@ -590,6 +590,31 @@ TEST_SUITE("core") {
     CHECK(abc.data() == out.data() + 8);
   }
 
+  TEST_CASE("codec: a big buffer grows by doubling, with room for a trailer after a big value") {
+    // A result frame is its header, a big value, then a byte or two: those must not move the
+    // whole value again (the vector's own growth copied 64 MiB into fresh 4 KiB pages).
+    std::vector<char> out;
+    Writer w(out);
+    w.put(std::uint64_t{1});
+    std::vector<char> big(cfx::detail::kBulkBytes, 'x');
+    w.put_bytes(big.data(), big.size());
+    const char* at = out.data();
+    w.put(std::uint8_t{0});
+    w.put(std::uint64_t{2});
+    CHECK(out.data() == at);
+    // Many big pieces: each growth at least doubles, so they are copied O(1) times each.
+    int moves = 0;
+    for (int i = 0; i < 8; ++i) {
+      w.put_bytes(big.data(), big.size());
+      if (out.data() != at) ++moves;
+      at = out.data();
+    }
+    CHECK(moves <= 4);  // 8, 16, 32, 64 MiB
+    CHECK(out.size() == 8 + big.size() + 1 + 8 + 8 * big.size());
+    CHECK(out[8 + big.size()] == 0);  // the trailer, in place
+    CHECK(out.back() == 'x');
+  }
+
   TEST_CASE("codec: Reader throws on truncated strings and fixed-size values") {
     std::vector<char> out;
     Writer w(out);

@@ -9,6 +9,8 @@
 #include <fstream>
 #include <latch>
 #include <memory>
+#include <ranges>
+#include <stdexcept>
 #include <string>
 #include <thread>
 #include <vector>
@@ -268,4 +270,112 @@ TEST_CASE("thread pool: destroyed by its own task") {
   CHECK(f.result(kLong) == 7);
   CHECK(other.result(kLong) == 1);
   CHECK_FALSE(err.text().empty());
+}
+
+namespace {
+
+/// A result that counts its live instances: every one constructed must be destroyed once.
+struct Counted {
+  static inline std::atomic<int> live{0};
+  int value = 0;
+  explicit Counted(int v) : value(v) { ++live; }
+  Counted(const Counted& o) : value(o.value) { ++live; }
+  Counted(Counted&& o) noexcept : value(o.value) { ++live; }
+  Counted& operator=(const Counted&) = default;
+  Counted& operator=(Counted&&) = default;
+  ~Counted() { --live; }
+};
+
+}  // namespace
+
+// Issue 10: a map over a random-access input writes its results in place, in one slab shared
+// by its chunks; the slab must end each result exactly once however the map ends.
+TEST_CASE("thread pool: map results written in place are destroyed once each") {
+  cfx::ThreadPoolExecutor ex({.max_workers = 2});
+  auto make = [](int x) {
+    if (x == 57) throw std::runtime_error("item 57");
+    return Counted(x);
+  };
+  SUBCASE("consumed by moving out") {
+    {
+      std::vector<Counted> out =
+          ex.map(make, std::views::iota(0, 50), {.chunksize = 7}).to_vector();
+      REQUIRE(out.size() == 50);
+      CHECK(out[49].value == 49);
+    }
+    CHECK(Counted::live == 0);
+  }
+  SUBCASE("read by reference, then dropped half way") {
+    {
+      auto results = ex.map(make, std::views::iota(0, 50), {.chunksize = 7});
+      int seen = 0;
+      for (Counted& c : results) {
+        CHECK(c.value == seen);
+        if (++seen == 20) break;
+      }
+    }
+    ex.shutdown();  // every chunk that started has ended
+    CHECK(Counted::live == 0);
+  }
+  SUBCASE("cut short by an item's exception inside a chunk") {
+    {
+      auto results = ex.map(make, std::views::iota(0, 100), {.chunksize = 10});
+      int seen = 0;
+      CHECK_THROWS_WITH_AS(
+          [&] {
+            for (Counted& c : results) CHECK(c.value == seen++);
+          }(),
+          "item 57", std::runtime_error);
+      CHECK(seen == 57);
+    }
+    ex.shutdown();
+    CHECK(Counted::live == 0);
+  }
+}
+
+TEST_CASE("thread pool: map over an rvalue input keeps it until every chunk has run") {
+  cfx::ThreadPoolExecutor ex({.max_workers = 2});
+  Gate gate;
+  // The first chunk waits, so the others run after map() has returned and its argument, a
+  // temporary vector, would be gone if the map did not own it.
+  auto results = ex.map(
+      [path = gate.path()](const std::string& s) {
+        if (s == "a") cfx_test::wait_gate(path);
+        return s + s;
+      },
+      std::vector<std::string>{"a", "b", std::string(100, 'c')}, {.chunksize = 1});
+  gate.open();
+  CHECK(results.to_vector() == std::vector<std::string>{"aa", "bb", std::string(200, 'c')});
+}
+
+TEST_CASE("thread pool: map consumes an lvalue input before it returns") {
+  // The contract without buffersize: the whole input is consumed inside map(). The caller
+  // may change or destroy it afterwards, while the chunks still run.
+  cfx::ThreadPoolExecutor ex({.max_workers = 2});
+  Gate gate;
+  auto in = std::make_unique<std::vector<int>>(std::vector<int>{1, 2, 3, 4, 5, 6});
+  auto results = ex.map(
+      [path = gate.path()](int x) {
+        if (x == 1) cfx_test::wait_gate(path);
+        return x * 2;
+      },
+      *in, {.chunksize = 2});
+  (*in)[5] = 100;
+  in.reset();
+  gate.open();
+  CHECK(results.to_vector() == std::vector<int>{2, 4, 6, 8, 10, 12});
+}
+
+TEST_CASE("thread pool: map passes each call its own copy of the item") {
+  cfx::ThreadPoolExecutor ex({.max_workers = 2});
+  std::vector<int> in{1, 2, 3, 4};
+  auto out = ex.map(
+                   [](int& x) {
+                     x *= 100;
+                     return x;
+                   },
+                   in, {.chunksize = 2})
+                 .to_vector();
+  CHECK(out == std::vector<int>{100, 200, 300, 400});
+  CHECK(in == std::vector<int>{1, 2, 3, 4});
 }

@@ -6,9 +6,11 @@
 
 #include <sys/mman.h>
 
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
+#include <iterator>
 #include <string>
 #include <string_view>
 #include <type_traits>
@@ -20,21 +22,34 @@ namespace cfx::detail {
 
 /// Buffers this large are backed by huge pages where the kernel allows (THP "madvise").
 inline constexpr std::size_t kBulkBytes = std::size_t{4} << 20;
+/// Room a big buffer is given beyond what is written into it (Writer::put_bytes).
+inline constexpr std::size_t kBulkSlack = std::size_t{64} << 10;
+
+/// Advises [data, data + bytes) to huge pages, the whole 2 MiB pages inside it (advice only).
+inline void advise_huge(const void* data, std::size_t bytes) {
+  constexpr std::uintptr_t kHuge = std::uintptr_t{2} << 20;
+  auto begin = reinterpret_cast<std::uintptr_t>(data);
+  std::uintptr_t lo = (begin + kHuge - 1) & ~(kHuge - 1);
+  std::uintptr_t hi = (begin + bytes) & ~(kHuge - 1);
+  if (hi > lo) ::madvise(reinterpret_cast<void*>(lo), hi - lo, MADV_HUGEPAGE);
+}
 
 /// Room for `n` elements in `v` (a vector or string). A big buffer is first written by a
-/// resize or a read: advised to huge pages, it takes a page fault per 2 MiB instead of per
-/// 4 KiB, and those faults, not the copies, dominate moving a fresh 64 MiB payload.
+/// resize, a read or the copy of what it held: advised to huge pages before any of that, it
+/// takes a page fault per 2 MiB instead of per 4 KiB, and those faults, not the copies,
+/// dominate moving a fresh 64 MiB payload.
 template <class V>
 void reserve_bulk(V& v, std::size_t n) {
   if (n <= v.capacity()) return;
-  v.reserve(n);
-  std::size_t bytes = v.capacity() * sizeof(typename V::value_type);
-  if (bytes < kBulkBytes) return;
-  constexpr std::uintptr_t kHuge = std::uintptr_t{2} << 20;
-  auto begin = reinterpret_cast<std::uintptr_t>(v.data());
-  std::uintptr_t lo = (begin + kHuge - 1) & ~(kHuge - 1);
-  std::uintptr_t hi = (begin + bytes) & ~(kHuge - 1);
-  if (hi > lo) ::madvise(reinterpret_cast<void*>(lo), hi - lo, MADV_HUGEPAGE);  // advice only
+  if (n * sizeof(typename V::value_type) < kBulkBytes) {
+    v.reserve(n);
+    return;
+  }
+  V fresh;
+  fresh.reserve(n);
+  advise_huge(fresh.data(), fresh.capacity() * sizeof(typename V::value_type));
+  fresh.insert(fresh.end(), std::make_move_iterator(v.begin()), std::make_move_iterator(v.end()));
+  v.swap(fresh);
 }
 
 /// Appends fixed-size values (host byte order) and length-prefixed strings to a buffer.
@@ -48,7 +63,12 @@ class Writer {
   }
   void put_bytes(const void* data, std::size_t n) {
     auto at = out_.size();
-    if (n >= kBulkBytes) reserve_bulk(out_, at + n);
+    // A big buffer grows as the vector would (doubling: many big pieces must not each copy
+    // all that came before), but on huge pages, and with room for the small fields that
+    // follow a big value (a result frame's trailer): the vector's own growth for that one
+    // byte copied the whole 64 MiB into fresh 4 KiB pages.
+    if (at + n > out_.capacity() && at + n >= kBulkBytes)
+      reserve_bulk(out_, std::max(at + n + kBulkSlack, 2 * out_.capacity()));
     out_.resize(at + n);
     if (n) std::memcpy(out_.data() + at, data, n);
   }

@@ -22,6 +22,7 @@
 #include <variant>
 #include <vector>
 
+#include "cfx/detail/bytes.hpp"
 #include "cfx/future.hpp"
 
 namespace cfx::detail {
@@ -30,11 +31,64 @@ namespace cfx::detail {
 template <class R>
 using map_value_t = std::conditional_t<std::is_void_v<R>, std::monostate, R>;
 
+/// Room for every result of a map on threads, written in place: chunk c's task constructs
+/// its results from at(c) on, and the consumer reads (and moves) them there. One allocation
+/// for the whole map, advised to huge pages when big, instead of a vector per chunk: on a
+/// machine where a fresh 4 KiB page costs microseconds, per-chunk vectors cost more than
+/// the items. Shared by the chunk tasks, their results and the map; the last one frees it.
+template <class V>
+class ResultSlab {
+ public:
+  ResultSlab(std::size_t items, std::size_t chunksize)
+      : chunksize_(chunksize), made_((items + chunksize - 1) / chunksize, 0) {
+    if (items == 0) return;
+    data_ = std::allocator<V>().allocate(items);
+    items_ = items;
+    if (items * sizeof(V) >= kBulkBytes) advise_huge(data_, items * sizeof(V));
+  }
+  ResultSlab(const ResultSlab&) = delete;
+  ResultSlab& operator=(const ResultSlab&) = delete;
+  ~ResultSlab() {
+    for (std::size_t c = 0; c < made_.size(); ++c) destroy(c);
+    if (data_) std::allocator<V>().deallocate(data_, items_);
+  }
+
+  /// Where chunk c's results go.
+  V* at(std::size_t c) { return data_ + c * chunksize_; }
+  /// Chunk c's task constructed `n` results (before its future completes).
+  void set_made(std::size_t c, std::size_t n) { made_[c] = n; }
+  std::size_t made(std::size_t c) const { return made_[c]; }
+  /// Ends chunk c's results once they are consumed (its future completed).
+  void destroy(std::size_t c) {
+    if constexpr (!std::is_trivially_destructible_v<V>) std::destroy_n(at(c), made_[c]);
+    made_[c] = 0;
+  }
+
+ private:
+  V* data_ = nullptr;
+  std::size_t items_ = 0;
+  std::size_t chunksize_;
+  std::vector<std::size_t> made_;  // chunk c's slot written only by its task, then the map
+};
+
+/// A view whose items live in it (a container map() was given by value) or are computed from
+/// its own state (iota): a map may read them after map() returns. Any other input is the
+/// caller's, and is copied during map().
+template <class View>
+inline constexpr bool owns_its_items_v = false;
+template <class R>
+inline constexpr bool owns_its_items_v<std::ranges::owning_view<R>> = true;
+template <class W, class B>
+inline constexpr bool owns_its_items_v<std::ranges::iota_view<W, B>> = true;
+
 template <class V>
 struct ChunkResult {
   using value_type = V;
   std::vector<V> values;     // outcomes of the items that ran, in input order
-  std::exception_ptr error;  // the exception of item values.size(), if one threw
+  std::exception_ptr error;  // the exception of the item after the last outcome, if one threw
+  /// Set (maps on threads): the outcomes are chunk `chunk` of the slab, not `values`.
+  std::shared_ptr<ResultSlab<V>> slab;
+  std::size_t chunk = 0;
 };
 
 /// Produces and submits the next chunk; nullopt once the input (or the executor) is gone.
@@ -93,17 +147,27 @@ class MapEngine {
   /// Dropping a map result cancels the tasks that have not started.
   ~MapEngine() { cancel_all(); }
 
-  V& current() { return chunk_.values[index_]; }
+  V& current() { return data_[index_]; }
   bool finished() const noexcept { return finished_; }
 
   /// Moves to the next item; rethrows an item's exception when it is reached, throws
   /// TimeoutError past the deadline. After a throw the map is finished.
   void advance() {
+    if (index_ + 1 < size_) {  // within the chunk: the per-item path, small enough to inline
+      ++index_;
+      return;
+    }
+    next_item();
+  }
+
+ private:
+  void next_item() {
     if (finished_) return;
     if (started_) ++index_;
     started_ = true;
-    while (index_ >= chunk_.values.size()) {
+    while (index_ >= size_) {
       if (chunk_.error) fail(std::exchange(chunk_.error, nullptr));
+      if (chunk_.slab) chunk_.slab->destroy(chunk_.chunk);  // consumed
       auto next = next_chunk();
       if (!next) {
         finished_ = true;
@@ -116,10 +180,16 @@ class MapEngine {
         fail(std::current_exception());
       }
       index_ = 0;
+      if (chunk_.slab) {
+        data_ = chunk_.slab->at(chunk_.chunk);
+        size_ = chunk_.slab->made(chunk_.chunk);
+      } else {
+        data_ = chunk_.values.data();
+        size_ = chunk_.values.size();
+      }
     }
   }
 
- private:
   [[noreturn]] void fail(std::exception_ptr e) {
     cancel_all();
     std::rethrow_exception(e);
@@ -127,6 +197,7 @@ class MapEngine {
 
   void cancel_all() noexcept {
     finished_ = true;
+    size_ = 0;  // advance() stays on the slow path, which sees finished_
     for (auto& f : inflight_) f.cancel();
     inflight_.clear();
     for (auto& [key, f] : unordered_inflight_) f.cancel();
@@ -180,6 +251,8 @@ class MapEngine {
   std::unordered_map<const void*, Future<ChunkResult<V>>> unordered_inflight_;
   std::shared_ptr<ArrivalQueue<V>> arrivals_;
   ChunkResult<V> chunk_;
+  V* data_ = nullptr;     // chunk_'s outcomes, in its values or its slab
+  std::size_t size_ = 0;  // how many
   std::size_t index_ = 0;
   bool started_ = false;
   bool finished_ = false;

@@ -40,6 +40,9 @@ struct TaskEntry {
   EncodeJsonArgsFn encode_json_args = nullptr;
   DecodeResultFn decode_result = nullptr;
   RunFn run = nullptr;
+  /// As encode_args, for one `const std::tuple<const std::decay_t<P>&...>*`: arguments that
+  /// already have the parameters' types are encoded where they are, never copied first.
+  EncodeArgsFn encode_arg_refs = nullptr;
 };
 
 /// Adds an entry at static-initialisation time; a second name for the same function, or the

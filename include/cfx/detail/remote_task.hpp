@@ -182,6 +182,7 @@ template <class R, class... P>
 struct fn_traits<R (*)(P...)> {
   using result = R;
   using args = std::tuple<std::decay_t<P>...>;
+  using arg_refs = std::tuple<const std::decay_t<P>&...>;
 };
 template <class R, class... P>
 struct fn_traits<R (*)(P...) noexcept> : fn_traits<R (*)(P...)> {};
@@ -209,6 +210,17 @@ std::vector<char> encode_args(const TaskEntry& task, const Tuple* tuples, std::s
   std::vector<char> out;
   Writer w(out);
   task.encode_args(task, w, tuples, count);
+  return out;
+}
+
+/// As encode_args for one call, from references to arguments of the parameters' types
+/// (TaskEntry::encode_arg_refs): a 64 MiB vector is encoded, not copied and then encoded.
+template <class Refs>
+std::vector<char> encode_arg_refs(const TaskEntry& task, const Refs& refs, HandleList& handles) {
+  HandleCapture capture(handles);
+  std::vector<char> out;
+  Writer w(out);
+  task.encode_arg_refs(task, w, &refs, 1);
   return out;
 }
 
