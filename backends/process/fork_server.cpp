@@ -1,12 +1,10 @@
 // The fork server (fork_server.hpp): the pool's client and the server's loop.
 #include "backends/process/fork_server.hpp"
 
-#include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdio_ext.h>
 #include <sys/socket.h>
-#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -17,6 +15,7 @@
 #include <optional>
 #include <string>
 #include <system_error>
+#include <utility>
 #include <vector>
 
 #include "backends/process/worker.hpp"
@@ -67,12 +66,10 @@ std::string describe_status(int status) {
 long long fork_worker_here(std::vector<int>& fds) noexcept {
   if (fds.size() != 4) return -EINVAL;
   // Above 6, so that binding one end to its descriptor never overwrites another end.
-  for (int& fd : fds) {
-    if (fd > kWorkerHandlesFd) continue;
-    int moved = ::fcntl(fd, F_DUPFD_CLOEXEC, kWorkerHandlesFd + 1);
-    if (moved < 0) return -errno;
-    ::close(fd);
-    fd = moved;
+  try {
+    for (int& fd : fds) fd = above_channel_fds(Fd(std::exchange(fd, -1))).release();
+  } catch (const std::system_error& e) {
+    return -e.code().value();
   }
   std::fflush(nullptr);  // nothing of ours is printed twice
   pid_t server = ::getpid();
@@ -133,15 +130,7 @@ ForkServer::ForkServer() {
   }
   pid_ = spawn_program(fds, marker, extra_env);
   server_end.reset();
-  pidfd_.reset(static_cast<int>(::syscall(SYS_pidfd_open, pid_, 0)));
-  if (pidfd_.get() < 0) {
-    int error = errno;
-    ::kill(pid_, SIGKILL);
-    while (::waitpid(pid_, nullptr, 0) < 0 && errno == EINTR) {
-    }
-    pid_ = -1;
-    throw std::system_error(error, std::generic_category(), "pidfd_open");
-  }
+  pidfd_ = open_child_pidfd(pid_);
   pollfd p{socket_.get(), POLLIN, 0};
   int ready;
   do {

@@ -59,17 +59,6 @@ struct SpawnSetup {
   }
 };
 
-/// A pidfd of worker `pid`, or, if none can be made, the worker killed and reaped.
-Fd open_pidfd(pid_t pid, ForkServer* server) {
-  Fd pidfd(static_cast<int>(::syscall(SYS_pidfd_open, pid, 0)));
-  if (pidfd.get() < 0) {
-    int error = errno;
-    kill_and_reap(pid, server);
-    throw_errno("pidfd_open", error);
-  }
-  return pidfd;
-}
-
 /// Forks the calling (launcher) thread as a worker.
 pid_t fork_child(const ChildEnds& ends) {
   pid_t parent = ::getpid();
@@ -138,6 +127,16 @@ void run_forked_worker(const ChildEnds& ends, pid_t parent) {
   __fpurge(stdout);
   __fpurge(stderr);
   serve_and_exit();
+}
+
+Fd open_child_pidfd(pid_t pid, ForkServer* server) {
+  Fd pidfd(static_cast<int>(::syscall(SYS_pidfd_open, pid, 0)));
+  if (pidfd.get() < 0) {
+    int error = errno;
+    kill_and_reap(pid, server);
+    throw_errno("pidfd_open", error);
+  }
+  return pidfd;
 }
 
 void signal_group(int pid, int signal) noexcept {
@@ -228,7 +227,7 @@ LaunchedWorker launch_worker(StartMethod method, bool one_call,
   ChildEnds ends{calls.read_end.get(), replies.write_end.get(), memfd.get(), handles_theirs.get()};
   if (method != StartMethod::forkserver) server = nullptr;
   pid_t pid = start_child(method, ends, server.get());
-  Fd pidfd = open_pidfd(pid, server.get());
+  Fd pidfd = open_child_pidfd(pid, server.get());
   // The child has its own copies of its ends; the parent's close as this returns.
   return {pid,
           std::move(server),

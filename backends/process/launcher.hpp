@@ -94,6 +94,10 @@ pid_t spawn_program(std::span<const int> fds, const std::string& marker,
 
 class ForkServer;
 
+/// A pidfd of child `pid` (`server`: the fork server whose child it is; null: this process's),
+/// or, if none can be made, the child killed and reaped and std::system_error thrown.
+Fd open_child_pidfd(pid_t pid, ForkServer* server = nullptr);
+
 /// Sends `signal` to worker `pid`'s process group and to the worker itself.
 void signal_group(int pid, int signal) noexcept;
 /// SIGKILLs a worker's group and waits for the worker, so that no process or zombie is left;
