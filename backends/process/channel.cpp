@@ -41,13 +41,23 @@ void finish_frame(Writer& w, std::size_t at) {
   std::memcpy(w.buffer().data() + at, &n, sizeof(n));
 }
 
-void write_call_frame(std::vector<char>& out, const RemoteTask& task, std::uint64_t id) {
+std::size_t call_frame_size(const RemoteTask& task) {
+  return kFrameHeaderSize + sizeof(task.count) + sizeof(std::uint32_t) + task.task->name.size() +
+         task.args.size();
+}
+
+void write_call_head(std::vector<char>& out, const RemoteTask& task, std::uint64_t id) {
   Writer w(out);
   auto at = begin_frame(w, FrameKind::call, id);
   w.put(task.count);
   w.put_string(task.task->name);
-  w.put_bytes(task.args.data(), task.args.size());
-  finish_frame(w, at);
+  std::uint64_t length = call_frame_size(task) - sizeof(std::uint64_t);
+  std::memcpy(out.data() + at, &length, sizeof(length));
+}
+
+void write_call_frame(std::vector<char>& out, const RemoteTask& task, std::uint64_t id) {
+  write_call_head(out, task, id);
+  Writer(out).put_bytes(task.args.data(), task.args.size());
 }
 
 void check_reply_header(const FrameHeader& h, bool hello_expected,
@@ -59,7 +69,7 @@ void check_reply_header(const FrameHeader& h, bool hello_expected,
                                " where the worker's hello was expected");
     return;
   }
-  if (h.kind != FrameKind::result && h.kind != FrameKind::skipped)
+  if (h.kind != FrameKind::result && h.kind != FrameKind::skipped && h.kind != FrameKind::bulk)
     throw SerializationError("a frame of kind " + kind + ", which a worker never sends");
   if (!next_call)
     throw SerializationError("an answer to call " + std::to_string(h.id) +
@@ -69,6 +79,8 @@ void check_reply_header(const FrameHeader& h, bool hello_expected,
                              std::to_string(*next_call) + " was next");
   if (h.kind == FrameKind::skipped && h.length != kMinFrameLength)
     throw SerializationError("a skipped call's frame with a body");
+  if (h.kind == FrameKind::bulk && h.length != kBulkFrameLength)
+    throw SerializationError("a bulk frame of " + std::to_string(h.length) + " bytes");
   if (h.length < kMinFrameLength || h.length > max_frame_length())
     throw SerializationError("a reply of " + std::to_string(h.length) +
                              " bytes, outside what this machine's memory can hold");

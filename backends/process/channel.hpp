@@ -8,6 +8,8 @@
 //   result   worker -> pool   id n  [u32 count][u64 k][k bytes: count encoded results]
 //                                   [u8 failed][the exception, if failed]
 //   skipped  worker -> pool   id n  (no body)         call n was withdrawn before it started
+//   bulk     either way       id n  [u64 length]      call or result n lies in the sender's
+//                                                     bulk area (bulk_area.hpp), `length` bytes
 // Calls are numbered per worker from 1. A worker runs its calls in the order received and
 // answers each, with a result or skipped, before it looks at the next; so the pool knows which
 // reply comes next, and takes any other frame as proof that the channel was written to by
@@ -34,7 +36,7 @@
 
 namespace cfx::detail {
 
-enum class FrameKind : std::uint8_t { call = 1, result = 2, hello = 3, skipped = 4 };
+enum class FrameKind : std::uint8_t { call = 1, result = 2, hello = 3, skipped = 4, bulk = 5 };
 
 /// The fixed part of every frame.
 struct FrameHeader {
@@ -44,11 +46,11 @@ struct FrameHeader {
 };
 inline constexpr std::size_t kFrameHeaderSize = 8 + 1 + 8;
 inline constexpr std::uint64_t kMinFrameLength = 1 + 8;
-/// Frame buffers (read or write, either end) are kept between frames: a fresh buffer costs a
-/// page fault per 4 KiB, which dominates moving a big payload. Above this capacity they are
-/// freed once empty instead, so that one 200 MB result does not pin 200 MB per worker for
-/// the pool's lifetime.
-inline constexpr std::size_t kKeepBufferBytes = std::size_t{128} << 20;
+/// A bulk frame's length: its body is the u64 length of the frame it stands for.
+inline constexpr std::uint64_t kBulkFrameLength = kMinFrameLength + 8;
+// Frame buffers (read or write, either end) are kept between frames up to kKeepBufferBytes
+// (bytes.hpp): a fresh buffer costs a page fault per 4 KiB, which dominates moving a big
+// payload.
 
 /// A complete frame: its kind, its id, and its body.
 struct Frame {
@@ -64,6 +66,9 @@ void finish_frame(Writer& w, std::size_t at);
 
 /// Appends call `id`'s frame, for `task`, to `out`.
 void write_call_frame(std::vector<char>& out, const RemoteTask& task, std::uint64_t id);
+/// The bytes of that frame, and its head: all of it but the arguments, which follow.
+std::size_t call_frame_size(const RemoteTask& task);
+void write_call_head(std::vector<char>& out, const RemoteTask& task, std::uint64_t id);
 
 /// A result frame's contents, read by the pool.
 struct Reply {
@@ -135,7 +140,10 @@ inline constexpr std::size_t kMemoryLimitWord = kCount;
 inline constexpr std::size_t kDescriptorWord = kCount + 1;
 /// Nonzero: the worker runs one call and exits with 0, or 1 if it threw (cfx::Process).
 inline constexpr std::size_t kOneCallWord = kCount + 2;
-inline constexpr std::size_t kPageBytes = (kCount + 3) * sizeof(std::uint64_t);
+/// The bulk areas' state (bulk_area.hpp): 0 free, else the id of the frame held.
+inline constexpr std::size_t kCallsAreaWord = kCount + 3;
+inline constexpr std::size_t kResultsAreaWord = kCount + 4;
+inline constexpr std::size_t kPageBytes = (kCount + 5) * sizeof(std::uint64_t);
 
 enum class State : std::uint64_t { queued = 0, started = 1, withdrawn = 2, taken_back = 3 };
 

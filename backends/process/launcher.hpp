@@ -49,22 +49,26 @@ struct Pipe {
   Fd write_end;
 };
 
-/// The page of call slots a worker shares with the pool (channel.hpp, "Call slots");
-/// unmapped when destroyed.
+/// The file a worker shares with the pool: the page of call slots (channel.hpp, "Call
+/// slots") at its start, then the bulk areas (bulk_area.hpp). Holds the file and the page's
+/// mapping, unmapped when destroyed.
 class SlotPage {
  public:
   SlotPage() = default;
   /// Maps the page of `memfd` (sized by the caller); throws std::system_error.
-  explicit SlotPage(int memfd);
-  SlotPage(SlotPage&& other) noexcept : page_(std::exchange(other.page_, nullptr)) {}
+  explicit SlotPage(Fd memfd);
+  SlotPage(SlotPage&& other) noexcept
+      : file_(std::move(other.file_)), page_(std::exchange(other.page_, nullptr)) {}
   SlotPage& operator=(SlotPage&& other) noexcept;
   ~SlotPage() { unmap(); }
 
   std::atomic<std::uint64_t>* get() const noexcept { return page_; }
+  int file() const noexcept { return file_.get(); }
 
  private:
   void unmap() noexcept;
 
+  Fd file_;
   std::atomic<std::uint64_t>* page_ = nullptr;
 };
 

@@ -238,7 +238,7 @@ bool ProcessPoolCore::send(const Worker& w, RemoteTask* t) {
   ++w->next_id;
   w->in_flight.push_back({t, id});
   if (w->in_flight.size() == 1) head_changed(w);
-  write_call_frame(w->out, *t, id);
+  if (!write_call_to_area(*w->calls_area, w->out, *t, id)) write_call_frame(w->out, *t, id);
   if (options_.worker_memory_limit) watch_memory();
   if (options_.max_tasks_per_child && !dynamic_cast<InitCall*>(t) &&
       ++w->calls_sent >= options_.max_tasks_per_child)
@@ -372,7 +372,10 @@ bool ProcessPoolCore::adopt_worker(LaunchedWorker launched) {
   launched.pidfd.release();
   w->calls = std::make_shared<WorkerCalls>(std::move(launched.slots), weak_from_this());
   w->calls->worker = w;
-  w->calls->page()[slots::kMemoryLimitWord].store(options_.worker_memory_limit);
+  auto* page = w->calls->page();
+  page[slots::kMemoryLimitWord].store(options_.worker_memory_limit);
+  w->calls_area.emplace(w->calls->file(), kCallsAreaOffset, &page[slots::kCallsAreaWord]);
+  w->results_area.emplace(w->calls->file(), kResultsAreaOffset, &page[slots::kResultsAreaWord]);
   // assign() takes a descriptor only when it succeeds: release it from its Fd after.
   w->to.assign(launched.calls.get(), ec);
   if (ec) return false;
@@ -513,6 +516,10 @@ void ProcessPoolCore::on_frame(const Worker& w, Frame& frame) {
       skipped.task->detach();
       skipped.task->drop();
     }
+  } else if (frame.kind == FrameKind::bulk) {
+    Frame result = w->results_area->open(frame, FrameKind::result);
+    on_result(w, result);
+    w->results_area->release();
   } else {
     on_result(w, frame);
   }
@@ -534,6 +541,7 @@ void ProcessPoolCore::on_result(const Worker& w, Frame& frame) {
     // Connection end kept open here would hide the EOF its peer waits for).
     done.task->handles.clear();
     done.task->complete(reply.results, reply.count, std::move(reply.error));
+    give_spare_bytes(std::move(done.task->args));  // for the next big call's arguments
     done.task->drop();
   }
   if (options_.worker_memory_limit) check_memory(w, true);

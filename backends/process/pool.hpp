@@ -25,6 +25,7 @@
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/writable_pipe.hpp>
 
+#include "backends/process/bulk_area.hpp"
 #include "backends/process/channel.hpp"
 #include "backends/process/fork_server.hpp"
 #include "backends/process/launcher.hpp"
@@ -72,6 +73,7 @@ class WorkerCalls final : public CallSlots {
   void interrupt(std::uint64_t id) noexcept override;
 
   std::atomic<std::uint64_t>* page() const noexcept { return page_.get(); }
+  int file() const noexcept { return page_.file(); }
   std::weak_ptr<WorkerSlot> worker;  // set once, on the I/O thread, before any call is sent
 
  private:
@@ -103,6 +105,9 @@ struct WorkerSlot {
   Fd handles;  // the descriptor channel: arguments' descriptors out, results' in
   std::unique_ptr<DescriptorOutbox> outbox;
   std::unique_ptr<DescriptorInbox> inbox;
+
+  // Big calls out and big results in, through the worker's shared file (bulk_area.hpp).
+  std::optional<BulkArea> calls_area, results_area;
 
   std::vector<char> out, writing;  // queued and in-progress writes
   bool write_busy = false;

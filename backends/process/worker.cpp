@@ -5,6 +5,8 @@
 // call slots tell the parent which call, if any, the crash interrupted.
 #include "backends/process/worker.hpp"
 
+#include <fcntl.h>
+#include <malloc.h>
 #include <signal.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
@@ -20,6 +22,7 @@
 #include <vector>
 
 #include "backends/mpi/launch.hpp"
+#include "backends/process/bulk_area.hpp"
 #include "backends/process/channel.hpp"
 #include "backends/process/fork_server.hpp"
 #include "cfx/errors.hpp"
@@ -133,14 +136,25 @@ int run_one_call(int in_fd, WorkerHandles& handles, const std::atomic<std::uint6
 
 /// Serves calls read from in_fd, replying on out_fd, until the parent closes in_fd; starts a
 /// call only by claiming its slot in the page mapped from slots_fd. Returns the exit status.
+/// A worker's big blocks (a call's decoded arguments, a task's result) come from the heap and
+/// go back to it, up to kKeepBufferBytes at its top, instead of a fresh mapping per block: the
+/// next call's arguments land in memory already touched. Memory touched for the first time
+/// costs far more than the copy into it (a page fault and zeroing per page; on the VMs this
+/// project measures on, 2-3 ms per MiB). Blocks beyond that still go back to the system.
+void keep_freed_blocks() {
+  ::mallopt(M_MMAP_MAX, 0);
+  ::mallopt(M_TRIM_THRESHOLD, static_cast<int>(kKeepBufferBytes));
+}
+
 int serve_worker(int in_fd, int out_fd, int slots_fd) {
   worker_process.store(true);  // no pools of its own
+  keep_freed_blocks();
   ::signal(SIGPIPE, SIG_IGN);  // a dead parent shows as EPIPE, and we exit
   ::signal(SIGINT, SIG_IGN);   // Ctrl-C is the parent's to handle
   capture_throw_stack_traces();
   void* page = ::mmap(nullptr, slots::kPageBytes, PROT_READ | PROT_WRITE, MAP_SHARED, slots_fd, 0);
   if (page == MAP_FAILED) return 1;
-  ::close(slots_fd);
+  ::fcntl(slots_fd, F_SETFD, FD_CLOEXEC);  // kept for the bulk areas, but not for programs
   auto* slot_page = static_cast<std::atomic<std::uint64_t>*>(page);
   WorkerHandles handles;
   if (slot_page[slots::kOneCallWord].load() != 0) {
@@ -158,15 +172,26 @@ int serve_worker(int in_fd, int out_fd, int slots_fd) {
   out.clear();
 
   FrameSplitter frames(max_frame_length());
+  BulkArea calls_area(slots_fd, kCallsAreaOffset, &slot_page[slots::kCallsAreaWord]);
+  BulkArea results_area(slots_fd, kResultsAreaOffset, &slot_page[slots::kResultsAreaWord]);
   const int server = ::getpid();
   for (;;) {
     while (auto frame = frames.next()) {
-      if (frame->kind != FrameKind::call) return 1;  // only the pool writes to this pipe
+      const bool in_area = frame->kind == FrameKind::bulk;
+      if (in_area) {
+        *frame = calls_area.open(*frame, FrameKind::call);
+      } else if (frame->kind != FrameKind::call) {
+        return 1;  // only the pool writes to this pipe
+      }
       if (!slots::move(slot_page, frame->id, slots::State::started)) {
         append_skipped(out, frame->id);  // withdrawn or taken back: never started
+        if (in_area) calls_area.release();
         continue;
       }
+      auto at = out.size();
       handles.answer(frame->id, frame->body, out, server, slot_page);
+      if (in_area) calls_area.release();  // the arguments are decoded: the area is free
+      move_frame_to_area(results_area, out, at);
       if (!write_all(out_fd, out.data(), out.size())) return 1;
       out.clear();
       if (out.capacity() > kKeepBufferBytes) std::vector<char>().swap(out);
@@ -261,11 +286,13 @@ void init(int argc, char** argv) {
   }
   const bool fork_server = std::strstr(marker, detail::kForkServerMarker) != nullptr;
   const bool bind_now_set = std::strstr(marker, detail::kBindNowMarker) != nullptr;
+  const bool tunables_set = std::strstr(marker, detail::kTunablesMarker) != nullptr;
   detail::kill_group_on_parent_death(std::atoi(marker));
   // Only this process is a worker: programs its tasks start must not inherit the marker, nor
   // what the pool set for the fork server alone.
   ::unsetenv(detail::kWorkerEnv);
   if (bind_now_set) ::unsetenv("LD_BIND_NOW");
+  if (tunables_set) ::unsetenv("GLIBC_TUNABLES");
   std::fflush(nullptr);
   if (fork_server) detail::serve_fork_requests();
   detail::serve_and_exit();

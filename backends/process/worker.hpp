@@ -23,6 +23,8 @@ inline constexpr const char* kWorkerEnv = "CFX_WORKER";
 inline constexpr const char* kForkServerMarker = ",fork-server";
 /// Follows kForkServerMarker when the pool set LD_BIND_NOW for the server (fork_server.cpp).
 inline constexpr const char* kBindNowMarker = ",bind-now";
+/// Ends the marker when the parent set GLIBC_TUNABLES for the child (launcher.cpp).
+inline constexpr const char* kTunablesMarker = ",tunables";
 /// A fork server's socket to its pool.
 inline constexpr int kForkServerFd = 3;
 /// Exit status of a worker whose main() did not call cfx::init before starting a pool.

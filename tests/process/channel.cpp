@@ -659,7 +659,7 @@ TEST_SUITE("process channel") {
     SUBCASE("a kind a worker never sends") {
       bad(header(FrameKind::call, 7, 20), false, 7);
       bad(header(static_cast<FrameKind>(0), 7), false, 7);
-      bad(header(static_cast<FrameKind>(5), 7), false, 7);
+      bad(header(static_cast<FrameKind>(6), 7), false, 7);
       bad(header(static_cast<FrameKind>(255), 7), false, 7);
     }
     SUBCASE("another call's id") {
@@ -671,6 +671,13 @@ TEST_SUITE("process channel") {
     SUBCASE("no call held") {
       bad(header(FrameKind::result, 1, 20), false, std::nullopt);
       bad(header(FrameKind::skipped, 0), false, std::nullopt);
+    }
+    SUBCASE("a bulk frame: its body is a length, nothing else") {
+      CHECK_NOTHROW(check_reply_header(header(FrameKind::bulk, 7, 8), false, 7));
+      bad(header(FrameKind::bulk, 7), false, 7);
+      bad(header(FrameKind::bulk, 7, 9), false, 7);
+      bad(header(FrameKind::bulk, 8, 8), false, 7);
+      bad(header(FrameKind::bulk, 7, 8), false, std::nullopt);
     }
     SUBCASE("a skipped frame with a body") {
       bad(header(FrameKind::skipped, 7, 1), false, 7);

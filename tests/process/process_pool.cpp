@@ -150,6 +150,32 @@ int child_sees_marker() {
 }
 CFX_TASK(child_sees_marker);
 
+/// What the pool set in the worker's environment for the worker alone (launcher.cpp), as a
+/// task sees it: nothing.
+bool tunables_visible() {
+  return std::getenv("GLIBC_TUNABLES") != nullptr;
+}
+CFX_TASK(tunables_visible);
+
+/// errno of an attempt to shrink the worker's shared file (descriptor 5: the slot page and the
+/// bulk areas, which the pool has mapped): 0 if it shrank.
+int shrink_shared_file() {
+  return ::ftruncate(5, 0) == 0 ? 0 : errno;
+}
+CFX_TASK(shrink_shared_file);
+
+/// A string of `n` bytes that says which call made it.
+std::string tagged(std::size_t n, int tag) {
+  std::string s(n, static_cast<char>('a' + tag % 26));
+  s[n / 2] = static_cast<char>(tag);
+  return s;
+}
+std::string retag(std::string s, int tag) {
+  s[0] = static_cast<char>(tag);
+  return s;
+}
+CFX_TASK(retag);
+
 std::string nested_pool() {
   cfx::ProcessPoolExecutor inner({.max_workers = 1});
   return "constructed";
@@ -480,6 +506,37 @@ TEST_SUITE("process") {
     CHECK(ex.submit(echo_string, big).result() == big);
   }
 
+  TEST_CASE("big values cross both ways through the bulk areas, many in flight") {
+    // Several 2 MiB calls per worker at once: one at a time rides a worker's bulk area each
+    // way, the others the pipe; all of them arrive intact and in their own futures, over each
+    // start method (the areas live in the file every method hands the worker).
+    for (auto method : cfx::test::pool_start_methods()) {
+      CAPTURE(cfx::test::name(method));
+      cfx::ProcessPoolExecutor ex({.max_workers = 2, .start_method = method});
+      constexpr std::size_t kSize = std::size_t{2} << 20;
+      std::vector<cfx::Future<std::string>> fs;
+      for (int i = 0; i < 12; ++i) fs.push_back(ex.submit(retag, tagged(kSize, i), i + 100));
+      for (int i = 0; i < 12; ++i) {
+        CAPTURE(i);
+        std::string expected = tagged(kSize, i);
+        expected[0] = static_cast<char>(i + 100);
+        CHECK(fs[static_cast<std::size_t>(i)].result() == expected);
+      }
+      std::vector<std::string> words{tagged(kSize, 1), "small", tagged(kSize + 1, 2)};
+      CHECK(ex.map(echo_string, words, {.chunksize = 1}).to_vector() == words);
+    }
+  }
+
+  TEST_CASE("a task cannot shrink the file whose bulk areas the pool has mapped") {
+    // Sealed (F_SEAL_SHRINK): shrunk under the pool's mapping, the pool's next read of a big
+    // result would fault (SIGBUS) and kill the parent.
+    cfx::ProcessPoolExecutor ex({.max_workers = 1});
+    std::string big = tagged(std::size_t{3} << 20, 7);
+    CHECK(ex.submit(echo_string, big).result() == big);
+    CHECK(ex.submit(shrink_shared_file).result() == EPERM);
+    CHECK(ex.submit(echo_string, big).result() == big);
+  }
+
   TEST_CASE("no worker process, zombie, descriptor or thread remains after shutdown") {
     auto fds_before = open_fds();
     auto threads_before = thread_count();
@@ -545,8 +602,9 @@ TEST_SUITE("process") {
     cfx::ProcessPoolExecutor ex({.max_workers = 2});
     auto seen = ex.submit(worker_fds).result();
     ::close(leaky);
-    // stdio, the two pipes, and the descriptor socket (the slot page's 5 is closed once mapped)
-    CHECK(seen == std::vector<int>{0, 1, 2, 3, 4, 6});
+    // stdio, the two pipes, the shared file (slot page and bulk areas) and the descriptor
+    // socket
+    CHECK(seen == std::vector<int>{0, 1, 2, 3, 4, 5, 6});
   }
 
   TEST_CASE("the fork start method runs the same tasks") {
@@ -558,10 +616,11 @@ TEST_SUITE("process") {
     CHECK(ex.submit(add, 1, 2).result() == 3);
   }
 
-  TEST_CASE("the worker marker does not reach the programs a task starts") {
+  TEST_CASE("the worker marker and the pool's malloc tuning do not reach the tasks") {
     cfx::ProcessPoolExecutor ex({.max_workers = 1});
     CHECK_FALSE(ex.submit(marker_visible).result());
     CHECK(ex.submit(child_sees_marker).result() == 0);
+    if (!std::getenv("GLIBC_TUNABLES")) CHECK_FALSE(ex.submit(tunables_visible).result());
   }
 
   TEST_CASE("task_timeout kills a task that runs too long, and only that task") {

@@ -25,6 +25,19 @@ inline constexpr std::size_t kBulkBytes = std::size_t{4} << 20;
 /// Room a big buffer is given beyond what is written into it (Writer::put_bytes).
 inline constexpr std::size_t kBulkSlack = std::size_t{64} << 10;
 
+/// Big buffers up to this capacity are kept for reuse (frame buffers, give_spare_bytes); above
+/// it they are freed once empty, so that one 200 MB payload does not pin 200 MB for good.
+inline constexpr std::size_t kKeepBufferBytes = std::size_t{128} << 20;
+
+/// A byte buffer of at least `n` bytes' capacity, empty, that give_spare_bytes kept; or an
+/// empty vector without capacity. A fresh buffer costs a page fault and the zeroing of each
+/// page on first write (on this project's VMs, 20-40 ms for 64 MiB even on huge pages, several
+/// times the copy itself): the encoded arguments of a finished call are reused for the next.
+std::vector<char> take_spare_bytes(std::size_t n);
+/// Keeps `buffer` for take_spare_bytes if it is big (kBulkBytes to kKeepBufferBytes) and
+/// bigger than the one kept; frees it otherwise. Any thread.
+void give_spare_bytes(std::vector<char>&& buffer) noexcept;
+
 /// Advises [data, data + bytes) to huge pages, the whole 2 MiB pages inside it (advice only).
 inline void advise_huge(const void* data, std::size_t bytes) {
   constexpr std::uintptr_t kHuge = std::uintptr_t{2} << 20;
@@ -46,8 +59,11 @@ void reserve_bulk(V& v, std::size_t n) {
     return;
   }
   V fresh;
-  fresh.reserve(n);
-  advise_huge(fresh.data(), fresh.capacity() * sizeof(typename V::value_type));
+  if constexpr (std::is_same_v<V, std::vector<char>>) fresh = take_spare_bytes(n);
+  if (fresh.capacity() < n) {
+    fresh.reserve(n);
+    advise_huge(fresh.data(), fresh.capacity() * sizeof(typename V::value_type));
+  }
   fresh.insert(fresh.end(), std::make_move_iterator(v.begin()), std::make_move_iterator(v.end()));
   v.swap(fresh);
 }

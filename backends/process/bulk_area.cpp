@@ -1,0 +1,114 @@
+#include "backends/process/bulk_area.hpp"
+
+#include <fcntl.h>
+#include <sys/mman.h>
+
+#include <algorithm>
+#include <bit>
+#include <cstring>
+#include <string>
+
+#include "cfx/errors.hpp"
+
+namespace cfx::detail {
+namespace {
+
+// Mappings grow to powers of two from here, so that growing payloads remap a few times only.
+constexpr std::size_t kLeastMapping = std::size_t{16} << 20;
+
+}  // namespace
+
+char* BulkArea::map(std::size_t n, int advice) noexcept {
+  if (n > mapped_) {
+    unmap();
+    std::size_t size = std::max(std::bit_ceil(n), kLeastMapping);
+    void* at =
+        ::mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd_, static_cast<off_t>(offset_));
+    if (at == MAP_FAILED) return nullptr;
+    base_ = static_cast<char*>(at);
+    mapped_ = size;
+  }
+  // One system call maps (and, for writing, allocates) every page of the frame, instead of a
+  // fault per 4 KiB. ENOMEM: the memory cannot be had, and the pipe is used instead; EINVAL:
+  // a kernel older than 5.14, where the pages fault in as they are touched.
+  if (::madvise(base_, n, advice) != 0 && errno != EINVAL) return nullptr;
+  return base_;
+}
+
+void BulkArea::unmap() noexcept {
+  if (base_) ::munmap(base_, mapped_);
+  base_ = nullptr;
+  mapped_ = 0;
+}
+
+char* BulkArea::room(std::size_t n) noexcept {
+  if (n < kBulkFrameBytes || n > kKeepBufferBytes || word_->load(std::memory_order_acquire) != 0)
+    return nullptr;
+  return map(n, MADV_POPULATE_WRITE);
+}
+
+void BulkArea::hand_over(std::vector<char>& out, std::uint64_t id, std::size_t n) noexcept {
+  word_->store(id, std::memory_order_release);
+  Writer w(out);
+  auto at = begin_frame(w, FrameKind::bulk, id);
+  w.put(static_cast<std::uint64_t>(n));
+  finish_frame(w, at);
+}
+
+Frame BulkArea::open(const Frame& marker, FrameKind kind) {
+  Reader body = marker.body;
+  auto n = body.get<std::uint64_t>();
+  if (n < kFrameHeaderSize || n > sizeof(std::uint64_t) + max_frame_length())
+    throw SerializationError("a bulk frame of " + std::to_string(n) + " bytes");
+  const char* at = map(n, MADV_POPULATE_READ);
+  if (!at)
+    throw SerializationError("a bulk frame of " + std::to_string(n) +
+                             " bytes that cannot be mapped");
+  // The header is copied out once: the other side can still write to the area, so what was
+  // checked must be what is used.
+  FrameHeader h;
+  std::memcpy(&h.length, at, sizeof(h.length));
+  std::memcpy(&h.kind, at + 8, sizeof(h.kind));
+  std::memcpy(&h.id, at + 9, sizeof(h.id));
+  if (h.length + sizeof(std::uint64_t) != n || h.kind != kind || h.id != marker.id)
+    throw SerializationError("a bulk frame whose area holds another frame");
+  opened_ = n;
+  return {h.kind, h.id, Reader(at + kFrameHeaderSize, n - kFrameHeaderSize)};
+}
+
+void BulkArea::release() noexcept {
+  if (opened_ > kKeepBufferBytes) {  // not kept: its pages go back to the system
+    ::fallocate(fd_, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, static_cast<off_t>(offset_),
+                static_cast<off_t>(opened_));
+    unmap();
+  }
+  opened_ = 0;
+  word_->store(0, std::memory_order_release);
+}
+
+bool write_call_to_area(BulkArea& area, std::vector<char>& out, const RemoteTask& task,
+                        std::uint64_t id) {
+  std::size_t n = call_frame_size(task);
+  char* room = area.room(n);
+  if (!room) return false;
+  // The arguments are copied once, into the area, behind the frame's head.
+  std::vector<char> head;
+  write_call_head(head, task, id);
+  std::memcpy(room, head.data(), head.size());
+  std::memcpy(room + head.size(), task.args.data(), task.args.size());
+  area.hand_over(out, id, n);
+  return true;
+}
+
+void move_frame_to_area(BulkArea& area, std::vector<char>& out, std::size_t at) {
+  std::size_t n = out.size() - at;
+  char* room = area.room(n);
+  if (!room) return;
+  std::uint64_t id;
+  std::memcpy(&id, out.data() + at + 9, sizeof(id));
+  std::memcpy(room, out.data() + at, n);
+  out.resize(at);
+  area.hand_over(out, id, n);
+}
+
+}  // namespace cfx::detail

@@ -1,0 +1,194 @@
+// Big frames through a bulk area (backends/process/bulk_area.hpp): the sender's side writes a
+// frame into the area and a bulk frame in its place; the receiver's side reads the frame where
+// it lies, checks it as a pipe frame, and frees the area. Both sides here are two BulkAreas
+// over one memfd, as the pool and a worker map the worker's shared file.
+#include <doctest/doctest.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cstdint>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include <cfx/cfx.hpp>
+#include <cfx/detail/wire.hpp>
+
+#include "backends/process/bulk_area.hpp"
+#include "backends/process/channel.hpp"
+
+namespace bulk_test {
+
+using cfx::SerializationError;
+using cfx::detail::BulkArea;
+using cfx::detail::Frame;
+using cfx::detail::FrameKind;
+using cfx::detail::FrameSplitter;
+using cfx::detail::kBulkFrameBytes;
+using cfx::detail::kKeepBufferBytes;
+using cfx::detail::Reader;
+using cfx::detail::TaskEntry;
+using cfx::detail::Writer;
+
+/// A RemoteTask that only carries its fields.
+class TestTask final : public cfx::detail::RemoteTask {
+ public:
+  bool attach(std::shared_ptr<cfx::detail::CallSlots>, std::uint64_t) noexcept override {
+    return true;
+  }
+  void detach() noexcept override {}
+  void complete(Reader&, std::uint32_t, std::exception_ptr) noexcept override {}
+  void fail(std::exception_ptr) noexcept override {}
+  void cancel() noexcept override {}
+  void drop() noexcept override {}
+};
+
+/// A sparse shared file and the two sides' views of one area in it.
+struct Area {
+  int fd = ::memfd_create("bulk-test", MFD_CLOEXEC);
+  std::atomic<std::uint64_t> word{0};
+  BulkArea sender{fd, std::uint64_t{1} << 30, &word};
+  BulkArea receiver{fd, std::uint64_t{1} << 30, &word};
+  Area() { REQUIRE(::ftruncate(fd, std::int64_t{2} << 30) == 0); }
+  ~Area() { ::close(fd); }
+};
+
+/// The frames in `stream`, cut as a reader of the pipe cuts them.
+std::vector<Frame> frames_of(FrameSplitter& s, const std::vector<char>& stream) {
+  auto space = s.space();
+  REQUIRE(space.size() >= stream.size());
+  std::memcpy(space.data(), stream.data(), stream.size());
+  s.commit(stream.size());
+  std::vector<Frame> frames;
+  while (auto f = s.next()) frames.push_back(*f);
+  return frames;
+}
+
+TEST_SUITE("process bulk area") {
+  TEST_CASE("a big call travels through the area, and a bulk frame through the pipe") {
+    Area area;
+    TaskEntry entry;
+    entry.name = "bulk.task";
+    TestTask task;
+    task.task = &entry;
+    task.count = 1;
+    std::string big(kBulkFrameBytes, 'x');
+    big[777] = 'y';
+    Writer(task.args).put_string(big);
+
+    std::vector<char> pipe{'p'};
+    REQUIRE(cfx::detail::write_call_to_area(area.sender, pipe, task, 9));
+    CHECK(area.word.load() == 9);  // busy until the receiver is done
+    pipe.erase(pipe.begin());
+    CHECK(pipe.size() == cfx::detail::kFrameHeaderSize + 8);  // only the bulk frame
+
+    FrameSplitter s(cfx::detail::max_frame_length());
+    auto frames = frames_of(s, pipe);
+    REQUIRE(frames.size() == 1);
+    CHECK(frames[0].kind == FrameKind::bulk);
+    CHECK(frames[0].id == 9);
+    Frame call = area.receiver.open(frames[0], FrameKind::call);
+    CHECK(call.kind == FrameKind::call);
+    CHECK(call.id == 9);
+    CHECK(call.body.get<std::uint32_t>() == 1);
+    CHECK(call.body.get_string() == "bulk.task");
+    CHECK(call.body.get_string() == big);
+    CHECK(call.body.remaining() == 0);
+
+    // While the area holds a frame, another goes by the pipe.
+    std::vector<char> more;
+    CHECK_FALSE(cfx::detail::write_call_to_area(area.sender, more, task, 10));
+    CHECK(more.empty());
+    area.receiver.release();
+    CHECK(area.word.load() == 0);
+    CHECK(cfx::detail::write_call_to_area(area.sender, more, task, 10));
+  }
+
+  TEST_CASE("a result frame moves into the area; small and very big ones stay in the pipe") {
+    Area area;
+    auto result_frame = [](std::uint64_t id, std::size_t bytes) {
+      std::vector<char> out;
+      Writer w(out);
+      auto at = cfx::detail::begin_frame(w, FrameKind::result, id);
+      w.put(std::uint32_t{1});
+      w.put(static_cast<std::uint64_t>(bytes));
+      std::vector<char> payload(bytes, 'r');
+      w.put_bytes(payload.data(), payload.size());
+      w.put(std::uint8_t{0});
+      cfx::detail::finish_frame(w, at);
+      return out;
+    };
+    SUBCASE("big enough: moved, the frames before it kept") {
+      std::vector<char> out{'s', 'k'};  // stands for frames queued before the result
+      auto frame = result_frame(5, kBulkFrameBytes);
+      out.insert(out.end(), frame.begin(), frame.end());
+      cfx::detail::move_frame_to_area(area.sender, out, 2);
+      REQUIRE(out.size() == 2 + cfx::detail::kFrameHeaderSize + 8);
+      CHECK(out[0] == 's');
+      std::vector<char> pipe(out.begin() + 2, out.end());
+      FrameSplitter s(cfx::detail::max_frame_length());
+      auto frames = frames_of(s, pipe);
+      REQUIRE(frames.size() == 1);
+      Frame result = area.receiver.open(frames[0], FrameKind::result);
+      CHECK(result.id == 5);
+      auto reply = cfx::detail::read_reply(result.body);
+      CHECK(reply.count == 1);
+      CHECK(reply.results.remaining() == kBulkFrameBytes);
+      CHECK_FALSE(reply.error);
+      area.receiver.release();
+    }
+    SUBCASE("below the threshold: left in the pipe") {
+      auto out = result_frame(5, 1000);
+      auto before = out;
+      cfx::detail::move_frame_to_area(area.sender, out, 0);
+      CHECK(out == before);
+      CHECK(area.word.load() == 0);
+    }
+    SUBCASE("above what an area keeps: left in the pipe") {
+      std::vector<char> out(kKeepBufferBytes + 1, 'z');
+      cfx::detail::move_frame_to_area(area.sender, out, 0);
+      CHECK(out.size() == kKeepBufferBytes + 1);
+      CHECK(area.word.load() == 0);
+    }
+  }
+
+  TEST_CASE("what the area holds is checked as a pipe frame is") {
+    Area area;
+    TaskEntry entry;
+    entry.name = "t";
+    TestTask task;
+    task.task = &entry;
+    task.count = 1;
+    task.args.assign(kBulkFrameBytes, 'a');
+    std::vector<char> pipe;
+    REQUIRE(cfx::detail::write_call_to_area(area.sender, pipe, task, 3));
+    FrameSplitter s(cfx::detail::max_frame_length());
+    Frame marker = frames_of(s, pipe).at(0);
+
+    SUBCASE("another kind than expected") {
+      CHECK_THROWS_AS(area.receiver.open(marker, FrameKind::result), SerializationError);
+    }
+    SUBCASE("another id than the bulk frame's") {
+      Frame other = marker;
+      other.id = 4;
+      CHECK_THROWS_AS(area.receiver.open(other, FrameKind::call), SerializationError);
+    }
+    SUBCASE("a length the frame in the area does not have, or beyond memory") {
+      for (std::uint64_t n :
+           {std::uint64_t{0}, std::uint64_t{16}, std::uint64_t{1} << 20, std::uint64_t{1} << 62}) {
+        CAPTURE(n);
+        Frame lying = marker;
+        lying.body = Reader(reinterpret_cast<const char*>(&n), sizeof n);
+        CHECK_THROWS_AS(area.receiver.open(lying, FrameKind::call), SerializationError);
+      }
+    }
+    SUBCASE("a bulk frame without its length") {
+      Frame empty = marker;
+      empty.body = Reader(nullptr, 0);
+      CHECK_THROWS_AS(area.receiver.open(empty, FrameKind::call), SerializationError);
+    }
+  }
+}
+
+}  // namespace bulk_test
