@@ -395,6 +395,10 @@ void print_goals(const CfxFigures& cfx, const bench::Figures& py) {
              bench::lookup(py, "ppe_submit_all_per_s"), 30, 1);
   goal("cfx round trip < 25 µs (median)", cfx.round_trip.median_us < 25,
        bench::fmt("%.1f µs (raw pipes %.1f)", cfx.round_trip.median_us, cfx.raw_pipes.median_us));
+  double tail = cfx.round_trip.p99_us / cfx.round_trip.median_us;
+  goal("cfx round trip p99 <= 3x its median", tail <= 3,
+       bench::fmt("%.2fx (p99 %.1f µs; raw pipes %.2fx)", tail, cfx.round_trip.p99_us,
+                  cfx.raw_pipes.p99_us / cfx.raw_pipes.median_us));
   ratio_goal(goal, "cfx map >= 3x multiprocessing.Pool.map", cfx.map,
              bench::lookup(py, "pool_map_items_per_s"), 3, 2);
   goal("cfx start to first result < 20 ms (spawn)", cfx.spawn_start < 20,
