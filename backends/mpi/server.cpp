@@ -8,6 +8,7 @@
 // where its doorbell's FIFO (doorbell::wake_fd) wakes it for rank 0's messages as the
 // workers' pipes do for their replies.
 #include <poll.h>
+#include <sched.h>
 #include <unistd.h>
 
 #include <cstdio>
@@ -34,6 +35,9 @@ namespace {
 
 class RankServer;
 
+/// Calls that take less than this (from arrival to answer) are watched for on the core.
+constexpr double kShortCallSeconds = 100e-6;
+
 /// A call from rank 0, run by the local pool: its outcome becomes a result frame for rank 0.
 /// Everything here runs on the rank's one thread.
 class Relay final : public RemoteTask {
@@ -58,6 +62,7 @@ class Relay final : public RemoteTask {
   void complete_with(Reader results, std::uint32_t n, std::exception_ptr error) noexcept;
   RankServer& server_;
   const std::uint64_t id_;
+  const Clock::time_point since_ = Clock::now();  // for the server's mean_call_
   std::shared_ptr<CallSlots> slots_;
   std::uint64_t local_ = 0;
   bool answered_ = false;
@@ -86,6 +91,7 @@ class RankServer {
       busy |= sending_.progress();
       if (busy) {
         backoff_.reset();
+        active_ = Clock::now();
         continue;
       }
       // Rank 0 on another node announces nothing: then the wait is bounded, to poll.
@@ -107,8 +113,11 @@ class RankServer {
   /// A call's outcome, from the local pool (on this thread): sent with the others at the end
   /// of the loop's turn, in one message.
   void answer(std::uint64_t id, Reader results, std::uint32_t n, std::exception_ptr error,
-              std::string_view task) {
+              std::string_view task, Clock::time_point since = {}) {
     append_result_frame(outbox_, id, n, results, std::move(error), task, where_);
+    if (since == Clock::time_point{}) return;  // refused, not run
+    const double took = std::chrono::duration<double>(Clock::now() - since).count();
+    mean_call_ = mean_call_ > 0 ? 0.8 * mean_call_ + 0.2 * took : took;
   }
   void forget(std::uint64_t id) { relays_.erase(id); }
 
@@ -116,6 +125,7 @@ class RankServer {
   /// Sleeps until rank 0 rings (a message) or the local pool has an event (a reply, a worker
   /// started or died, a timeout); with `poll`, for at most the next backoff step.
   void wait(std::uint32_t ticket, bool poll) {
+    if (spin(ticket)) return;
     const int fd = doorbell::wake_fd();
     const auto limit = poll || fd < 0 ? backoff_.next() : Clock::duration(Idler::kIdleLimit);
     {
@@ -137,6 +147,22 @@ class RankServer {
       }
     }
     doorbell::clear_wake_fd();
+  }
+
+  /// When calls here take microseconds, the next message or reply is due as soon: for up to
+  /// Idler::kSpin after the last activity, watch for it on the core (yielding it, to the
+  /// worker that may be about to reply) rather than sleep, whose wake-up costs more than such
+  /// a call. True if something came.
+  bool spin(std::uint32_t ticket) {
+    if (!pool_ || mean_call_ <= 0 || mean_call_ > kShortCallSeconds) return false;
+    const auto until = active_ + Idler::kSpin;
+    while (Clock::now() < until) {
+      if (doorbell::ticket() != ticket) return true;
+      pool_->run_for(Clock::duration::zero());
+      if (!outbox_.empty()) return true;
+      sched_yield();
+    }
+    return false;
   }
 
   void on_message(Message& m) {
@@ -238,6 +264,8 @@ class RankServer {
   std::optional<boost::asio::posix::stream_descriptor> bell_;
   bool bell_armed_ = false;
   Backoff backoff_;
+  Clock::time_point active_{};  // when the loop last had something to do
+  double mean_call_ = 0;        // seconds from a call's arrival to its answer, smoothed
   Outbox sending_;
   std::vector<char> outbox_;                          // result frames not yet sent
   std::unordered_map<std::uint64_t, Relay*> relays_;  // calls not yet answered, by id
@@ -261,7 +289,7 @@ void Relay::complete_with(Reader results, std::uint32_t n, std::exception_ptr er
   if (answered_) return;
   answered_ = true;
   try {
-    server_.answer(id_, results, n, std::move(error), task ? task->name : "");
+    server_.answer(id_, results, n, std::move(error), task ? task->name : "", since_);
   } catch (...) {  // out of memory for the frame: rank 0 would wait forever, so stop
     std::fputs("cfx: a serving rank could not encode a result; aborting the job\n", stderr);
     MPI_Abort(MPI_COMM_WORLD, 1);
