@@ -80,7 +80,7 @@ class RankServer {
       // Taken before looking for work: a message from rank 0 that comes after the look
       // rings the doorbell, and the wait below ends at once.
       const auto ticket = doorbell::ticket();
-      bool busy = false;
+      bool busy = send_results();  // what the wait below collected: rank 0 waits for it
       while (auto m = poll(0)) {
         if (m->tag == kExit) return;
         on_message(*m);  // calls go straight into the workers' pipes (the pool's dispatch)
