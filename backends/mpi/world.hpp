@@ -69,7 +69,8 @@ class Outbox {
 /// blocking calls spin a core at 100%. So every rank has a doorbell, a futex word in a page
 /// that rank 0 shares with the serving ranks of its node (shm_open): whoever gives a rank
 /// something to do rings it (a rank of the same node after sending it a message; a thread of
-/// its own process after a local event), and the rank sleeps in the kernel until then. A
+/// its own process after a local event), and the rank sleeps in the kernel until then: rank 0
+/// on the futex, a serving rank in its pool's epoll, woken through its FIFO (wake_fd). A
 /// message from another node rings nothing: while one may come, the sleep is bounded by a
 /// backoff, so the rank polls as mpi4py does.
 namespace doorbell {
