@@ -7,6 +7,7 @@
 // the same thread, with no hand-off between threads on the way. It waits in the pool's epoll,
 // where its doorbell's FIFO (doorbell::wake_fd) wakes it for rank 0's messages as the
 // workers' pipes do for their replies.
+#include <fcntl.h>
 #include <poll.h>
 #include <sched.h>
 #include <unistd.h>
@@ -195,7 +196,8 @@ class RankServer {
     pool_ = std::make_shared<ProcessPoolCore>(o);
     pool_->start_driven();
     if (int fd = doorbell::wake_fd(); fd >= 0)
-      if (int own = ::dup(fd); own >= 0) bell_.emplace(pool_->io_context(), own);
+      if (int own = ::fcntl(fd, F_DUPFD_CLOEXEC, 0); own >= 0)
+        bell_.emplace(pool_->io_context(), own);
     std::vector<char> ready;
     Writer w(ready);
     w.put(static_cast<std::uint64_t>(pool_->max_workers()));

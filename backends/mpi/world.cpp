@@ -192,7 +192,8 @@ void open() {
       for (int r = 1; r < size; ++r) {
         if (!shared[r].present.load()) continue;
         b[static_cast<std::size_t>(r)] = &shared[r];
-        // A rank without its FIFO (none made) is woken by its futex; it polls anyway.
+        // Without it (the rank made none: it polls instead), ring() uses the futex. Should
+        // this open fail (out of descriptors), the rank's sleeps end by their kIdleLimit.
         fds[static_cast<std::size_t>(r)] =
             ::open(fifo(r).c_str(), O_WRONLY | O_NONBLOCK | O_CLOEXEC);
         ::unlink(fifo(r).c_str());
