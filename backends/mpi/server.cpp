@@ -1,22 +1,28 @@
 // A serving rank (rank >= 1 of an MPI launch): receives calls from rank 0, runs them in a
 // local process pool (backends/process, unchanged), and sends the results back.
 //
-// Two threads touch a call: this rank's main thread (it receives calls and sends results)
-// and the local pool's I/O thread (which completes them). A completed call's result frame
-// goes into `outbox_`; the I/O thread sends it to rank 0 itself if the main thread is not
-// using MPI at that moment, else it rings the rank's own doorbell so that the main thread
-// sends it at once.
+// One thread does it all: the rank's main thread drives its local pool (it is the pool's I/O
+// thread, ProcessPoolCore::start_driven), so a call from rank 0 is written into a worker's
+// pipe by the thread that received it, and the worker's reply is read and sent to rank 0 by
+// the same thread, with no hand-off between threads on the way. It waits in the pool's epoll,
+// where its doorbell's FIFO (doorbell::wake_fd) wakes it for rank 0's messages as the
+// workers' pipes do for their replies.
+#include <fcntl.h>
+#include <poll.h>
+#include <sched.h>
 #include <unistd.h>
 
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <memory>
-#include <mutex>
+#include <optional>
 #include <string>
 #include <thread>
 #include <unordered_map>
 #include <vector>
+
+#include <boost/asio/posix/stream_descriptor.hpp>
 
 #include "backends/mpi/protocol.hpp"
 #include "backends/mpi/relay.hpp"
@@ -30,7 +36,11 @@ namespace {
 
 class RankServer;
 
+/// Calls that take less than this (from arrival to answer) are watched for on the core.
+constexpr double kShortCallSeconds = 100e-6;
+
 /// A call from rank 0, run by the local pool: its outcome becomes a result frame for rank 0.
+/// Everything here runs on the rank's one thread.
 class Relay final : public RemoteTask {
  public:
   Relay(RankServer& server, std::uint64_t id) : server_(server), id_(id) {}
@@ -47,14 +57,14 @@ class Relay final : public RemoteTask {
   /// started): rank 0 still waits for its frame.
   void drop() noexcept override;
   /// Future::interrupt() on rank 0: kill its worker if it runs the call, else withdraw it.
-  /// Called under the server's mutex.
   void interrupt() noexcept;
 
  private:
   void complete_with(Reader results, std::uint32_t n, std::exception_ptr error) noexcept;
   RankServer& server_;
   const std::uint64_t id_;
-  std::shared_ptr<CallSlots> slots_;  // guarded by the server's mutex
+  const Clock::time_point since_ = Clock::now();  // for the server's mean_call_
+  std::shared_ptr<CallSlots> slots_;
   std::uint64_t local_ = 0;
   bool answered_ = false;
 };
@@ -67,69 +77,95 @@ class RankServer {
 
   /// Serves until rank 0 says exit.
   void run() {
-    Idler idler;
     for (;;) {
-      // Taken before looking for work: a call from rank 0 or a result of the local pool that
-      // comes after the look rings the doorbell, and the wait below ends at once.
+      // Taken before looking for work: a message from rank 0 that comes after the look
+      // rings the doorbell, and the wait below ends at once.
       const auto ticket = doorbell::ticket();
-      // MPI is held only to receive and send: handing a call to the local pool wakes its
-      // I/O thread, which may take this core, and must then find MPI free (answer).
-      std::vector<Message> received;
-      bool busy = false, sending = false;
-      {
-        std::lock_guard mpi(mpi_mutex_);
-        while (auto m = poll(0)) received.push_back(std::move(*m));
-      }
-      for (auto& m : received) {
-        if (m.tag == kExit) return;
-        on_message(m);
+      bool busy = send_results();  // what the wait below collected: rank 0 waits for it
+      while (auto m = poll(0)) {
+        if (m->tag == kExit) return;
+        on_message(*m);  // calls go straight into the workers' pipes (the pool's dispatch)
         busy = true;
       }
-      {
-        std::lock_guard mpi(mpi_mutex_);
-        busy |= send_results();
-        busy |= sending_.progress();
-        sending = !sending_.empty();
-      }
+      if (pool_) pool_->run_for(Clock::duration::zero());  // replies that are in, and dispatch
+      busy |= send_results();
+      busy |= sending_.progress();
       if (busy) {
-        idler.reset();
+        backoff_.reset();
+        active_ = Clock::now();
         continue;
       }
       // Rank 0 on another node announces nothing: then the wait is bounded, to poll.
-      idler.wait(ticket, sending || !doorbell::quiet());
+      wait(ticket, !sending_.empty() || !doorbell::quiet());
     }
   }
 
+  /// Shuts the local pool down and runs it until every worker is reaped.
   void stop_pool() {
     if (!pool_) return;
-    pool_->shutdown(true, false);
+    if (bell_) bell_->close();  // its wait would keep the pool's loop alive
+    pool_->shutdown(false, false);
+    while (pool_->run_for(std::chrono::milliseconds(100))) {
+    }
+    bell_.reset();
     pool_.reset();
   }
 
-  // ---- the local pool's I/O thread -------------------------------------------------------
-  /// A call's outcome. The I/O thread sends it to rank 0 itself when the main thread is not
-  /// using MPI (it sleeps: the usual case for one call in flight), which saves a wake-up on
-  /// the way back; else the main thread sends it with the others, in one message.
+  /// A call's outcome, from the local pool (on this thread): sent with the others at the end
+  /// of the loop's turn, in one message.
   void answer(std::uint64_t id, Reader results, std::uint32_t n, std::exception_ptr error,
-              std::string_view task) {
-    {
-      std::lock_guard lock(mutex_);
-      append_result_frame(outbox_, id, n, results, std::move(error), task, where_);
-    }
-    if (std::this_thread::get_id() != main_thread_) {
-      std::unique_lock mpi(mpi_mutex_, std::try_to_lock);
-      if (mpi.owns_lock()) {
-        send_results();
-        sending_.progress();
-        if (sending_.empty()) return;  // else the main thread sees the send through
-      }
-    }
-    doorbell::ring(launch().rank);
+              std::string_view task, Clock::time_point since = {}) {
+    append_result_frame(outbox_, id, n, results, std::move(error), task, where_);
+    if (since == Clock::time_point{}) return;  // refused, not run
+    const double took = std::chrono::duration<double>(Clock::now() - since).count();
+    mean_call_ = mean_call_ > 0 ? 0.8 * mean_call_ + 0.2 * took : took;
   }
-  std::mutex& mutex() { return mutex_; }
-  void forget(std::uint64_t id) { relays_.erase(id); }  // under mutex()
+  void forget(std::uint64_t id) { relays_.erase(id); }
 
  private:
+  /// Sleeps until rank 0 rings (a message) or the local pool has an event (a reply, a worker
+  /// started or died, a timeout); with `poll`, for at most the next backoff step.
+  void wait(std::uint32_t ticket, bool poll) {
+    if (spin(ticket)) return;
+    const int fd = doorbell::wake_fd();
+    const auto limit = poll || fd < 0 ? backoff_.next() : Clock::duration(Idler::kIdleLimit);
+    {
+      doorbell::Sleeper sleeping;
+      if (doorbell::ticket() != ticket) return;
+      if (pool_) {
+        if (bell_ && !bell_armed_) {
+          bell_armed_ = true;
+          bell_->async_wait(boost::asio::posix::descriptor_base::wait_read,
+                            [this](boost::system::error_code) { bell_armed_ = false; });
+        }
+        pool_->run_for(limit);
+      } else if (fd >= 0) {
+        pollfd p{fd, POLLIN, 0};
+        ::poll(&p, 1,
+               static_cast<int>(std::chrono::ceil<std::chrono::milliseconds>(limit).count()));
+      } else {
+        std::this_thread::sleep_for(limit);
+      }
+    }
+    doorbell::clear_wake_fd();
+  }
+
+  /// When calls here take microseconds, the next message or reply is due as soon: for up to
+  /// Idler::kSpin after the last activity, watch for it on the core (yielding it, to the
+  /// worker that may be about to reply) rather than sleep, whose wake-up costs more than such
+  /// a call. True if something came.
+  bool spin(std::uint32_t ticket) {
+    if (!pool_ || mean_call_ <= 0 || mean_call_ > kShortCallSeconds) return false;
+    const auto until = active_ + Idler::kSpin;
+    while (Clock::now() < until) {
+      if (doorbell::ticket() != ticket) return true;
+      pool_->run_for(Clock::duration::zero());
+      if (!outbox_.empty()) return true;
+      sched_yield();
+    }
+    return false;
+  }
+
   void on_message(Message& m) {
     Reader in(m.bytes.data(), m.bytes.size());
     switch (m.tag) {
@@ -139,12 +175,11 @@ class RankServer {
         return calls(in);
       case kInterrupt:
         return interrupt(in.get<std::uint64_t>());
-      case kClose: {
+      case kClose:
         stop_pool();
-        std::lock_guard mpi(mpi_mutex_);
+        send_results();  // the answers of the last calls go before closed
         send(kClosed, {});
         return;
-      }
       default:
         std::fprintf(stderr, "cfx: %s: unknown message %d from rank 0\n", where_.c_str(), m.tag);
     }
@@ -159,13 +194,15 @@ class RankServer {
     if (double timeout = in.get<double>(); timeout > 0)
       o.task_timeout = std::chrono::duration<double>(timeout);
     pool_ = std::make_shared<ProcessPoolCore>(o);
-    pool_->start();
+    pool_->start_driven();
+    if (int fd = doorbell::wake_fd(); fd >= 0)
+      if (int own = ::fcntl(fd, F_DUPFD_CLOEXEC, 0); own >= 0)
+        bell_.emplace(pool_->io_context(), own);
     std::vector<char> ready;
     Writer w(ready);
     w.put(static_cast<std::uint64_t>(pool_->max_workers()));
     w.put_string(host_);
     w.put(static_cast<std::int64_t>(::getpid()));  // rank 0 watches it if on its node
-    std::lock_guard mpi(mpi_mutex_);
     send(kReady, std::move(ready));
   }
 
@@ -195,10 +232,7 @@ class RankServer {
       const char* args = frame.take(rest);
       relay->args.assign(args, args + rest);
       if (timeout > 0) relay->timeout = std::chrono::duration<double>(timeout);
-      {
-        std::lock_guard lock(mutex_);
-        relays_[id] = relay;
-      }
+      relays_[id] = relay;
       try {
         pool_->enqueue(relay);
       } catch (...) {  // the local pool is broken: that is this call's answer
@@ -209,50 +243,44 @@ class RankServer {
   }
 
   void interrupt(std::uint64_t id) {
-    std::lock_guard lock(mutex_);
     if (auto it = relays_.find(id); it != relays_.end()) it->second->interrupt();
   }
 
-  /// Sends every result frame completed since the last call, as one message. With
-  /// mpi_mutex_ held.
+  /// Sends every result frame completed since the last call, as one message.
   bool send_results() {
+    if (outbox_.empty()) return false;
     std::vector<char> out;
-    {
-      std::lock_guard lock(mutex_);
-      if (outbox_.empty()) return false;
-      out.swap(outbox_);
-    }
+    out.swap(outbox_);
     send(kResults, std::move(out));
     return true;
   }
 
-  /// Sends to rank 0 (which is rung). With mpi_mutex_ held.
+  /// Sends to rank 0 (which is rung).
   void send(Tag tag, std::vector<char> body) { sending_.send(0, tag, std::move(body)); }
 
   const std::string host_;
   const std::string where_;
-  const std::thread::id main_thread_ = std::this_thread::get_id();
   std::shared_ptr<ProcessPoolCore> pool_;
-  // MPI is initialised MPI_THREAD_SERIALIZED: whoever calls MPI holds this, the main thread
-  // or the I/O thread sending a result (answer), which only tries.
-  std::mutex mpi_mutex_;
-  Outbox sending_;  // guarded by mpi_mutex_
-  std::mutex mutex_;
+  // The doorbell's FIFO in the pool's epoll (a dup, closed with the pool), and whether a wait
+  // on it is pending.
+  std::optional<boost::asio::posix::stream_descriptor> bell_;
+  bool bell_armed_ = false;
+  Backoff backoff_;
+  Clock::time_point active_{};  // when the loop last had something to do
+  double mean_call_ = 0;        // seconds from a call's arrival to its answer, smoothed
+  Outbox sending_;
   std::vector<char> outbox_;                          // result frames not yet sent
   std::unordered_map<std::uint64_t, Relay*> relays_;  // calls not yet answered, by id
 };
 
 bool Relay::attach(std::shared_ptr<CallSlots> slots, std::uint64_t local) noexcept {
-  std::lock_guard lock(server_.mutex());
   slots_ = std::move(slots);
   local_ = local;
   return true;
 }
 
 void Relay::detach() noexcept {
-  std::shared_ptr<CallSlots> old;
-  std::lock_guard lock(server_.mutex());
-  old.swap(slots_);
+  slots_.reset();
 }
 
 void Relay::complete(Reader& results, std::uint32_t n, std::exception_ptr error) noexcept {
@@ -263,7 +291,7 @@ void Relay::complete_with(Reader results, std::uint32_t n, std::exception_ptr er
   if (answered_) return;
   answered_ = true;
   try {
-    server_.answer(id_, results, n, std::move(error), task ? task->name : "");
+    server_.answer(id_, results, n, std::move(error), task ? task->name : "", since_);
   } catch (...) {  // out of memory for the frame: rank 0 would wait forever, so stop
     std::fputs("cfx: a serving rank could not encode a result; aborting the job\n", stderr);
     MPI_Abort(MPI_COMM_WORLD, 1);
@@ -272,10 +300,7 @@ void Relay::complete_with(Reader results, std::uint32_t n, std::exception_ptr er
 
 void Relay::drop() noexcept {
   if (!answered_) cancel();
-  {
-    std::lock_guard lock(server_.mutex());
-    server_.forget(id_);
-  }
+  server_.forget(id_);
   delete this;
 }
 
@@ -287,16 +312,15 @@ void Relay::interrupt() noexcept {
 }  // namespace
 
 void serve_rank() {
-  int status = 0;
+  RankServer server;
   try {
-    RankServer server;
     server.run();
     server.stop_pool();
   } catch (const std::exception& e) {
+    // MPI_Abort ends the job here, before the server (and a pool not run down) is destroyed.
     std::fprintf(stderr, "cfx: serving rank %d failed: %s\n", launch().rank, e.what());
-    status = 1;
+    MPI_Abort(MPI_COMM_WORLD, 1);
   }
-  if (status != 0) MPI_Abort(MPI_COMM_WORLD, status);
   MPI_Finalize();
   std::fflush(nullptr);
   std::exit(0);

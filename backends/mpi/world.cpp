@@ -8,6 +8,7 @@
 #include <linux/futex.h>
 #include <sched.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -120,6 +121,13 @@ std::uint32_t received = 0;  // only the thread that holds MPI receives
 /// Every rank that sends to this one rings it: no message comes unannounced.
 bool all_ring = false;
 
+/// The FIFOs that ring the serving ranks of this node (wake_fd), by world rank: on rank 0
+/// their write ends, on a serving rank its own read end; -1 for the others.
+std::vector<int>& wake_fds() {
+  static std::vector<int> fds;
+  return fds;
+}
+
 long futex(std::atomic<std::uint32_t>* word, int op, std::uint32_t value, const timespec* limit) {
   // Not FUTEX_PRIVATE_FLAG: the word is shared between processes.
   return ::syscall(SYS_futex, reinterpret_cast<std::uint32_t*>(word), op, value, limit, nullptr, 0);
@@ -168,12 +176,28 @@ void open() {
   auto* shared = page == MAP_FAILED ? nullptr : static_cast<Bell*>(page);
   b[static_cast<std::size_t>(rank)] = shared ? &shared[rank] : &alone;
   if (shared) shared[rank].present.store(1);
+  auto& fds = wake_fds();
+  fds.assign(static_cast<std::size_t>(size), -1);
+  auto fifo = [&](int r) { return "/dev/shm" + std::string(name) + "-" + std::to_string(r); };
+  if (rank != 0 && shared && ::mkfifo(fifo(rank).c_str(), 0600) == 0) {
+    // Read and write: with a writer of its own, the FIFO never reports a hang-up (rank 0
+    // gone), which would keep an epoll waking.
+    fds[static_cast<std::size_t>(rank)] =
+        ::open(fifo(rank).c_str(), O_RDWR | O_NONBLOCK | O_CLOEXEC);
+  }
   MPI_Barrier(MPI_COMM_WORLD);  // every rank that could map the page has, and said so
   if (rank == 0) {
     if (shared) ::shm_unlink(name);
     if (shared)
-      for (int r = 1; r < size; ++r)
-        if (shared[r].present.load()) b[static_cast<std::size_t>(r)] = &shared[r];
+      for (int r = 1; r < size; ++r) {
+        if (!shared[r].present.load()) continue;
+        b[static_cast<std::size_t>(r)] = &shared[r];
+        // Without it (the rank made none: it polls instead), ring() uses the futex. Should
+        // this open fail (out of descriptors), the rank's sleeps end by their kIdleLimit.
+        fds[static_cast<std::size_t>(r)] =
+            ::open(fifo(r).c_str(), O_WRONLY | O_NONBLOCK | O_CLOEXEC);
+        ::unlink(fifo(r).c_str());
+      }
   } else if (shared) {
     b[0] = &shared[0];
   }
@@ -192,7 +216,13 @@ void ring(int rank) {
   // count, then sleepers, both sequentially consistent, against wait's sleepers, then count:
   // either the ring sees the sleeper and wakes it, or the sleeper sees the new count.
   bell->count.fetch_add(1);
-  if (bell->sleepers.load() != 0) futex(&bell->count, FUTEX_WAKE, INT_MAX, nullptr);
+  if (bell->sleepers.load() == 0) return;
+  if (int fd = wake_fds()[static_cast<std::size_t>(rank)]; fd >= 0) {
+    const char byte = 1;  // a full FIFO (EAGAIN) is readable already
+    [[maybe_unused]] auto n = ::write(fd, &byte, 1);
+  } else {
+    futex(&bell->count, FUTEX_WAKE, INT_MAX, nullptr);
+  }
 }
 
 void announce(int rank) {
@@ -213,6 +243,27 @@ void count_received(int source) {
 std::uint32_t ticket() {
   Bell* bell = own();
   return bell ? bell->count.load() : 0;
+}
+
+int wake_fd() {
+  auto& fds = wake_fds();
+  const auto rank = static_cast<std::size_t>(launch().rank);
+  return rank > 0 && rank < fds.size() ? fds[rank] : -1;
+}
+
+void clear_wake_fd() {
+  char buf[64];
+  if (int fd = wake_fd(); fd >= 0)
+    while (::read(fd, buf, sizeof buf) == static_cast<ssize_t>(sizeof buf)) {
+    }
+}
+
+Sleeper::Sleeper() {
+  if (Bell* bell = own()) bell->sleepers.fetch_add(1);
+}
+
+Sleeper::~Sleeper() {
+  if (Bell* bell = own()) bell->sleepers.fetch_sub(1);
 }
 
 }  // namespace doorbell

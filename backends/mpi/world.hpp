@@ -69,7 +69,8 @@ class Outbox {
 /// blocking calls spin a core at 100%. So every rank has a doorbell, a futex word in a page
 /// that rank 0 shares with the serving ranks of its node (shm_open): whoever gives a rank
 /// something to do rings it (a rank of the same node after sending it a message; a thread of
-/// its own process after a local event), and the rank sleeps in the kernel until then. A
+/// its own process after a local event), and the rank sleeps in the kernel until then: rank 0
+/// on the futex, a serving rank in its pool's epoll, woken through its FIFO (wake_fd). A
 /// message from another node rings nothing: while one may come, the sleep is bounded by a
 /// backoff, so the rank polls as mpi4py does.
 namespace doorbell {
@@ -89,6 +90,22 @@ void count_received(int source);
 bool local(int rank);
 /// This rank's doorbell count: take it before looking for work, then wait(ticket).
 std::uint32_t ticket();
+/// A serving rank of rank 0's node: a descriptor that turns readable when this rank's
+/// doorbell rings while a Sleeper exists, so that its thread can wait for rank 0 and for its
+/// local pool's pipes in one epoll (server.cpp). -1 elsewhere (then a wait polls). Rank 0
+/// rings it by writing a byte to it (a FIFO), where it would wake a futex.
+int wake_fd();
+/// Reads what the rings wrote to wake_fd().
+void clear_wake_fd();
+/// While one lives, rings of this rank's doorbell wake its sleeper: take the ticket, make a
+/// Sleeper, look at the ticket again, then sleep.
+class Sleeper {
+ public:
+  Sleeper();
+  ~Sleeper();
+  Sleeper(const Sleeper&) = delete;
+  Sleeper& operator=(const Sleeper&) = delete;
+};
 }  // namespace doorbell
 
 /// A sleep that doubles from kMinSleep to kMaxSleep while nothing happens.

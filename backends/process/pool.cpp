@@ -69,7 +69,23 @@ void ProcessPoolCore::start() {
   io_thread_ = std::thread([self = shared_from_this()] { self->run_io(); });
 }
 
+void ProcessPoolCore::start_driven() {
+  driven_ = true;
+  launch_thread_ = std::thread([this] { launch_io_.run(); });
+  begin_io();
+}
+
+bool ProcessPoolCore::run_for(Clock::duration limit) {
+  if (io_.stopped()) return false;
+  io_.run_one_for(limit);
+  io_.poll();
+  if (!io_.stopped()) return true;
+  end_io();
+  return false;
+}
+
 void ProcessPoolCore::shutdown(bool wait, bool cancel_futures) {
+  if (wait && driven_) throw Error("a driven process pool is run down with run_for()");
   if (wait && on_io_thread())
     throw Error(
         "shutdown(wait=true) called from a done-callback, which runs on the process pool's "
@@ -128,6 +144,12 @@ void ProcessPoolCore::join() {
 // ---- I/O thread: dispatch and windows ---------------------------------------------------
 
 void ProcessPoolCore::run_io() {
+  begin_io();
+  io_.run();
+  end_io();
+}
+
+void ProcessPoolCore::begin_io() {
   io_thread_id_ = std::this_thread::get_id();
   mark_delivery_thread();  // coroutines awaiting our futures resume elsewhere (docs/async.md)
   // A write to a dead worker must fail with EPIPE, not kill the program. Blocking SIGPIPE
@@ -136,7 +158,9 @@ void ProcessPoolCore::run_io() {
   sigemptyset(&pipe_set);
   sigaddset(&pipe_set, SIGPIPE);
   pthread_sigmask(SIG_BLOCK, &pipe_set, nullptr);
-  io_.run();
+}
+
+void ProcessPoolCore::end_io() {
   // Every launch has ended (check_drained waits for them): the launcher thread is idle. Every
   // worker is reaped: the fork server, if any, is let go (it exits) and reaped there too.
   asio::post(launch_io_, [this] { fork_server_.reset(); });

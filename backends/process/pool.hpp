@@ -160,6 +160,15 @@ class ProcessPoolCore : public std::enable_shared_from_this<ProcessPoolCore> {
   explicit ProcessPoolCore(ProcessPoolOptions options);
 
   void start();
+  /// Instead of start(): the calling thread becomes the I/O thread and drives the pool with
+  /// run_for() (an MPI serving rank, which waits for rank 0's calls and its workers' replies
+  /// in one place: docs/mpi.md, "Design"). Only that thread may then call run_for(), and
+  /// shutdown(false): it runs the pool down with run_for() until that returns false.
+  void start_driven();
+  /// A driven pool: runs the handlers that are ready, after waiting up to `limit` for the
+  /// first one. Returns false once the pool has finished (shut down, every worker reaped).
+  bool run_for(Clock::duration limit);
+  asio::io_context& io_context() { return io_; }
   std::size_t max_workers() const { return max_workers_; }
   std::vector<int> worker_pids() const { return queue_.worker_pids(); }
   void enqueue(RemoteTask* task) { queue_.push(task); }
@@ -182,6 +191,8 @@ class ProcessPoolCore : public std::enable_shared_from_this<ProcessPoolCore> {
 
   // pool.cpp: dispatch and windows
   void run_io();
+  void begin_io();
+  void end_io();
   void dispatch();
   bool should_spawn(std::size_t queued);
   std::size_t in_flight_total() const;
@@ -259,6 +270,7 @@ class ProcessPoolCore : public std::enable_shared_from_this<ProcessPoolCore> {
   asio::posix::stream_descriptor server_watch_{io_};
   std::thread io_thread_;
   std::atomic<std::thread::id> io_thread_id_{};
+  bool driven_ = false;  // start_driven: the owner's thread runs io_
   std::mutex join_mutex_;
   SubmissionQueue queue_;
 
