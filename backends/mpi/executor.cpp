@@ -41,11 +41,8 @@ using mpi::Clock;
 constexpr std::size_t kMaxWindowPerSlot = 64;
 constexpr double kWindowWorkSeconds = 0.001;  // the process pool's figure (pool.cpp)
 /// A rank whose calls take less than this (round trip included) is watched on the core
-/// while it owes results (mpi::Idler::kSpin). Twice the watch: the round trip measured
-/// includes the wake-ups that not watching costs, so a bound equal to the watch made two
-/// steady states (about 40 µs watched, about 120 µs not, and then never watched again: bench/mpi
-/// ran whole launches in either).
-constexpr double kShortCallSeconds = 2 * 100e-6;
+/// while it owes results (mpi::Idler::kSpin).
+constexpr double kShortCallSeconds = 100e-6;
 /// How long rank 0 waits for the serving ranks to answer open and close.
 constexpr std::chrono::seconds kHandshakeLimit{60};
 

@@ -36,10 +36,8 @@ namespace {
 
 class RankServer;
 
-/// Calls that take less than this (from arrival to answer) are watched for on the core:
-/// twice Idler::kSpin, since the time measured includes the wake-ups that not watching costs
-/// (with a bound equal to the watch, slow calls stayed slow; executor.cpp says more).
-constexpr double kShortCallSeconds = 2 * 100e-6;
+/// Calls that take less than this (from arrival to answer) are watched for on the core.
+constexpr double kShortCallSeconds = 100e-6;
 
 /// A call from rank 0, run by the local pool: its outcome becomes a result frame for rank 0.
 /// Everything here runs on the rank's one thread.
