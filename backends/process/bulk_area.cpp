@@ -66,10 +66,7 @@ Frame BulkArea::open(const Frame& marker, FrameKind kind) {
                              " bytes that cannot be mapped");
   // The header is copied out once: the other side can still write to the area, so what was
   // checked must be what is used.
-  FrameHeader h;
-  std::memcpy(&h.length, at, sizeof(h.length));
-  std::memcpy(&h.kind, at + 8, sizeof(h.kind));
-  std::memcpy(&h.id, at + 9, sizeof(h.id));
+  FrameHeader h = read_frame_header(at);
   if (h.length + sizeof(std::uint64_t) != n || h.kind != kind || h.id != marker.id)
     throw SerializationError("a bulk frame whose area holds another frame");
   opened_ = n;
@@ -104,8 +101,7 @@ void move_frame_to_area(BulkArea& area, std::vector<char>& out, std::size_t at) 
   std::size_t n = out.size() - at;
   char* room = area.room(n);
   if (!room) return;
-  std::uint64_t id;
-  std::memcpy(&id, out.data() + at + 9, sizeof(id));
+  std::uint64_t id = read_frame_header(out.data() + at).id;
   std::memcpy(room, out.data() + at, n);
   out.resize(at);
   area.hand_over(out, id, n);

@@ -168,14 +168,17 @@ std::span<char> FrameSplitter::space() {
   return {buffer_.data() + end_, buffer_.size() - end_};
 }
 
+FrameHeader read_frame_header(const char* bytes) {
+  FrameHeader h;
+  std::memcpy(&h.length, bytes, sizeof(h.length));
+  std::memcpy(&h.kind, bytes + 8, sizeof(h.kind));
+  std::memcpy(&h.id, bytes + 9, sizeof(h.id));
+  return h;
+}
+
 std::optional<FrameHeader> FrameSplitter::header() const {
   if (end_ - begin_ < kFrameHeaderSize) return std::nullopt;
-  FrameHeader h;
-  const char* p = buffer_.data() + begin_;
-  std::memcpy(&h.length, p, sizeof(h.length));
-  std::memcpy(&h.kind, p + 8, sizeof(h.kind));
-  std::memcpy(&h.id, p + 9, sizeof(h.id));
-  return h;
+  return read_frame_header(buffer_.data() + begin_);
 }
 
 std::optional<Frame> FrameSplitter::next() {

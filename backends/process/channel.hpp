@@ -52,6 +52,9 @@ inline constexpr std::uint64_t kBulkFrameLength = kMinFrameLength + 8;
 // (bytes.hpp): a fresh buffer costs a page fault per 4 KiB, which dominates moving a big
 // payload.
 
+/// The fixed part of the frame that starts at `bytes` (kFrameHeaderSize of them), copied out.
+FrameHeader read_frame_header(const char* bytes);
+
 /// A complete frame: its kind, its id, and its body.
 struct Frame {
   FrameKind kind{};

@@ -134,8 +134,6 @@ int run_one_call(int in_fd, WorkerHandles& handles, const std::atomic<std::uint6
   }
 }
 
-/// Serves calls read from in_fd, replying on out_fd, until the parent closes in_fd; starts a
-/// call only by claiming its slot in the page mapped from slots_fd. Returns the exit status.
 /// A worker's big blocks (a call's decoded arguments, a task's result) come from the heap and
 /// go back to it, up to kKeepBufferBytes at its top, instead of a fresh mapping per block: the
 /// next call's arguments land in memory already touched. Memory touched for the first time
@@ -146,6 +144,8 @@ void keep_freed_blocks() {
   ::mallopt(M_TRIM_THRESHOLD, static_cast<int>(kKeepBufferBytes));
 }
 
+/// Serves calls read from in_fd, replying on out_fd, until the parent closes in_fd; starts a
+/// call only by claiming its slot in the page mapped from slots_fd. Returns the exit status.
 int serve_worker(int in_fd, int out_fd, int slots_fd) {
   worker_process.store(true);  // no pools of its own
   keep_freed_blocks();
