@@ -46,6 +46,7 @@
 
 #include "backends/process/channel.hpp"
 #include "lib/remote_exception.hpp"
+#include "tests/support/stub_task.hpp"
 
 namespace cfx_fuzz {
 
@@ -347,18 +348,8 @@ struct Seed {
 
 namespace detail_ {
 
-/// A RemoteTask that only carries what write_call_frame reads.
-class SeedCall final : public cfx::detail::RemoteTask {
- public:
-  bool attach(std::shared_ptr<cfx::detail::CallSlots>, std::uint64_t) noexcept override {
-    return true;
-  }
-  void detach() noexcept override {}
-  void complete(Reader&, std::uint32_t, std::exception_ptr) noexcept override {}
-  void fail(std::exception_ptr) noexcept override {}
-  void cancel() noexcept override {}
-  void drop() noexcept override {}
-};
+/// A call that only carries what write_call_frame reads.
+using SeedCall = cfx::test::StubTask;
 
 template <class Tuple>
 void seed_args(SeedCall& call, const std::vector<Tuple>& tuples) {

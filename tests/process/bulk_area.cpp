@@ -17,6 +17,7 @@
 
 #include "backends/process/bulk_area.hpp"
 #include "backends/process/channel.hpp"
+#include "support/stub_task.hpp"
 
 namespace bulk_test {
 
@@ -31,18 +32,7 @@ using cfx::detail::Reader;
 using cfx::detail::TaskEntry;
 using cfx::detail::Writer;
 
-/// A RemoteTask that only carries its fields.
-class TestTask final : public cfx::detail::RemoteTask {
- public:
-  bool attach(std::shared_ptr<cfx::detail::CallSlots>, std::uint64_t) noexcept override {
-    return true;
-  }
-  void detach() noexcept override {}
-  void complete(Reader&, std::uint32_t, std::exception_ptr) noexcept override {}
-  void fail(std::exception_ptr) noexcept override {}
-  void cancel() noexcept override {}
-  void drop() noexcept override {}
-};
+using TestTask = cfx::test::StubTask;
 
 /// A sparse shared file and the two sides' views of one area in it.
 struct Area {

@@ -24,6 +24,7 @@
 
 #include "backends/process/channel.hpp"
 #include "lib/remote_exception.hpp"
+#include "support/stub_task.hpp"
 
 namespace channel_test {
 
@@ -75,18 +76,7 @@ using cfx::detail::Writer;
 constexpr std::size_t kMinRead = 1 << 16;
 constexpr std::size_t kLeastRoom = kMinRead / 4;
 
-/// A RemoteTask that only carries its fields (the channel reads nothing else).
-class TestTask final : public cfx::detail::RemoteTask {
- public:
-  bool attach(std::shared_ptr<cfx::detail::CallSlots>, std::uint64_t) noexcept override {
-    return true;
-  }
-  void detach() noexcept override {}
-  void complete(Reader&, std::uint32_t, std::exception_ptr) noexcept override {}
-  void fail(std::exception_ptr) noexcept override {}
-  void cancel() noexcept override {}
-  void drop() noexcept override {}
-};
+using TestTask = cfx::test::StubTask;
 
 /// Everything left in the reader (a failed take consumes nothing).
 std::string rest(Reader& r) {
