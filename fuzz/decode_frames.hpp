@@ -21,9 +21,11 @@
 // input.
 #pragma once
 
+#include <sys/mman.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cstddef>
 #include <cstdint>
 #include <cstdlib>
@@ -44,6 +46,7 @@
 #include <cfx/errors.hpp>
 #include <cfx/task.hpp>
 
+#include "backends/process/bulk_area.hpp"
 #include "backends/process/channel.hpp"
 #include "lib/remote_exception.hpp"
 #include "tests/support/stub_task.hpp"
@@ -233,6 +236,21 @@ class Stream {
   std::size_t most_buffered_ = kMinRead;
 };
 
+/// The pool's results area of the worker whose bytes are fuzzed. The fuzzed bytes are the
+/// pipe's: what a bulk frame points to is whatever the area holds (here nothing; what it may
+/// hold is tests/process/bulk_area.cpp's business), and its length is the fuzzer's.
+inline cfx::detail::BulkArea& results_area() {
+  static const int file = [] {
+    int fd = ::memfd_create("cfx-fuzz-area", MFD_CLOEXEC);
+    if (fd < 0 || ::ftruncate(fd, static_cast<off_t>(cfx::detail::kSharedFileBytes)) != 0)
+      std::abort();
+    return fd;
+  }();
+  static std::atomic<std::uint64_t> word{0};
+  static cfx::detail::BulkArea area(file, cfx::detail::kResultsAreaOffset, &word);
+  return area;
+}
+
 /// The pool's side (pool.cpp: on_frames, check_header, on_frame, on_result).
 inline void parent_side(Stream& in, bool ready, unsigned calls) {
   std::deque<std::uint64_t> in_flight;
@@ -255,6 +273,10 @@ inline void parent_side(Stream& in, bool ready, unsigned calls) {
         if (ready) throw Violation("check_reply_header let a second hello through");
         ready = true;
         continue;
+      }
+      if (frame->kind == FrameKind::bulk) {  // as on_frame: the result in the area
+        *frame = results_area().open(*frame, FrameKind::result);
+        results_area().release();
       }
       if (!ready || in_flight.empty() || frame->id != in_flight.front() ||
           (frame->kind != FrameKind::result && frame->kind != FrameKind::skipped))

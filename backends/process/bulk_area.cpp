@@ -1,6 +1,5 @@
 #include "backends/process/bulk_area.hpp"
 
-#include <fcntl.h>
 #include <sys/mman.h>
 
 #include <algorithm>
@@ -15,6 +14,12 @@ namespace {
 
 // Mappings grow to powers of two from here, so that growing payloads remap a few times only.
 constexpr std::size_t kLeastMapping = std::size_t{16} << 20;
+
+/// The frames an area carries: from kBulkFrameBytes (below, the pipe is as fast) to
+/// kKeepBufferBytes (above, the area's pages would be kept, or touched afresh every time).
+bool carried(std::size_t n) {
+  return n >= kBulkFrameBytes && n <= kKeepBufferBytes;
+}
 
 }  // namespace
 
@@ -42,8 +47,7 @@ void BulkArea::unmap() noexcept {
 }
 
 char* BulkArea::room(std::size_t n) noexcept {
-  if (n < kBulkFrameBytes || n > kKeepBufferBytes || word_->load(std::memory_order_acquire) != 0)
-    return nullptr;
+  if (!carried(n) || word_->load(std::memory_order_acquire) != 0) return nullptr;
   return map(n, MADV_POPULATE_WRITE);
 }
 
@@ -58,8 +62,12 @@ void BulkArea::hand_over(std::vector<char>& out, std::uint64_t id, std::size_t n
 Frame BulkArea::open(const Frame& marker, FrameKind kind) {
   Reader body = marker.body;
   auto n = body.get<std::uint64_t>();
-  if (n < kFrameHeaderSize || n > sizeof(std::uint64_t) + max_frame_length())
-    throw SerializationError("a bulk frame of " + std::to_string(n) + " bytes");
+  // Checked before anything is mapped: populating a shared mapping allocates its pages, so a
+  // length the sender would never use (a task writing on the channel) must not make this
+  // process allocate it.
+  if (!carried(n))
+    throw SerializationError("a bulk frame of " + std::to_string(n) +
+                             " bytes, outside what a bulk area carries");
   const char* at = map(n, MADV_POPULATE_READ);
   if (!at)
     throw SerializationError("a bulk frame of " + std::to_string(n) +
@@ -69,17 +77,10 @@ Frame BulkArea::open(const Frame& marker, FrameKind kind) {
   FrameHeader h = read_frame_header(at);
   if (h.length + sizeof(std::uint64_t) != n || h.kind != kind || h.id != marker.id)
     throw SerializationError("a bulk frame whose area holds another frame");
-  opened_ = n;
   return {h.kind, h.id, Reader(at + kFrameHeaderSize, n - kFrameHeaderSize)};
 }
 
 void BulkArea::release() noexcept {
-  if (opened_ > kKeepBufferBytes) {  // not kept: its pages go back to the system
-    ::fallocate(fd_, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, static_cast<off_t>(offset_),
-                static_cast<off_t>(opened_));
-    unmap();
-  }
-  opened_ = 0;
   word_->store(0, std::memory_order_release);
 }
 

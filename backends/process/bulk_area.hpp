@@ -10,8 +10,8 @@
 //
 // Both sides keep their mapping of an area, and its pages stay in the file between frames, so
 // a payload reaches memory that is already mapped on both sides: no page fault per 4 KiB.
-// Pages are populated in one system call (MADV_POPULATE_*) where they are not. An area that
-// held more than kKeepBufferBytes is given back (its pages punched out) once read.
+// Pages are populated in one system call (MADV_POPULATE_*) where they are not. Frames above
+// kKeepBufferBytes take the pipe, so an area never holds more than that.
 //
 // The file is sized once, sparse, and sealed against shrinking: a task cannot truncate it
 // under the pool's mapping (a SIGBUS in the pool). What a task writes into the results area
@@ -55,7 +55,8 @@ class BulkArea {
   /// it, `n` bytes, to `out`.
   void hand_over(std::vector<char>& out, std::uint64_t id, std::size_t n) noexcept;
   /// Receiver: the frame that bulk frame `marker` stands for, read in place. Throws
-  /// SerializationError unless it is `kind`, is frame `marker.id` and fits its length.
+  /// SerializationError unless its length is one an area carries, and the frame in the area
+  /// has that length, is `kind` and is frame `marker.id`.
   Frame open(const Frame& marker, FrameKind kind);
   /// Receiver: the frame opened last has been read; the area is free again.
   void release() noexcept;
@@ -69,7 +70,6 @@ class BulkArea {
   std::atomic<std::uint64_t>* word_;
   char* base_ = nullptr;
   std::size_t mapped_ = 0;
-  std::size_t opened_ = 0;  // bytes of the frame opened last
 };
 
 /// Sender of calls: writes call `id` of `task` into `area` and its bulk frame into `out` if

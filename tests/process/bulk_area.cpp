@@ -173,6 +173,24 @@ TEST_SUITE("process bulk area") {
         CHECK_THROWS_AS(area.receiver.open(lying, FrameKind::call), SerializationError);
       }
     }
+    SUBCASE("a length beyond what an area carries, even with a frame that long in the area") {
+      // Mapping it would allocate its pages (shared memory is allocated on any fault): a task
+      // that writes such a frame must not make the pool allocate it.
+      const std::uint64_t n = kKeepBufferBytes + 1;
+      void* head =
+          ::mmap(nullptr, 4096, PROT_READ | PROT_WRITE, MAP_SHARED, area.fd, std::int64_t{1} << 30);
+      REQUIRE(head != MAP_FAILED);
+      std::vector<char> bytes;  // the header of a call frame of n bytes
+      Writer header(bytes);
+      header.put(n - 8);
+      header.put(FrameKind::call);
+      header.put(std::uint64_t{3});
+      std::memcpy(head, bytes.data(), bytes.size());
+      ::munmap(head, 4096);
+      Frame lying = marker;
+      lying.body = Reader(reinterpret_cast<const char*>(&n), sizeof n);
+      CHECK_THROWS_AS(area.receiver.open(lying, FrameKind::call), SerializationError);
+    }
     SUBCASE("a bulk frame without its length") {
       Frame empty = marker;
       empty.body = Reader(nullptr, 0);
