@@ -2,8 +2,10 @@
 // echoes a 1 MiB and a 64 MiB std::vector<double>, a 1 MiB std::string and a 64 MiB
 // std::vector<std::uint8_t>; beside it Python's ProcessPoolExecutor echoes bytes of the same
 // sizes (bench/peers/py_payload.py, in the same run), and memcpy copies the buffer there and
-// back (the floor). Then one task returns a 200 MB std::vector<char>: its time, and the peak
-// resident memory of the parent and of the worker (getrusage maxrss).
+// back (the floor). Then a task returns a 200 MB std::vector<char>: its time, and the peak
+// resident memory of the parent and of the worker (getrusage maxrss). The first such result
+// is printed beside the best: on this project's VMs the first touch of memory the host has
+// taken back costs 2-5 ms per MiB, and decides that first figure.
 //
 //   payload [--repeat N] [--big-mb N] [--no-python] [--big-only]   (--help lists them)
 //
@@ -77,16 +79,20 @@ long maxrss_kib(int who) {
   return u.ru_maxrss;
 }
 
-/// GB/s of echoing `value` through fn (2 x its bytes per echo), best of `repeat`.
+/// GB/s of echoing `value` through fn (2 x its bytes per echo), best of `repeat`. The clock
+/// runs from submit to the result in hand, as in the Python peer: checking the echo and
+/// freeing it are not part of the figure.
 template <class Fn, class T>
 double echo_rate(cfx::ProcessPoolExecutor& ex, int repeat, Fn fn, const T& value) {
-  double best = bench::best_time(repeat, [&](const auto& start) {
-    start();
+  double best = bench::best_of(repeat, [&] {
+    auto t0 = Clock::now();
     T back = ex.submit(fn, value).result();
+    double seconds = bench::seconds_since(t0);
     if (back != value) {
       std::fprintf(stderr, "payload: the echo came back different\n");
       std::exit(1);
     }
+    return seconds;
   });
   return 2.0 * static_cast<double>(value.size() * sizeof(value[0])) / best / 1e9;
 }
@@ -104,23 +110,28 @@ double memcpy_rate(int repeat, std::size_t bytes) {
 }
 
 struct Big {
-  double seconds = 0;
+  double first_seconds = 0;  // on memory this machine had not handed out for a while
+  double seconds = 0;        // the best of --repeat, as every figure here
   double parent_peak_mb = 0;
   double worker_peak_mb = 0;
 };
 
-/// First, before anything else raises this process's peak: one 200 MB result in a fresh
-/// pool, then its worker's peak once the pool has reaped it.
+/// First, before anything else raises this process's peak: 200 MB results in a fresh pool,
+/// one at a time, then its worker's peak once the pool has reaped it.
 Big big_result(const Config& c) {
   std::size_t n = c.big_mb * 1000 * 1000;
   Big out;
   {
     cfx::ProcessPoolExecutor ex({.max_workers = 1});
     ex.submit(make_chars, std::size_t{1}).result();  // the worker is up
-    auto t0 = Clock::now();
-    std::vector<char> v = ex.submit(make_chars, n).result();
-    out.seconds = bench::seconds_since(t0);
-    if (v.size() != n || v[4096] != 1) std::exit(1);
+    out.seconds = bench::best_of(c.repeat, [&] {
+      auto t0 = Clock::now();
+      std::vector<char> v = ex.submit(make_chars, n).result();
+      double seconds = bench::seconds_since(t0);
+      if (v.size() != n || v[4096] != 1) std::exit(1);
+      if (out.first_seconds == 0) out.first_seconds = seconds;
+      return seconds;
+    });
     out.parent_peak_mb = static_cast<double>(maxrss_kib(RUSAGE_SELF)) / 1024.0;
   }
   out.worker_peak_mb = static_cast<double>(maxrss_kib(RUSAGE_CHILDREN)) / 1024.0;
@@ -140,8 +151,8 @@ int main(int argc, char** argv) {
   Config c = parse_args(argc, argv);
   Big big = big_result(c);
   if (c.big_only) {
-    std::printf("%zu MB result: %.3f s, parent peak %.0f MB, worker peak %.0f MB\n", c.big_mb,
-                big.seconds, big.parent_peak_mb, big.worker_peak_mb);
+    std::printf("%zu MB result: %.3f s (first %.3f s), parent peak %.0f MB, worker peak %.0f MB\n",
+                c.big_mb, big.seconds, big.first_seconds, big.parent_peak_mb, big.worker_peak_mb);
     return 0;
   }
 
@@ -195,10 +206,14 @@ int main(int argc, char** argv) {
       cfx_large = std::min(cfx_large, r.cfx_gbps);
     }
   }
-  std::printf("\n== 2. one task returning a %zu MB std::vector<char> ==\n", c.big_mb);
-  std::printf("time %.3f s, parent peak %.0f MB (%.2fx), worker peak %.0f MB (%.2fx)\n\n",
-              big.seconds, big.parent_peak_mb, big.parent_peak_mb / static_cast<double>(c.big_mb),
-              big.worker_peak_mb, big.worker_peak_mb / static_cast<double>(c.big_mb));
+  std::printf("\n== 2. one task returning a %zu MB std::vector<char> (best of %d) ==\n", c.big_mb,
+              c.repeat);
+  std::printf(
+      "time %.3f s (the first %.3f s), parent peak %.0f MB (%.2fx), worker peak %.0f MB "
+      "(%.2fx)\n\n",
+      big.seconds, big.first_seconds, big.parent_peak_mb,
+      big.parent_peak_mb / static_cast<double>(c.big_mb), big.worker_peak_mb,
+      big.worker_peak_mb / static_cast<double>(c.big_mb));
 
   bench::Goals goal(48, 28);
   auto vs = [&](const std::string& what, double cfx, std::optional<double> peer, double at_least) {

@@ -1,4 +1,6 @@
-// The spare byte buffer of bytes.hpp (take_spare_bytes, give_spare_bytes).
+// The big byte buffers of bytes.hpp: the spare one (take_spare_bytes, give_spare_bytes), and
+// appending to a big one (append_bulk; out of line, as it is rare and large).
+#include <algorithm>
 #include <mutex>
 #include <vector>
 
@@ -33,6 +35,14 @@ void give_spare_bytes(std::vector<char>&& buffer) noexcept {
   std::lock_guard lock(spare_mutex);
   if (buffer.capacity() > spare.capacity()) spare.swap(buffer);
   freed.swap(buffer);
+}
+
+void append_bulk(std::vector<char>& out, const void* data, std::size_t n) {
+  std::size_t size = out.size() + n;
+  if (size > out.capacity())
+    reserve_bulk(out, std::max(size + kBulkSlack, 2 * out.capacity()), size);
+  const char* bytes = static_cast<const char*>(data);
+  out.insert(out.end(), bytes, bytes + n);
 }
 
 }  // namespace cfx::detail

@@ -15,6 +15,7 @@
 #include <string>
 #include <string_view>
 #include <tuple>
+#include <type_traits>
 #include <unordered_map>
 #include <utility>
 #include <vector>
@@ -853,6 +854,33 @@ TEST_SUITE("core") {
     CHECK(round_trip(bits) == bits);
     std::vector<std::uint64_t> wide{0, 1, std::numeric_limits<std::uint64_t>::max()};
     CHECK(round_trip(wide) == wide);
+  }
+
+  TEST_CASE("codec: contiguous elements decode from any address, aligned for them or not") {
+    // The decoder copies from where the bytes lie in a frame, which need not suit the
+    // element's alignment: a pointer-range copy when it does, UnalignedElements when not.
+    auto at_every_offset = [](const auto& v) {
+      using V = std::decay_t<decltype(v)>;
+      auto bytes = encode(v);
+      for (std::size_t offset = 0; offset < 16; ++offset) {
+        CAPTURE(offset);
+        std::vector<char> shifted(offset, '\x7f');
+        shifted.insert(shifted.end(), bytes.begin(), bytes.end());
+        Reader r(shifted.data() + offset, bytes.size());
+        V into = round_trip(v);  // what it held before is replaced, not appended to
+        into.insert(into.end(), v.begin(), v.end());
+        decode_value(r, into);
+        CHECK(into == v);
+        CHECK(r.remaining() == 0);
+      }
+    };
+    at_every_offset(std::vector<std::uint8_t>{1, 2, 255});
+    at_every_offset(std::vector<std::int16_t>{-1, 2, 300, -32768});
+    at_every_offset(std::vector<std::uint32_t>{1, 0xdeadbeef, 7});
+    at_every_offset(std::vector<double>{0.5, -1e300, 3, 4, 5, 6, 7});
+    at_every_offset(std::vector<std::array<double, 3>>{{1, 2, 3}, {-4, 5, 6}});
+    at_every_offset(std::vector<double>{});
+    at_every_offset(std::string("unaligned"));
   }
 
   TEST_CASE("codec: contiguous values nested in tuples, pairs, optionals and vectors") {
