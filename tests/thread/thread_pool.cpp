@@ -15,6 +15,8 @@
 #include <thread>
 #include <vector>
 
+#include <cfx/detail/bytes.hpp>
+
 #include "conformance/backends.hpp"
 
 using namespace conf;
@@ -331,6 +333,49 @@ TEST_CASE("thread pool: map results written in place are destroyed once each") {
     ex.shutdown();
     CHECK(Counted::live == 0);
   }
+}
+
+TEST_CASE("thread pool: a big map's slab is the spare byte buffer, reused and given back") {
+  // A slab of kBulkBytes or more lives in the spare byte buffer: each result must still end
+  // once, and the next big map gets the same memory (no fresh pages to fault in).
+  cfx::ThreadPoolExecutor ex({.max_workers = 2});
+  const int items = static_cast<int>(cfx::detail::kBulkBytes / sizeof(Counted)) + 1000;
+  auto make = [items](int x) {
+    if (x == items - 5) throw std::runtime_error("near the end");
+    return Counted(x);
+  };
+  {
+    auto results = ex.map(make, std::views::iota(0, items), {.chunksize = 4096});
+    int seen = 0, wrong = 0;
+    CHECK_THROWS_WITH_AS(
+        [&] {
+          for (Counted& c : results) wrong += c.value != seen++;
+        }(),
+        "near the end", std::runtime_error);
+    CHECK(seen == items - 5);
+    CHECK(wrong == 0);
+  }
+  ex.shutdown();
+  CHECK(Counted::live == 0);
+  std::vector<char> spare = cfx::detail::take_spare_bytes(cfx::detail::kBulkBytes);
+  CHECK(spare.capacity() >= items * sizeof(Counted));  // given back when the map ended
+  const char* memory = spare.data();
+  cfx::detail::give_spare_bytes(std::move(spare));
+
+  cfx::ThreadPoolExecutor again({.max_workers = 2});
+  const int strings = static_cast<int>(cfx::detail::kBulkBytes / sizeof(std::string));
+  {
+    auto numbers = again.map([](int x) { return std::to_string(x); }, std::views::iota(0, strings),
+                             {.chunksize = 10000});
+    int next = 0, wrong = 0;
+    for (const std::string& text : numbers) wrong += text != std::to_string(next++);
+    CHECK(next == strings);
+    CHECK(wrong == 0);
+  }
+  again.shutdown();  // the chunk tasks, which share the slab, are gone
+  spare = cfx::detail::take_spare_bytes(cfx::detail::kBulkBytes);
+  CHECK(spare.data() == memory);  // the first map's memory served the second
+  cfx::detail::give_spare_bytes(std::move(spare));
 }
 
 TEST_CASE("thread pool: map over an rvalue input keeps it until every chunk has run") {
