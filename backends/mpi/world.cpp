@@ -7,6 +7,7 @@
 #include <fcntl.h>
 #include <linux/futex.h>
 #include <sched.h>
+#include <signal.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -14,10 +15,12 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cerrno>
 #include <climits>
 #include <cstdio>
 #include <cstdlib>
 #include <ctime>
+#include <filesystem>
 #include <random>
 #include <thread>
 
@@ -139,7 +142,23 @@ Bell* own() {
                                                     : nullptr;
 }
 
+constexpr char kNamePrefix[] = "cfx-mpi-";
+
 }  // namespace
+
+void remove_stale(const std::string& dir) {
+  std::error_code error;
+  for (const auto& entry : std::filesystem::directory_iterator(dir, error)) {
+    const std::string name = entry.path().filename().string();
+    if (!name.starts_with(kNamePrefix)) continue;
+    const char* digits = name.c_str() + sizeof kNamePrefix - 1;
+    char* end = nullptr;
+    const long pid = std::strtol(digits, &end, 10);
+    if (end == digits || *end != '-' || pid <= 0) continue;
+    if (::kill(static_cast<pid_t>(pid), 0) == -1 && errno == ESRCH)
+      std::filesystem::remove(entry.path(), error);  // another user's is not ours to remove
+  }
+}
 
 void open() {
   const int size = launch().size, rank = launch().rank;
@@ -159,9 +178,10 @@ void open() {
     ::close(fd);
   };
   if (rank == 0) {
+    remove_stale("/dev/shm");
     std::random_device random;
-    std::snprintf(name, sizeof name, "/cfx-mpi-%d-%08x%08x", static_cast<int>(::getpid()), random(),
-                  random());
+    std::snprintf(name, sizeof name, "/%s%d-%08x%08x", kNamePrefix, static_cast<int>(::getpid()),
+                  random(), random());
     map(O_RDWR | O_CREAT | O_EXCL);
     if (page == MAP_FAILED) {  // no shared memory here: every rank polls
       ::shm_unlink(name);

@@ -77,6 +77,10 @@ namespace doorbell {
 /// Sets up the doorbells of this node's ranks: collective over MPI_COMM_WORLD, right after
 /// MPI_Init.
 void open();
+/// Removes from `dir` the doorbell page and FIFOs (cfx-mpi-<pid>-...) of launches whose rank 0
+/// (process <pid>) is gone. Their names live only until every rank has opened them, but a job
+/// killed in that window leaves them behind. Rank 0's open() calls it on /dev/shm.
+void remove_stale(const std::string& dir);
 /// Rings `rank`'s doorbell if it shares this node (else it polls). Any thread.
 void ring(int rank);
 /// Tells `rank` that a message was sent to it, and rings. Outbox::send calls it.

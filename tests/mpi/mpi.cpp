@@ -2,12 +2,15 @@
 // and 2 serve (cfx::init in tests/main.cpp). Every test opens its own executor: executors
 // one after another in a run is part of the contract.
 #include <signal.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
 #include <cstdint>
 #include <cstdlib>
+#include <filesystem>
+#include <fstream>
 #include <set>
 #include <stdexcept>
 #include <string>
@@ -18,6 +21,7 @@
 #include <cfx/cfx.hpp>
 #include <nlohmann/json.hpp>
 
+#include "backends/mpi/world.hpp"
 #include "examples/collatz.hpp"
 #include "support/gate.hpp"
 
@@ -94,6 +98,31 @@ std::string nested_message(const std::exception& e) {
 }
 
 }  // namespace
+
+TEST_CASE("rank 0 removes the doorbell files a killed launch left, and only those") {
+  // A launch killed while its ranks open the doorbells leaves its names in /dev/shm; the next
+  // rank 0 removes those whose rank 0 (the pid in the name) is gone. Here in a directory of
+  // the test's own, with a pid that was reaped just now.
+  const pid_t dead = ::fork();
+  if (dead == 0) ::_exit(0);
+  REQUIRE(dead > 0);
+  REQUIRE(::waitpid(dead, nullptr, 0) == dead);
+  namespace fs = std::filesystem;
+  const fs::path dir = fs::temp_directory_path() / ("cfx-doorbells-" + std::to_string(::getpid()));
+  fs::create_directories(dir);
+  const std::string dead_page = "cfx-mpi-" + std::to_string(dead) + "-0123456789abcdef";
+  const std::string live_page = "cfx-mpi-" + std::to_string(::getpid()) + "-0123456789abcdef";
+  for (const std::string& name :
+       {dead_page, dead_page + "-1", dead_page + "-2", live_page, live_page + "-1",
+        std::string("cfx-mpi-notapid"), std::string("other-file")})
+    std::ofstream(dir / name) << "x";
+  cfx::detail::mpi::doorbell::remove_stale(dir.string());
+  std::set<std::string> left;
+  for (const auto& entry : fs::directory_iterator(dir)) left.insert(entry.path().filename());
+  CHECK(left ==
+        std::set<std::string>{live_page, live_page + "-1", "cfx-mpi-notapid", "other-file"});
+  fs::remove_all(dir);
+}
 
 TEST_CASE("values come back, on every serving rank") {
   cfx::MpiPoolExecutor ex;
