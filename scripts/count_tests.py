@@ -9,6 +9,8 @@ import re
 import sys
 
 LINE = re.compile(r"test cases:\s*(\d+)\s*\|\s*(\d+) passed\s*\|\s*(\d+) failed")
+# doctest colours its summary where its output is a terminal (mpiexec gives the ranks one).
+COLOUR = re.compile(r"\x1b\[[0-9;]*m")
 
 
 def main(path):
@@ -16,7 +18,7 @@ def main(path):
     with open(path) as log:
         for raw in log:
             entry = json.loads(raw)
-            found = LINE.findall(entry.get("stdout", "") or "")
+            found = LINE.findall(COLOUR.sub("", entry.get("stdout", "") or ""))
             if found:
                 passed += int(found[-1][1])
                 failed += int(found[-1][2])
