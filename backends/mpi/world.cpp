@@ -311,9 +311,8 @@ void Idler::wait(std::uint32_t ticket, bool poll, bool spin) {
   const auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(limit).count();
   const timespec relative{static_cast<time_t>(ns / 1'000'000'000),
                           static_cast<long>(ns % 1'000'000'000)};
-  bell->sleepers.fetch_add(1);
+  doorbell::Sleeper sleeping;
   if (bell->count.load() == ticket) doorbell::futex(&bell->count, FUTEX_WAIT, ticket, &relative);
-  bell->sleepers.fetch_sub(1);
 }
 
 void drain(Outbox& out) {
