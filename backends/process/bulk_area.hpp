@@ -70,6 +70,7 @@ class BulkArea {
   std::atomic<std::uint64_t>* word_;
   char* base_ = nullptr;
   std::size_t mapped_ = 0;
+  std::size_t populated_ = 0;  // bytes from base_ mapped in by a populate call
 };
 
 /// Sender of calls: writes call `id` of `task` into `area` and its bulk frame into `out` if

@@ -95,6 +95,38 @@ TEST_SUITE("process bulk area") {
     CHECK(cfx::detail::write_call_to_area(area.sender, more, task, 10));
   }
 
+  TEST_CASE("frames that grow and shrink in one mapping arrive whole") {
+    // The sender populates the pages of its mapping once, from the page where the frames so
+    // far ended (not page-aligned here) to the end of a bigger one; the mapping grows past
+    // 16 MiB on the last.
+    Area area;
+    TaskEntry entry;
+    entry.name = "t";
+    std::uint64_t id = 1;
+    for (std::size_t n : {kBulkFrameBytes + 100, 3 * kBulkFrameBytes + 4097, kBulkFrameBytes + 1,
+                          9 * kBulkFrameBytes + 5, 20 * kBulkFrameBytes + 3}) {
+      CAPTURE(n);
+      TestTask task;
+      task.task = &entry;
+      task.count = 1;
+      task.args.resize(n);
+      for (std::size_t i = 0; i < n; i += 4093) task.args[i] = static_cast<char>(i * 7 + n);
+      task.args[n - 1] = 'e';
+      std::vector<char> pipe;
+      REQUIRE(cfx::detail::write_call_to_area(area.sender, pipe, task, id));
+      FrameSplitter s(cfx::detail::max_frame_length());
+      Frame call = area.receiver.open(frames_of(s, pipe).at(0), FrameKind::call);
+      CHECK(call.id == id);
+      call.body.get<std::uint32_t>();
+      CHECK(call.body.get_string() == "t");
+      auto rest = call.body.remaining();
+      REQUIRE(rest == n);
+      CHECK(std::memcmp(call.body.take(rest), task.args.data(), n) == 0);
+      area.receiver.release();
+      ++id;
+    }
+  }
+
   TEST_CASE("a result frame moves into the area; small and very big ones stay in the pipe") {
     Area area;
     auto result_frame = [](std::uint64_t id, std::size_t bytes) {
