@@ -9,9 +9,10 @@
 // best: on this project's VMs the first touch of memory the host has taken back costs 2-5 ms
 // per MiB, and decides that first figure.
 //
-//   payload [--repeat N] [--big-mb N] [--no-python] [--big-only]   (--help lists them)
+//   payload [--repeat N] [--warmup N] [--big-mb N] [--no-python] [--big-only]
 //
-// Rates are bytes moved both ways (2 x size) per second, the best of --repeat echoes. Goals
+// Rates are bytes moved both ways (2 x size) per second, the best of --repeat echoes after
+// --warmup untimed ones of the same payload (in both peers). Goals
 // print PASS/MISS and do not change the exit status; a wrong echo exits 1.
 #include <sys/resource.h>
 
@@ -59,6 +60,7 @@ constexpr std::size_t kMiB = std::size_t{1} << 20;
 
 struct Config {
   int repeat = 3;
+  int warmup = 2;
   std::size_t big_mb = 200;
   bool python = true;
   bool big_only = false;
@@ -68,11 +70,13 @@ Config parse_args(int argc, char** argv) {
   Config c;
   bench::Flags("payload", "big arguments and results through a process pool, cfx beside Python")
       .value("--repeat", c.repeat, "echoes per figure, the best is printed")
+      .value("--warmup", c.warmup, "untimed echoes of each payload first, in both peers")
       .value("--big-mb", c.big_mb, "MB of the std::vector<char> result")
       .flag("--no-python", c.python, false, "skip the Python peer")
       .flag("--big-only", c.big_only, true, "only the big result (section 2), e.g. to profile it")
       .parse(argc, argv);
   c.repeat = std::max(c.repeat, 1);
+  c.warmup = std::max(c.warmup, 0);
   return c;
 }
 
@@ -82,11 +86,14 @@ long maxrss_kib(int who) {
   return u.ru_maxrss;
 }
 
-/// GB/s of echoing `value` through fn (2 x its bytes per echo), best of `repeat`. The clock
-/// runs from submit to the result in hand, as in the Python peer: checking the echo and
+/// GB/s of echoing `value` through fn (2 x its bytes per echo), best of `repeat` after
+/// `warmup` untimed echoes (the Python peer does the same): on this project's VMs the first
+/// echoes of a big payload in a new process pay for memory the host has not backed yet. The
+/// clock runs from submit to the result in hand, as in the Python peer: checking the echo and
 /// freeing it are not part of the figure.
 template <class Fn, class T>
-double echo_rate(cfx::ProcessPoolExecutor& ex, int repeat, Fn fn, const T& value) {
+double echo_rate(cfx::ProcessPoolExecutor& ex, int repeat, int warmup, Fn fn, const T& value) {
+  for (int i = 0; i < warmup; ++i) ex.submit(fn, value).result();
   double best = bench::best_of(repeat, [&] {
     auto t0 = Clock::now();
     T back = ex.submit(fn, value).result();
@@ -199,20 +206,25 @@ int main(int argc, char** argv) {
     for (std::size_t i = 0; i < text.size(); i += 7) text[i] = static_cast<char>('a' + i % 26);
     std::vector<std::uint8_t> octets(64 * kMiB);
     for (std::size_t i = 0; i < octets.size(); ++i) octets[i] = static_cast<std::uint8_t>(i * 31);
+    rows.push_back({"1 MiB std::vector<double>", kMiB,
+                    echo_rate(ex, c.repeat, c.warmup, echo_doubles, small)});
     rows.push_back(
-        {"1 MiB std::vector<double>", kMiB, echo_rate(ex, c.repeat, echo_doubles, small)});
-    rows.push_back({"1 MiB std::string", kMiB, echo_rate(ex, c.repeat, echo_string, text)});
-    rows.push_back(
-        {"64 MiB std::vector<double>", 64 * kMiB, echo_rate(ex, c.repeat, echo_doubles, large)});
+        {"1 MiB std::string", kMiB, echo_rate(ex, c.repeat, c.warmup, echo_string, text)});
+    rows.push_back({"64 MiB std::vector<double>", 64 * kMiB,
+                    echo_rate(ex, c.repeat, c.warmup, echo_doubles, large)});
     rows.push_back({"64 MiB std::vector<std::uint8_t>", 64 * kMiB,
-                    echo_rate(ex, c.repeat, echo_bytes, octets)});
+                    echo_rate(ex, c.repeat, c.warmup, echo_bytes, octets)});
   }
   bench::Figures py;
   if (c.python)
-    py = bench::run_peer("py_payload.py",
-                         {{"--repeat", c.repeat}, {"--small", kMiB}, {"--large", 64 * kMiB}});
+    py = bench::run_peer("py_payload.py", {{"--repeat", c.repeat},
+                                           {"--warmup", c.warmup},
+                                           {"--small", kMiB},
+                                           {"--large", 64 * kMiB}});
 
-  std::printf("== 1. echo on 2 workers: GB/s of bytes moved both ways (best of %d) ==\n", c.repeat);
+  std::printf(
+      "== 1. echo on 2 workers: GB/s of bytes moved both ways (best of %d, after %d untimed) ==\n",
+      c.repeat, c.warmup);
   bench::Table table({{"", 36, bench::Align::left},
                       {"cfx GB/s", 9},
                       {"Python GB/s", 12},
@@ -223,7 +235,9 @@ int main(int argc, char** argv) {
                       {"cfx/new", 8}});
   table.header("(Python echoes bytes of the same size)");
   std::optional<double> py_small, py_large;
-  double memcpy_large = 0, cfx_large = 1e300, cfx_small = 1e300;
+  // The memcpy goal takes each row's ratio to the memcpy measured beside it, the lower of the
+  // two 64 MiB rows (memcpy's own rate moves with the VM between rows).
+  double cfx_large = 1e300, cfx_small = 1e300, memcpy_ratio = 1e300;
   for (const Row& r : rows) {
     auto p = bench::lookup(py, "ppe_echo_" + std::to_string(r.bytes) + "_gbps");
     double m = memcpy_rate(c.repeat, r.bytes);
@@ -236,7 +250,7 @@ int main(int argc, char** argv) {
       cfx_small = std::min(cfx_small, r.cfx_gbps);
     } else {
       py_large = p;
-      memcpy_large = m;
+      memcpy_ratio = std::min(memcpy_ratio, r.cfx_gbps / m);
       cfx_large = std::min(cfx_large, r.cfx_gbps);
     }
   }
@@ -255,7 +269,8 @@ int main(int argc, char** argv) {
     goal(what, cfx / *peer >= at_least, bench::times(cfx / *peer));
   };
   vs("64 MiB echo >= 4x Python (slower of the two)", cfx_large, py_large, 4);
-  vs("64 MiB echo >= 0.25x memcpy there and back", cfx_large, memcpy_large, 0.25);
+  goal("64 MiB echo >= 0.25x memcpy there and back (lower row)", memcpy_ratio >= 0.25,
+       bench::times(memcpy_ratio));
   vs("1 MiB echo >= 2x Python (slower of the two)", cfx_small, py_small, 2);
   goal("200 MB result in under 1 s", big.seconds < 1, bench::fmt("%.3f s", big.seconds));
   double peak = std::max(big.parent_peak_mb, big.worker_peak_mb) / static_cast<double>(c.big_mb);

@@ -6,6 +6,7 @@
 #include <bit>
 #include <cstring>
 #include <string>
+#include <thread>
 
 #include "cfx/errors.hpp"
 
@@ -20,6 +21,30 @@ constexpr std::size_t kSmallPage = 4096;  // the smallest page madvise can be gi
 /// kKeepBufferBytes (above, the area's pages would be kept, or touched afresh every time).
 bool carried(std::size_t n) {
   return n >= kBulkFrameBytes && n <= kKeepBufferBytes;
+}
+
+/// Copies `n` bytes into or out of an area. From kParallelCopyBytes on, a second thread
+/// copies the second half: measured on this VM, 64 MiB into or out of an area took 4.2-6.0 ms
+/// on one thread and 2.3-2.8 ms on two, thread start included (a scratch program, six rounds).
+/// Object stores copy big buffers the same way (Apache Arrow's parallel memcopy, used by
+/// Ray's). One thread where the machine has one core.
+constexpr std::size_t kParallelCopyBytes = std::size_t{16} << 20;
+
+void copy_bulk(char* to, const char* from, std::size_t n) {
+  if (n < kParallelCopyBytes || std::thread::hardware_concurrency() < 2) {
+    std::memcpy(to, from, n);
+    return;
+  }
+  const std::size_t half = (n / 2) & ~(kSmallPage - 1);
+  std::thread second;
+  try {
+    second = std::thread([=] { std::memcpy(to + half, from + half, n - half); });
+  } catch (...) {  // no thread to be had: one does it all
+    std::memcpy(to, from, n);
+    return;
+  }
+  std::memcpy(to, from, half);
+  second.join();
 }
 
 }  // namespace
@@ -102,7 +127,7 @@ bool write_call_to_area(BulkArea& area, std::vector<char>& out, const RemoteTask
   std::vector<char> head;
   write_call_head(head, task, id);
   std::memcpy(room, head.data(), head.size());
-  std::memcpy(room + head.size(), task.args.data(), task.args.size());
+  copy_bulk(room + head.size(), task.args.data(), task.args.size());
   area.hand_over(out, id, n);
   return true;
 }
@@ -112,7 +137,7 @@ void move_frame_to_area(BulkArea& area, std::vector<char>& out, std::size_t at) 
   char* room = area.room(n);
   if (!room) return;
   std::uint64_t id = read_frame_header(out.data() + at).id;
-  std::memcpy(room, out.data() + at, n);
+  copy_bulk(room, out.data() + at, n);
   out.resize(at);
   area.hand_over(out, id, n);
 }

@@ -263,11 +263,36 @@ bool ProcessPoolCore::send(const Worker& w, RemoteTask* t) {
   w->in_flight.push_back({t, id});
   if (w->in_flight.size() == 1) head_changed(w);
   if (!write_call_to_area(*w->calls_area, w->out, *t, id)) write_call_frame(w->out, *t, id);
+  expect_result(w, *t, id);
   if (options_.worker_memory_limit) watch_memory();
   if (options_.max_tasks_per_child && !dynamic_cast<InitCall*>(t) &&
       ++w->calls_sent >= options_.max_tasks_per_child)
     w->retiring = true;
   return true;
+}
+
+// A task whose last two results took the same bulk-area size is expected to return that
+// size again: the result's storage is prepared (RemoteTask::prepare_result) while the worker
+// computes, so that decoding it is one copy into memory already written, not a first touch of
+// fresh memory (docs/wire-format.md, "Prepared results"). Posted, to run once the calls of
+// this turn have been written; a call answered by then is not found, and nothing is done.
+void ProcessPoolCore::expect_result(const Worker& w, const RemoteTask& t, std::uint64_t id) {
+  auto it = result_sizes_.find(t.task);
+  if (it == result_sizes_.end() || it->second.last != it->second.before) return;
+  asio::post(io_, [w, id, bytes = it->second.last] {
+    for (const auto& call : w->in_flight)
+      if (call.id == id && call.task) return call.task->prepare_result(bytes);
+  });
+}
+
+void ProcessPoolCore::record_result_size(const TaskEntry* task, std::size_t bytes) {
+  if (bytes < kBulkBytes || bytes > kKeepBufferBytes) {
+    result_sizes_.erase(task);
+    return;
+  }
+  auto& sizes = result_sizes_[task];
+  sizes.before = sizes.last;
+  sizes.last = bytes;
 }
 
 // The descriptors of call `id`'s handles that `w` lacks go ahead of its frame, and the count
@@ -558,6 +583,7 @@ void ProcessPoolCore::on_result(const Worker& w, Frame& frame) {
   w->mean_service = w->mean_service > 0 ? 0.8 * w->mean_service + 0.2 * took : took;
   head_changed(w);
   if (done.task) {
+    if (reply.count == 1) record_result_size(done.task->task, reply.results.remaining());
     done.task->detach();
     w->inbox->begin(done.id);  // the results' descriptors, if any, came before the frame
     HandleSourceScope source(*w->inbox);

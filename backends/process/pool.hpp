@@ -16,6 +16,7 @@
 #include <optional>
 #include <string>
 #include <thread>
+#include <unordered_map>
 #include <vector>
 
 #include <boost/asio/executor_work_guard.hpp>
@@ -202,6 +203,8 @@ class ProcessPoolCore : public std::enable_shared_from_this<ProcessPoolCore> {
   Worker least_loaded_with_room() const;
   bool send(const Worker& w, RemoteTask* t);
   bool send_handles(const Worker& w, RemoteTask* t, std::uint64_t id);
+  void expect_result(const Worker& w, const RemoteTask& t, std::uint64_t id);
+  void record_result_size(const TaskEntry* task, std::size_t bytes);
   void rebalance(std::vector<RemoteTask*>& cancelled);
   std::vector<RemoteTask*> take_back_unstarted(const Worker& w, bool keep_first);
   /// Puts calls back at the front of the queue; once the pool is broken, fails them with
@@ -283,6 +286,12 @@ class ProcessPoolCore : public std::enable_shared_from_this<ProcessPoolCore> {
   std::size_t launching_ = 0;  // launches posted to the launcher thread, not yet adopted
   bool stopping_ = false;      // stop_workers: every call ends cancelled, no new worker
   bool watching_memory_ = false;
+  // The encoded sizes of each task's last two single results, when big (expect_result).
+  struct ResultSizes {
+    std::size_t last = 0;
+    std::size_t before = 0;
+  };
+  std::unordered_map<const TaskEntry*, ResultSizes> result_sizes_;
 };
 
 }  // namespace cfx::detail

@@ -73,9 +73,23 @@ struct TaskCodec {
     encode_args(task, w, &args, 1);
   }
 
+  /// Into `out`, a std::optional<Result>: decoded where it is when engaged (storage prepared
+  /// ahead, RemoteTask::prepare_result), else emplaced.
   static void decode_result_into(const TaskEntry& task, Reader& r, void* out) {
-    if constexpr (!std::is_void_v<Result>)
-      static_cast<std::optional<Result>*>(out)->emplace(decode_as<Result>(task, r, "result"));
+    if constexpr (!std::is_void_v<Result>) {
+      auto& result = *static_cast<std::optional<Result>*>(out);
+      if constexpr (is_preparable_v<Result>) {
+        if (result) {
+          try {
+            decode_value(r, *result);
+          } catch (const SerializationError& e) {
+            throw SerializationError("result of task '" + task.name + "': " + e.what());
+          }
+          return;
+        }
+      }
+      result.emplace(decode_as<Result>(task, r, "result"));
+    }
   }
 
   static void run(const TaskEntry& task, Reader& in, Writer& out) {

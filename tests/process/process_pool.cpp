@@ -207,6 +207,14 @@ std::string echo_string(std::string s) {
 }
 CFX_TASK(echo_string);
 
+/// `n` doubles that say which call made them.
+std::vector<double> tagged_doubles(std::size_t n, int tag) {
+  std::vector<double> v(n, tag);
+  v[n / 2] = -tag;
+  return v;
+}
+CFX_TASK(tagged_doubles);
+
 int not_registered(int x) {
   return x;
 }
@@ -524,6 +532,40 @@ TEST_SUITE("process") {
       }
       std::vector<std::string> words{tagged(kSize, 1), "small", tagged(kSize + 1, 2)};
       CHECK(ex.map(echo_string, words, {.chunksize = 1}).to_vector() == words);
+    }
+  }
+
+  TEST_CASE(
+      "a big result of the size the task's last two had is decoded into storage prepared "
+      "ahead; any size still arrives whole") {
+    // After two results of one size, the pool reserves the next one's storage while the worker
+    // computes (RemoteTask::prepare_result). The encoded size it goes by includes the element
+    // count, so a prepared vector has room for one element more than it holds; a vector
+    // decoded into fresh storage has exactly its size. Sizes that change, that the guess is too
+    // small for, or that stop being big, come back whole all the same. 20 MiB and up: the
+    // areas' copies take two threads.
+    cfx::ProcessPoolExecutor ex({.max_workers = 1});
+    constexpr std::size_t kMiBDoubles = (std::size_t{1} << 20) / sizeof(double);
+    struct Step {
+      std::size_t mib;
+      bool prepared;
+    };
+    const Step steps[] = {{5, false}, {5, false}, {5, true},   {5, true},   {7, false},
+                          {5, false}, {5, false}, {20, false}, {20, false}, {20, true},
+                          {20, true}, {1, false}, {20, false}, {20, false}, {20, true}};
+    int tag = 0;
+    for (const Step& step : steps) {
+      CAPTURE(step.mib);
+      CAPTURE(tag);
+      const std::size_t n = step.mib * kMiBDoubles;
+      auto f = ex.submit(tagged_doubles, n, tag);
+      const std::vector<double>& v = f.result();
+      CHECK(v == tagged_doubles(n, tag));
+      if (step.prepared)
+        CHECK(v.capacity() > v.size());
+      else
+        CHECK(v.capacity() == v.size());
+      ++tag;
     }
   }
 

@@ -24,6 +24,7 @@
 #include "cfx/detail/map_engine.hpp"
 #include "cfx/detail/registry.hpp"
 #include "cfx/detail/shared_state.hpp"
+#include "cfx/detail/wire_traits.hpp"
 #include "cfx/errors.hpp"
 
 namespace cfx::detail {
@@ -70,6 +71,11 @@ class RemoteTask {
   virtual void cancel() noexcept = 0;
   /// Releases the pool's reference.
   virtual void drop() noexcept = 0;
+  /// The result is expected to take about `bytes` (the task's last results did): a result
+  /// that is a vector or string of trivially copyable elements gets its storage now, faulted
+  /// in and written once, while the worker computes, and is decoded into it. Called by the
+  /// thread that completes the call, never while it does; a hint only (out of memory: none).
+  virtual void prepare_result(std::size_t bytes) noexcept { (void)bytes; }
 
  protected:
   ~RemoteTask() = default;
@@ -106,7 +112,24 @@ class RemoteCall final : public SharedState<R>, public RemoteTask {
   }
   void cancel() noexcept override { this->StateBase::cancel(); }
   void fail(std::exception_ptr e) noexcept override { this->try_set_exception(std::move(e)); }
-  void drop() noexcept override { this->release(); }
+  void drop() noexcept override {
+    if constexpr (is_preparable_v<R>) prepared_.reset();  // not kept while the future lives
+    this->release();
+  }
+  void prepare_result(std::size_t bytes) noexcept override {
+    if constexpr (is_preparable_v<R>) {
+      using E = typename R::value_type;
+      try {
+        prepared_.emplace();
+        reserve_bulk(*prepared_, bytes / sizeof(E));
+        touch_pages(prepared_->data(), prepared_->capacity() * sizeof(E));
+      } catch (...) {
+        prepared_.reset();
+      }
+    } else {
+      (void)bytes;
+    }
+  }
 
   void complete(Reader& results, std::uint32_t n, std::exception_ptr error) noexcept override {
     if (!this->claim()) return;
@@ -146,6 +169,9 @@ class RemoteCall final : public SharedState<R>, public RemoteTask {
   std::shared_ptr<CallSlots> slots_;  // guarded by the state's lock
   std::uint64_t id_ = 0;
   bool withdrawn_ = false;  // cancelled before it could start: never to be sent
+  // prepare_result's storage, taken by the decoding; the completing thread's alone.
+  [[no_unique_address]] std::conditional_t<is_preparable_v<R>, std::optional<R>, std::monostate>
+      prepared_;
   void publish_decoded(Reader& results, std::uint32_t n, std::exception_ptr error) {
     if constexpr (is_chunk_result<R>::value) {
       R chunk;
@@ -159,9 +185,25 @@ class RemoteCall final : public SharedState<R>, public RemoteTask {
       this->publish_exception(std::move(error));
     } else if constexpr (std::is_void_v<R>) {
       this->store_and_publish();
+    } else if constexpr (is_preparable_v<R>) {
+      std::optional<R> v = std::move(prepared_);
+      prepared_.reset();
+      if (v && !fits(*v, results)) v.reset();  // freed before the result's own storage
+      task->decode_result(*task, results, &v);
+      this->store_and_publish(std::move(*v));
     } else {
       this->store_and_publish(decode_one<R>(results));
     }
+  }
+
+  /// True if prepared storage suits the result encoded at `results` (a count, then the
+  /// elements): room for it, and not more than twice the room it needs, which the future
+  /// would hold on to.
+  template <class V>
+  static bool fits(const V& prepared, Reader results) {
+    if (results.remaining() < sizeof(std::uint64_t)) return false;
+    const auto n = results.get<std::uint64_t>();
+    return n <= prepared.capacity() && n >= prepared.capacity() / 2;
   }
 
   template <class V>

@@ -27,49 +27,10 @@
 #include <nlohmann/json.hpp>
 
 #include "cfx/detail/bytes.hpp"
+#include "cfx/detail/wire_traits.hpp"
 #include "cfx/errors.hpp"
 
 namespace cfx::detail {
-
-// ---- raw encoding -------------------------------------------------------------------
-
-/// Fixed-size values whose encoding is their members' bytes, packed, with no header.
-template <class T>
-struct is_raw : std::bool_constant<std::is_arithmetic_v<T> || std::is_enum_v<T>> {};
-template <class A, class B>
-struct is_raw<std::pair<A, B>> : std::bool_constant<is_raw<A>::value && is_raw<B>::value> {};
-template <class... Ts>
-struct is_raw<std::tuple<Ts...>> : std::bool_constant<(is_raw<Ts>::value && ...)> {};
-template <class T, std::size_t N>
-struct is_raw<std::array<T, N>> : is_raw<T> {};
-template <class T>
-inline constexpr bool is_raw_v = is_raw<std::remove_cv_t<T>>::value;
-
-/// Raw values whose object representation is exactly their encoding (no padding, no member
-/// order to follow): many of them in a row are one memcpy.
-template <class T>
-struct is_bitwise : std::bool_constant<std::is_arithmetic_v<T> || std::is_enum_v<T>> {};
-template <class T, std::size_t N>  // an empty array has no data() and a size of 1
-struct is_bitwise<std::array<T, N>> : std::bool_constant<N != 0 && is_bitwise<T>::value> {};
-template <class T>
-inline constexpr bool is_bitwise_v = is_bitwise<std::remove_cv_t<T>>::value;
-
-// ---- direct encoding: raw values, contiguous containers, and what nests them ------------
-
-template <class T>
-struct is_sequence : std::false_type {};  // the element-counted containers
-template <class T, class A>
-struct is_sequence<std::vector<T, A>> : std::true_type {};
-template <class C, class Tr, class A>
-struct is_sequence<std::basic_string<C, Tr, A>> : std::true_type {};
-template <class T>
-struct is_bit_vector : std::false_type {};  // std::vector<bool>: no data(), one byte each
-template <class A>
-struct is_bit_vector<std::vector<bool, A>> : std::true_type {};
-template <class T>
-struct is_optional : std::false_type {};
-template <class T>
-struct is_optional<std::optional<T>> : std::true_type {};
 
 /// The fewest bytes a direct value of type T encodes to.
 template <class T>
@@ -318,10 +279,19 @@ T decode_value(Reader& r) {
   }
 }
 
-/// As above, into an existing value.
+/// As above, into an existing value. A direct value is decoded where it is, so a vector keeps
+/// its storage when it has room (a result prepared ahead: RemoteTask::prepare_result).
 template <class T>
 void decode_value(Reader& r, T& v) {
-  v = decode_value<T>(r);
+  if constexpr (is_direct_v<T>) {
+    try {
+      direct_get(r, v);
+    } catch (const std::exception& e) {
+      throw SerializationError("cannot decode a value of type " + type_name<T>() + ": " + e.what());
+    }
+  } else {
+    v = decode_value<T>(r);
+  }
 }
 
 // ---- exceptions -----------------------------------------------------------------------
