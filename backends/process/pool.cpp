@@ -277,6 +277,9 @@ bool ProcessPoolCore::send(const Worker& w, RemoteTask* t) {
 // fresh memory (docs/wire-format.md, "Prepared results"). Posted, to run once the calls of
 // this turn have been written; a call answered by then is not found, and nothing is done.
 void ProcessPoolCore::expect_result(const Worker& w, const RemoteTask& t, std::uint64_t id) {
+  // Only a worker's one call in flight: at most one prepared result per worker, however many
+  // big calls are queued for it.
+  if (w->in_flight.size() != 1) return;
   auto it = result_sizes_.find(t.task);
   if (it == result_sizes_.end() || it->second.last != it->second.before) return;
   asio::post(io_, [w, id, bytes = it->second.last] {
