@@ -15,7 +15,6 @@ namespace {
 
 // Mappings grow to powers of two from here, so that growing payloads remap a few times only.
 constexpr std::size_t kLeastMapping = std::size_t{16} << 20;
-constexpr std::size_t kSmallPage = 4096;  // the smallest page madvise can be given
 
 /// The frames an area carries: from kBulkFrameBytes (below, the pipe is as fast) to
 /// kKeepBufferBytes (above, the area's pages would be kept, or touched afresh every time).
@@ -31,11 +30,12 @@ bool carried(std::size_t n) {
 constexpr std::size_t kParallelCopyBytes = std::size_t{16} << 20;
 
 void copy_bulk(char* to, const char* from, std::size_t n) {
-  if (n < kParallelCopyBytes || std::thread::hardware_concurrency() < 2) {
+  static const bool one_core = std::thread::hardware_concurrency() < 2;  // a file read: once
+  if (n < kParallelCopyBytes || one_core) {
     std::memcpy(to, from, n);
     return;
   }
-  const std::size_t half = (n / 2) & ~(kSmallPage - 1);
+  const std::size_t half = (n / 2) & ~(kSmallPageBytes - 1);
   std::thread second;
   try {
     second = std::thread([=] { std::memcpy(to + half, from + half, n - half); });
@@ -66,7 +66,7 @@ char* BulkArea::map(std::size_t n, int advice) noexcept {
   // the memory cannot be had, and the pipe is used instead; EINVAL: a kernel older than 5.14,
   // where the pages fault in as they are touched.
   if (n > populated_) {
-    const std::size_t from = populated_ & ~(kSmallPage - 1);  // madvise takes whole pages
+    const std::size_t from = populated_ & ~(kSmallPageBytes - 1);  // madvise takes whole pages
     if (::madvise(base_ + from, n - from, advice) != 0 && errno != EINVAL) return nullptr;
     populated_ = n;
   }

@@ -79,14 +79,7 @@ struct TaskCodec {
     if constexpr (!std::is_void_v<Result>) {
       auto& result = *static_cast<std::optional<Result>*>(out);
       if constexpr (is_preparable_v<Result>) {
-        if (result) {
-          try {
-            decode_value(r, *result);
-          } catch (const SerializationError& e) {
-            throw SerializationError("result of task '" + task.name + "': " + e.what());
-          }
-          return;
-        }
+        if (result) return naming_task(task, "result", [&] { decode_value(r, *result); });
       }
       result.emplace(decode_as<Result>(task, r, "result"));
     }
@@ -105,15 +98,22 @@ struct TaskCodec {
   }
 
  private:
+  /// Runs `codec`, and prefixes a SerializationError from it with `what` ("argument",
+  /// "result") and the task's name.
+  template <class Codec>
+  static decltype(auto) naming_task(const TaskEntry& task, const char* what, Codec&& codec) {
+    try {
+      return codec();
+    } catch (const SerializationError& e) {
+      throw SerializationError(std::string(what) + " of task '" + task.name + "': " + e.what());
+    }
+  }
+
   template <class T>
   static void encode_arg(const TaskEntry& task, Writer& w, const T& v,
                          const char* what = "argument") {
     if constexpr (is_encodable_v<T>) {
-      try {
-        encode_value(w, v);
-      } catch (const SerializationError& e) {
-        throw SerializationError(std::string(what) + " of task '" + task.name + "': " + e.what());
-      }
+      naming_task(task, what, [&] { encode_value(w, v); });
     } else {
       throw SerializationError(std::string(what) + " of task '" + task.name + "' has type " +
                                type_name<T>() +
@@ -124,11 +124,7 @@ struct TaskCodec {
   template <class T>
   static T decode_as(const TaskEntry& task, Reader& r, const char* what) {
     if constexpr (is_decodable_v<T>) {
-      try {
-        return decode_value<T>(r);
-      } catch (const SerializationError& e) {
-        throw SerializationError(std::string(what) + " of task '" + task.name + "': " + e.what());
-      }
+      return naming_task(task, what, [&] { return decode_value<T>(r); });
     } else {
       throw SerializationError(std::string(what) + " of task '" + task.name + "' has type " +
                                type_name<T>() +

@@ -38,6 +38,9 @@ std::vector<char> take_spare_bytes(std::size_t n);
 /// bigger than the one kept; frees it otherwise. Any thread.
 void give_spare_bytes(std::vector<char>&& buffer) noexcept;
 
+/// The smallest page: what madvise takes whole, and what a first write faults in.
+inline constexpr std::size_t kSmallPageBytes = 4096;
+
 /// Calls madvise(advice) on the whole pages of `page` bytes inside [data, data + bytes), if
 /// any (advice only: a refusal changes nothing).
 inline void advise_pages(const void* data, std::size_t bytes, std::uintptr_t page, int advice) {
@@ -57,7 +60,7 @@ inline void advise_huge(const void* data, std::size_t bytes) {
 /// them in one by one took 22 to 93 ms.
 inline void populate(const void* data, std::size_t bytes) {
 #ifdef MADV_POPULATE_WRITE
-  advise_pages(data, bytes, 4096, MADV_POPULATE_WRITE);
+  advise_pages(data, bytes, kSmallPageBytes, MADV_POPULATE_WRITE);
 #else
   (void)data, (void)bytes;
 #endif
@@ -70,7 +73,7 @@ inline void populate(const void* data, std::size_t bytes) {
 /// worker computes), that cost leaves the copy.
 inline void touch_pages(void* data, std::size_t bytes) {
   auto* p = static_cast<volatile char*>(data);
-  for (std::size_t i = 0; i < bytes; i += 4096) p[i] = 0;
+  for (std::size_t i = 0; i < bytes; i += kSmallPageBytes) p[i] = 0;
 }
 
 /// Room for `n` elements in `v` (a vector or string), of which the first `filling` are about

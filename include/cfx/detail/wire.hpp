@@ -253,18 +253,24 @@ void encode_value(Writer& w, const T& v) {
   }
 }
 
+/// Decodes a direct value into `v`, where it is; throws SerializationError naming the type.
+template <class T>
+void decode_direct(Reader& r, T& v) {
+  try {
+    direct_get(r, v);
+  } catch (const std::exception& e) {  // truncated or lying input; bad_alloc
+    throw SerializationError("cannot decode a value of type " + type_name<T>() + ": " + e.what());
+  }
+}
+
 /// Decodes one value written by encode_value; throws SerializationError naming the type.
 /// T need not be default-constructible when its from_json returns it (adl_serializer).
 template <class T>
 T decode_value(Reader& r) {
   if constexpr (is_direct_v<T>) {
-    try {
-      T v;
-      direct_get(r, v);
-      return v;
-    } catch (const std::exception& e) {  // truncated or lying input; bad_alloc
-      throw SerializationError("cannot decode a value of type " + type_name<T>() + ": " + e.what());
-    }
+    T v;
+    decode_direct(r, v);
+    return v;
   } else {
     try {
       auto n = r.get<std::uint32_t>();
@@ -283,15 +289,10 @@ T decode_value(Reader& r) {
 /// its storage when it has room (a result prepared ahead: RemoteTask::prepare_result).
 template <class T>
 void decode_value(Reader& r, T& v) {
-  if constexpr (is_direct_v<T>) {
-    try {
-      direct_get(r, v);
-    } catch (const std::exception& e) {
-      throw SerializationError("cannot decode a value of type " + type_name<T>() + ": " + e.what());
-    }
-  } else {
+  if constexpr (is_direct_v<T>)
+    decode_direct(r, v);
+  else
     v = decode_value<T>(r);
-  }
 }
 
 // ---- exceptions -----------------------------------------------------------------------
