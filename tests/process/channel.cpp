@@ -464,6 +464,21 @@ TEST_SUITE("process channel") {
     CHECK(!reply.error);
   }
 
+  TEST_CASE("channel: a worker forked from a process that answered calls answers its own") {
+    // Answering a call sets up the watch for processes a task forks (pthread_atfork): every
+    // fork of this process is marked as one. A worker forked from it must still answer.
+    const TaskEntry& add = cfx::detail::registered_task(&channel_test::add);
+    ReadBack rb;
+    rb.bytes = answered(add, std::vector<std::tuple<int, int>>{{2, 3}}, 4);
+    read_back(rb, 4);
+    cfx::ProcessPoolExecutor pool({.max_workers = 1, .start_method = cfx::StartMethod::fork});
+    auto sums = pool.starmap(channel_test::add,
+                             std::vector<std::tuple<int, int>>{{1, 10}, {2, 20}, {3, 30}},
+                             {.chunksize = 3});
+    CHECK(sums.to_vector() == std::vector<int>{11, 22, 33});
+    CHECK(pool.submit(channel_test::add, 40, 2).result() == 42);
+  }
+
   TEST_CASE("channel: a call that throws ends the reply with its exception") {
     const TaskEntry& nn = cfx::detail::registered_task(&channel_test::non_negative);
     std::vector<std::tuple<int>> calls{{4}, {9}, {-3}, {5}};
