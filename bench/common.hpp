@@ -246,6 +246,33 @@ double best_of(int repeat, Measure measure) {
   return best;
 }
 
+/// How often a busy core of this machine stops running its thread, and for how long: the
+/// clock read in a loop for `span`, every gap over 5 µs counted. A virtual machine's host
+/// (its other guests, its timer) makes these; no code avoids them, and a round trip of T µs
+/// meets one about rate × T of the time, which sets a floor under any latency percentile.
+struct Stalls {
+  double per_s = 0;
+  double median_us = 0;
+};
+
+inline Stalls core_stalls(std::chrono::milliseconds span) {
+  std::vector<double> gaps;
+  auto start = Clock::now();
+  auto last = start;
+  for (auto now = last; now - start < span; last = now) {
+    now = Clock::now();
+    double us = std::chrono::duration<double, std::micro>(now - last).count();
+    if (us > 5) gaps.push_back(us);
+  }
+  Stalls s;
+  s.per_s = static_cast<double>(gaps.size()) / std::chrono::duration<double>(span).count();
+  if (!gaps.empty()) {
+    std::nth_element(gaps.begin(), gaps.begin() + gaps.size() / 2, gaps.end());
+    s.median_us = gaps[gaps.size() / 2];
+  }
+  return s;
+}
+
 /// A job with untimed setup: it calls start() right before the part to time, and the clock
 /// stops when it returns.
 using Job = std::function<void(const std::function<void()>& start)>;

@@ -5,6 +5,7 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <climits>
 #include <cstdio>
@@ -174,7 +175,25 @@ bool StateBase::try_set_exception(std::exception_ptr e) {
   return true;
 }
 
+namespace {
+/// How long a wait watches a future on the core before it sleeps. A pool's short calls answer
+/// in 10-50 µs here, and waking a thread from a futex costs this VM as much again; the
+/// wait yields the core on every look, to the thread that will answer
+/// (docs/performance.md, "Waiting for a result").
+constexpr auto kWatch = std::chrono::microseconds(100);
+}  // namespace
+
+bool StateBase::watch(std::chrono::steady_clock::time_point deadline) const noexcept {
+  const auto until = std::min(deadline, std::chrono::steady_clock::now() + kWatch);
+  do {
+    if (done()) return true;
+    std::this_thread::yield();
+  } while (std::chrono::steady_clock::now() < until);
+  return done();
+}
+
 void StateBase::wait() const noexcept {
+  if (watch(std::chrono::steady_clock::time_point::max())) return;
   for (;;) {
     auto w = word_.load(std::memory_order_acquire);
     auto s = static_cast<Status>(w & kStatusMask);
@@ -187,6 +206,7 @@ void StateBase::wait() const noexcept {
 }
 
 bool StateBase::wait_until(std::chrono::steady_clock::time_point deadline) const noexcept {
+  if (watch(deadline)) return true;
   for (;;) {
     auto w = word_.load(std::memory_order_acquire);
     auto s = static_cast<Status>(w & kStatusMask);

@@ -94,7 +94,7 @@ class StateBase {
   /// Finishes with an exception; false if already done (nothing changes).
   bool try_set_exception(std::exception_ptr e);
 
-  /// Blocks until done.
+  /// Blocks until done: watches on the core for a moment (watch), then sleeps.
   void wait() const noexcept;
   /// Blocks until done or the deadline passes; true if done.
   bool wait_until(std::chrono::steady_clock::time_point deadline) const noexcept;
@@ -174,6 +174,9 @@ class StateBase {
   static bool running_seen(std::uint32_t w) noexcept { return (w & kWasRunning) != 0; }
   /// Waits out a `completing` state (a few instructions); returns the final word.
   std::uint32_t await_final() const noexcept;
+  /// Watches for done() on the core, yielding it, for a moment or until the deadline; true
+  /// if done. Short calls end sooner than a sleeping thread wakes.
+  bool watch(std::chrono::steady_clock::time_point deadline) const noexcept;
 
   static void run_callback(CallbackNode* cb, StateBase& state) noexcept;
 
