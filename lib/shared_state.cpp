@@ -176,50 +176,60 @@ bool StateBase::try_set_exception(std::exception_ptr e) {
 }
 
 namespace {
+using SteadyClock = std::chrono::steady_clock;
+
 /// How long a wait watches a future on the core before it sleeps. A pool's short calls answer
 /// in 10-50 µs here, and waking a thread from a futex costs this VM as much again; the
 /// wait yields the core on every look, to the thread that will answer
 /// (docs/performance.md, "Waiting for a result").
 constexpr auto kWatch = std::chrono::microseconds(100);
+
+/// How long this thread's next wait watches: kWatch after a wait that so long a watch would
+/// have seen end, half as long as before after one that it would not have. A thread taking
+/// the results of long tasks soon stops spending the core on them.
+thread_local SteadyClock::duration watch_budget = kWatch;
+
+void learn_from_wait(SteadyClock::time_point start) noexcept {
+  watch_budget =
+      SteadyClock::now() - start <= kWatch ? SteadyClock::duration(kWatch) : watch_budget / 2;
+}
 }  // namespace
 
-bool StateBase::watch(std::chrono::steady_clock::time_point deadline) const noexcept {
-  const auto until = std::min(deadline, std::chrono::steady_clock::now() + kWatch);
+bool StateBase::watch(SteadyClock::time_point start,
+                      SteadyClock::time_point deadline) const noexcept {
+  if (watch_budget < std::chrono::microseconds(1)) return done();
+  const auto until = std::min(deadline, start + watch_budget);
   do {
     if (done()) return true;
     std::this_thread::yield();
-  } while (std::chrono::steady_clock::now() < until);
+  } while (SteadyClock::now() < until);
   return done();
 }
 
 void StateBase::wait() const noexcept {
-  if (watch(std::chrono::steady_clock::time_point::max())) return;
-  for (;;) {
-    auto w = word_.load(std::memory_order_acquire);
-    auto s = static_cast<Status>(w & kStatusMask);
-    if (s == Status::finished || s == Status::cancelled) return;
-    if (!(w & kSleepers) &&
-        !word_.compare_exchange_weak(w, w | kSleepers, std::memory_order_acquire))
-      continue;
-    futex_wait(word_, w | kSleepers, nullptr);
-  }
+  wait_until(SteadyClock::time_point::max());
 }
 
-bool StateBase::wait_until(std::chrono::steady_clock::time_point deadline) const noexcept {
-  if (watch(deadline)) return true;
+bool StateBase::wait_until(SteadyClock::time_point deadline) const noexcept {
+  if (done()) return true;
+  const auto start = SteadyClock::now();
+  if (watch(start, deadline)) {
+    watch_budget = kWatch;
+    return true;
+  }
   for (;;) {
     auto w = word_.load(std::memory_order_acquire);
     auto s = static_cast<Status>(w & kStatusMask);
-    if (s == Status::finished || s == Status::cancelled) return true;
-    if (std::chrono::steady_clock::now() >= deadline) return false;
+    if (s == Status::finished || s == Status::cancelled) break;
+    if (SteadyClock::now() >= deadline) break;
     if (!(w & kSleepers) &&
         !word_.compare_exchange_weak(w, w | kSleepers, std::memory_order_acquire))
       continue;
-    if (deadline == std::chrono::steady_clock::time_point::max())
-      futex_wait(word_, w | kSleepers, nullptr);
-    else
-      futex_wait(word_, w | kSleepers, &deadline);
+    futex_wait(word_, w | kSleepers,
+               deadline == SteadyClock::time_point::max() ? nullptr : &deadline);
   }
+  learn_from_wait(start);
+  return done();
 }
 
 void StateBase::rethrow_if_failed() const {

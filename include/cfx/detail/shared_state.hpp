@@ -174,9 +174,11 @@ class StateBase {
   static bool running_seen(std::uint32_t w) noexcept { return (w & kWasRunning) != 0; }
   /// Waits out a `completing` state (a few instructions); returns the final word.
   std::uint32_t await_final() const noexcept;
-  /// Watches for done() on the core, yielding it, for a moment or until the deadline; true
-  /// if done. Short calls end sooner than a sleeping thread wakes.
-  bool watch(std::chrono::steady_clock::time_point deadline) const noexcept;
+  /// Watches for done() on the core, yielding it, for a moment after `start` (less after
+  /// waits that took longer) or until the deadline; true if done. Short calls end sooner
+  /// than a sleeping thread wakes.
+  bool watch(std::chrono::steady_clock::time_point start,
+             std::chrono::steady_clock::time_point deadline) const noexcept;
 
   static void run_callback(CallbackNode* cb, StateBase& state) noexcept;
 
