@@ -14,6 +14,7 @@
 #include <set>
 #include <stdexcept>
 #include <string>
+#include <thread>
 #include <utility>
 #include <vector>
 
@@ -137,6 +138,31 @@ TEST_CASE("values come back, on every serving rank") {
   for (auto& f : fs) ranks.insert(f.result().second);
   CHECK(ranks.size() == 2);  // both serving ranks ran some
   CHECK(ranks.count(::getpid()) == 0);
+}
+
+TEST_CASE("one call at a time from several threads, and calls submitted by done-callbacks") {
+  // A submit to an idle executor sends its call from the submitting thread; these threads
+  // race for that turn with each other and with the MPI thread, whose done-callbacks submit
+  // too (they queue their call: the MPI thread holds the turn).
+  cfx::MpiPoolExecutor ex;
+  constexpr int kThreads = 3, kCalls = 200;
+  std::vector<int> sums(kThreads, 0);
+  {
+    std::vector<std::jthread> threads;
+    for (int t = 0; t < kThreads; ++t)
+      threads.emplace_back([&, t] {
+        for (int i = 0; i < kCalls; ++i) sums[t] += ex.submit(add, t, i).result();
+      });
+  }
+  for (int t = 0; t < kThreads; ++t) CHECK(sums[t] == kCalls * t + kCalls * (kCalls - 1) / 2);
+  cfx::Promise<int> chained;
+  auto chained_result = chained.get_future();
+  auto first = ex.submit(square, 6);
+  first.add_done_callback([&](const cfx::Future<int>& f) {
+    auto second = ex.submit(add, f.result(), 1);
+    second.add_done_callback([&](const cfx::Future<int>& g) { chained.set_result(g.result()); });
+  });
+  CHECK(chained_result.result() == 37);
 }
 
 TEST_CASE("map keeps input order, with chunks, a buffer and unordered") {
