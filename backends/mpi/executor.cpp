@@ -236,13 +236,18 @@ class MpiPoolCore : public std::enable_shared_from_this<MpiPoolCore> {
   /// trip. Calls that follow others in flight wait for the MPI thread, which sends them
   /// several to a message.
   void enqueue(RemoteTask* task) {
-    queue_.push(task);
     // (From a done-callback, the MPI thread holds the turn already.)
-    if (!idle_.load(std::memory_order_acquire) || on_own_thread()) return;
-    std::unique_lock turn(turn_, std::try_to_lock);
-    if (!turn || !sent_.empty()) return;
-    dispatch();
-    sending_.progress();
+    if (idle_.load(std::memory_order_acquire) && !on_own_thread()) {
+      std::unique_lock turn(turn_, std::try_to_lock);
+      if (turn && sent_.empty()) {
+        queue_.push(task, false);  // not rung: the MPI thread would only find it gone
+        dispatch();
+        sending_.progress();
+        if (!queue_.drained()) wake();  // not sent (no rank has room): the MPI thread's
+        return;
+      }
+    }
+    queue_.push(task);
   }
 
   void shutdown(bool wait, bool cancel_futures) {

@@ -6,12 +6,12 @@
 
 namespace cfx::detail {
 
-void SubmissionQueue::push(RemoteTask* task) {
+void SubmissionQueue::push(RemoteTask* task, bool wake) {
   std::lock_guard lock(mutex_);
   if (broken_) throw BrokenProcessPool(*broken_);
   if (shutdown_) throw Error("cannot schedule new futures after shutdown");
   pending_.push_back(task);
-  if (wake_posted_) return;  // one wake-up covers every push until dispatch runs
+  if (wake_posted_ || !wake) return;  // one wake-up covers every push until dispatch runs
   wake_posted_ = true;
   wake_();
 }

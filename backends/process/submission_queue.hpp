@@ -29,7 +29,9 @@ class SubmissionQueue {
 
   /// Queues a call and wakes the I/O thread, once for every push until it calls
   /// begin_dispatch or take. Throws BrokenProcessPool once broken, cfx::Error after shutdown.
-  void push(RemoteTask* task);
+  /// Without `wake`, the caller takes the call itself at once, and wakes the I/O thread if
+  /// anything is left (an MPI submit that sends its own call).
+  void push(RemoteTask* task, bool wake = true);
   /// Refuses later pushes; with cancel_futures, cancels the queued calls. Returns true the
   /// first time only.
   bool shut_down(bool cancel_futures);
