@@ -243,7 +243,7 @@ class MpiPoolCore : public std::enable_shared_from_this<MpiPoolCore> {
         queue_.push(task, false);  // not rung: the MPI thread would only find it gone
         dispatch();
         sending_.progress();
-        if (!queue_.drained()) wake();  // not sent (no rank has room): the MPI thread's
+        if (!queue_.drained()) wake();  // left unsent (no rank had room): the MPI thread sends it
         return;
       }
     }
