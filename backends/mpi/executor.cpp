@@ -219,11 +219,7 @@ class MpiPoolCore : public std::enable_shared_from_this<MpiPoolCore> {
       try {
         self->run();
       } catch (const std::exception& e) {
-        // A malformed message, out of memory: the futures it owes could never end. Say why
-        // and end the job, as MPI does with its own errors, rather than hang.
-        std::fprintf(stderr, "cfx: MPI backend: rank 0's MPI thread failed: %s; aborting\n",
-                     e.what());
-        MPI_Abort(MPI_COMM_WORLD, 1);
+        abort_job("rank 0's MPI thread", e);
       }
     });
   }
@@ -238,14 +234,22 @@ class MpiPoolCore : public std::enable_shared_from_this<MpiPoolCore> {
   void enqueue(RemoteTask* task) {
     // (From a done-callback, the MPI thread holds the turn already.)
     if (idle_.load(std::memory_order_acquire) && !on_own_thread()) {
-      std::unique_lock turn(turn_, std::try_to_lock);
-      if (turn && sent_.empty()) {
+      std::vector<RemoteTask*> too_big;
+      {
+        std::unique_lock turn(turn_, std::try_to_lock);
+        if (!turn || !sent_.empty()) return queue_.push(task);
         queue_.push(task, false);  // not rung: the MPI thread would only find it gone
-        dispatch();
-        sending_.progress();
+        try {
+          dispatch(&too_big);
+          sending_.progress();
+        } catch (const std::exception& e) {  // as on the MPI thread: calls taken would hang
+          abort_job("a thread sending its call", e);
+        }
         if (!queue_.drained()) wake();  // left unsent (no rank had room): the MPI thread sends it
-        return;
       }
+      // Failed outside the turn: their callbacks may submit, or shut the executor down.
+      for (RemoteTask* t : too_big) fail_too_big(t);
+      return;
     }
     queue_.push(task);
   }
@@ -458,8 +462,9 @@ class MpiPoolCore : public std::enable_shared_from_this<MpiPoolCore> {
     return !ids.empty();
   }
 
-  /// Fills each rank's window from the queue, one message per rank.
-  bool dispatch() {
+  /// Fills each rank's window from the queue, one message per rank. A call too big for one
+  /// message fails at once, or goes to `too_big` for the caller to fail.
+  bool dispatch(std::vector<RemoteTask*>* too_big = nullptr) {
     std::size_t room = 0;
     for (const auto& r : ranks_) room += r.window() > r.in_flight ? r.window() - r.in_flight : 0;
     if (room == 0) return false;
@@ -480,10 +485,10 @@ class MpiPoolCore : public std::enable_shared_from_this<MpiPoolCore> {
       if (rank.out.size() - at > static_cast<std::size_t>(mpi::kMaxMessageBytes)) {
         rank.out.resize(at);
         task->detach();
-        task->fail(std::make_exception_ptr(
-            SerializationError("the call of task '" + task->task->name +
-                               "' encodes to more than the 2 GiB one MPI message can hold")));
-        task->drop();
+        if (too_big)
+          too_big->push_back(task);
+        else
+          fail_too_big(task);
         continue;
       }
       sent_[id] = Sent{task, static_cast<std::size_t>(&rank - ranks_.data()), Clock::now()};
@@ -492,6 +497,21 @@ class MpiPoolCore : public std::enable_shared_from_this<MpiPoolCore> {
     }
     for (auto& r : ranks_) flush(r);
     return true;
+  }
+
+  static void fail_too_big(RemoteTask* task) {
+    task->fail(std::make_exception_ptr(
+        SerializationError("the call of task '" + task->task->name +
+                           "' encodes to more than the 2 GiB one MPI message can hold")));
+    task->drop();
+  }
+
+  /// A malformed message, out of memory: the futures rank 0 owes could never end. Says why
+  /// and ends the job, as MPI does with its own errors, rather than hang.
+  [[noreturn]] static void abort_job(const char* who, const std::exception& e) {
+    std::fprintf(stderr, "cfx: MPI backend: %s failed: %s; aborting\n", who, e.what());
+    MPI_Abort(MPI_COMM_WORLD, 1);
+    std::abort();  // MPI_Abort does not return
   }
 
   /// True if some rank that owes results answers its calls within Idler::kSpin or so.
