@@ -233,25 +233,22 @@ class MpiPoolCore : public std::enable_shared_from_this<MpiPoolCore> {
   /// several to a message.
   void enqueue(RemoteTask* task) {
     // (From a done-callback, the MPI thread holds the turn already.)
-    if (idle_.load(std::memory_order_acquire) && !on_own_thread()) {
-      std::vector<RemoteTask*> too_big;
-      {
-        std::unique_lock turn(turn_, std::try_to_lock);
-        if (!turn || !sent_.empty()) return queue_.push(task);
-        queue_.push(task, false);  // not rung: the MPI thread would only find it gone
-        try {
-          dispatch(&too_big);
-          sending_.progress();
-        } catch (const std::exception& e) {  // as on the MPI thread: calls taken would hang
-          abort_job("a thread sending its call", e);
-        }
-        if (!queue_.drained()) wake();  // left unsent (no rank had room): the MPI thread sends it
+    if (!idle_.load(std::memory_order_acquire) || on_own_thread()) return queue_.push(task);
+    std::vector<RemoteTask*> too_big;
+    {
+      std::unique_lock turn(turn_, std::try_to_lock);
+      if (!turn || !sent_.empty()) return queue_.push(task);
+      queue_.push(task, false);  // not rung: the MPI thread would only find it gone
+      try {
+        dispatch(&too_big);
+        sending_.progress();
+      } catch (const std::exception& e) {  // as on the MPI thread: calls taken would hang
+        abort_job("a thread sending its call", e);
       }
-      // Failed outside the turn: their callbacks may submit, or shut the executor down.
-      for (RemoteTask* t : too_big) fail_too_big(t);
-      return;
+      if (!queue_.drained()) wake();  // left unsent (no rank had room): the MPI thread sends it
     }
-    queue_.push(task);
+    // Failed outside the turn: their callbacks may submit, or shut the executor down.
+    for (RemoteTask* t : too_big) fail_too_big(t);
   }
 
   void shutdown(bool wait, bool cancel_futures) {
