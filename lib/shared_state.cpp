@@ -201,7 +201,7 @@ bool StateBase::watch(SteadyClock::time_point start,
   const auto until = std::min(deadline, start + watch_budget);
   do {
     if (done()) return true;
-    std::this_thread::yield();
+    if (!help()) std::this_thread::yield();
   } while (SteadyClock::now() < until);
   return done();
 }

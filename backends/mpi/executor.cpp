@@ -59,8 +59,9 @@ std::string ranks_hint(int size) {
 /// there): to their futures they are running. interrupt() still reaches them.
 class SentCalls final : public CallSlots {
  public:
-  explicit SentCalls(std::function<void(std::uint64_t)> interrupt)
-      : interrupt_(std::move(interrupt)) {}
+  SentCalls(std::function<void(std::uint64_t)> interrupt, std::function<bool()> help)
+      : interrupt_(std::move(interrupt)), help_(std::move(help)) {}
+  bool help() noexcept override { return help_(); }
   bool withdraw(std::uint64_t) noexcept override { return false; }
   bool started(std::uint64_t) const noexcept override { return true; }
   void interrupt(std::uint64_t id) noexcept override {
@@ -72,6 +73,7 @@ class SentCalls final : public CallSlots {
 
  private:
   std::function<void(std::uint64_t)> interrupt_;
+  std::function<bool()> help_;
 };
 
 /// The serving ranks that died in this job (under `mpiexec --enable-recovery` the job goes
@@ -212,9 +214,14 @@ class MpiPoolCore : public std::enable_shared_from_this<MpiPoolCore> {
 
   void start() {
     watcher_.start(ranks_);
-    calls_ = std::make_shared<SentCalls>([weak = weak_from_this()](std::uint64_t id) {
-      if (auto self = weak.lock()) self->request_interrupt(id);
-    });
+    calls_ = std::make_shared<SentCalls>(
+        [weak = weak_from_this()](std::uint64_t id) {
+          if (auto self = weak.lock()) self->request_interrupt(id);
+        },
+        [weak = weak_from_this()] {
+          auto self = weak.lock();
+          return self && self->help();
+        });
     thread_ = std::thread([self = shared_from_this()] {
       try {
         self->run();
@@ -249,6 +256,30 @@ class MpiPoolCore : public std::enable_shared_from_this<MpiPoolCore> {
     }
     // Failed outside the turn: their callbacks may submit, or shut the executor down.
     for (RemoteTask* t : too_big) fail_too_big(t);
+  }
+
+  /// A thread waiting for one of this executor's futures takes in the results that have
+  /// come, if no one else holds the turn: the MPI thread would take them in too, and wake or
+  /// be watched by the waiter, one more hand-off per round trip (docs/mpi.md, "Design").
+  /// Their futures are completed after the turn: their callbacks may submit, or shut down.
+  bool help() noexcept {
+    if (on_own_thread()) return false;  // a callback of the MPI thread's: it holds the turn
+    std::vector<mpi::Message> messages;
+    std::vector<Answered> answered;
+    {
+      std::unique_lock turn(turn_, std::try_to_lock);
+      if (!turn || closed_) return false;
+      try {
+        while (auto m = mpi::poll(MPI_ANY_SOURCE)) {
+          messages.push_back(std::move(*m));
+          take_results(messages.back(), answered);
+        }
+      } catch (const std::exception& e) {
+        abort_job("a thread waiting for a result", e);
+      }
+    }
+    for (auto& a : answered) finish(a);
+    return !messages.empty();
   }
 
   void shutdown(bool wait, bool cancel_futures) {
@@ -353,6 +384,7 @@ class MpiPoolCore : public std::enable_shared_from_this<MpiPoolCore> {
       idle_.store(false, std::memory_order_relaxed);
     }
     std::lock_guard turn(turn_);
+    closed_ = true;
     close();
     watcher_.stop();
   }
@@ -401,46 +433,67 @@ class MpiPoolCore : public std::enable_shared_from_this<MpiPoolCore> {
     return any;
   }
 
-  /// Takes every message that has arrived; true if any did.
+  /// A call a serving rank has answered, taken off the books: `frame` is its result frame
+  /// (in the message it came in), to complete its future with.
+  struct Answered {
+    RemoteTask* task;
+    Reader frame;
+  };
+
+  /// Takes every message that has arrived and completes the calls they answer; true if any
+  /// did.
   bool receive() {
     bool any = false;
+    std::vector<Answered> answered;
     while (auto m = mpi::poll(MPI_ANY_SOURCE)) {
       any = true;
-      if (m->tag != mpi::kResults) {
-        std::fprintf(stderr, "cfx: MPI backend: unexpected message %d from rank %d\n", m->tag,
-                     m->source);
-        continue;
-      }
-      Reader in(m->bytes.data(), m->bytes.size());
-      while (in.remaining() > 0) on_result(in);
+      take_results(*m, answered);
+      for (auto& a : answered) finish(a);
+      answered.clear();
     }
     return any;
   }
 
-  void on_result(Reader& in) {
-    auto length = in.get<std::uint64_t>();
-    Reader frame(in.take(length), length);
-    frame.get<FrameKind>();
-    auto id = frame.get<std::uint64_t>();
-    auto it = sent_.find(id);
-    if (it == sent_.end()) return;
-    Sent done = it->second;
-    sent_.erase(it);
-    Rank& rank = ranks_[done.rank];
-    --rank.in_flight;
-    auto now = Clock::now();
-    double took = std::chrono::duration<double>(now - std::max(done.at, rank.last_done)).count();
-    rank.last_done = now;
-    rank.mean_service = rank.mean_service > 0 ? 0.8 * rank.mean_service + 0.2 * took : took;
-    done.task->detach();
-    try {
-      Reply reply = read_reply(frame);
-      check_reply_count(reply, done.task->count);
-      done.task->complete(reply.results, reply.count, std::move(reply.error));
-    } catch (...) {
-      done.task->fail(std::current_exception());
+  /// Takes the calls that message `m` answers off the books, into `answered`.
+  void take_results(const mpi::Message& m, std::vector<Answered>& answered) {
+    if (m.tag != mpi::kResults) {
+      std::fprintf(stderr, "cfx: MPI backend: unexpected message %d from rank %d\n", m.tag,
+                   m.source);
+      return;
     }
-    done.task->drop();
+    Reader in(m.bytes.data(), m.bytes.size());
+    while (in.remaining() > 0) {
+      auto length = in.get<std::uint64_t>();
+      Reader frame(in.take(length), length);
+      Reader header = frame;
+      header.get<FrameKind>();
+      auto it = sent_.find(header.get<std::uint64_t>());
+      if (it == sent_.end()) continue;
+      Sent done = it->second;
+      sent_.erase(it);
+      Rank& rank = ranks_[done.rank];
+      --rank.in_flight;
+      auto now = Clock::now();
+      double took = std::chrono::duration<double>(now - std::max(done.at, rank.last_done)).count();
+      rank.last_done = now;
+      rank.mean_service = rank.mean_service > 0 ? 0.8 * rank.mean_service + 0.2 * took : took;
+      answered.push_back({done.task, frame});
+    }
+  }
+
+  /// Completes an answered call's future from its result frame. Needs no turn.
+  static void finish(Answered& a) noexcept {
+    a.task->detach();
+    try {
+      a.frame.get<FrameKind>();
+      a.frame.get<std::uint64_t>();
+      Reply reply = read_reply(a.frame);
+      check_reply_count(reply, a.task->count);
+      a.task->complete(reply.results, reply.count, std::move(reply.error));
+    } catch (...) {
+      a.task->fail(std::current_exception());
+    }
+    a.task->drop();
   }
 
   bool send_interrupts() {
@@ -563,7 +616,8 @@ class MpiPoolCore : public std::enable_shared_from_this<MpiPoolCore> {
   // whoever holds turn_: the MPI thread for a round, or a submitter sending a call to an
   // idle executor (enqueue). One at a time, as MPI_THREAD_SERIALIZED demands.
   std::mutex turn_;
-  std::atomic<bool> idle_{false};  // nothing owed or being sent, as of the MPI thread's last turn
+  std::atomic<bool> idle_{false};
+  bool closed_ = false;
 
   std::mutex mutex_;  // guards what submitters and interrupt() share with the MPI thread:
   bool draining_ = false;

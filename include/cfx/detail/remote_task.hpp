@@ -43,6 +43,8 @@ class CallSlots {
   virtual bool started(std::uint64_t id) const noexcept = 0;
   /// Asks the pool to kill the worker if it still runs call `id`.
   virtual void interrupt(std::uint64_t id) noexcept = 0;
+  /// StateBase::help for a call held here.
+  virtual bool help() noexcept { return false; }
 };
 
 class RemoteTask {
@@ -153,6 +155,12 @@ class RemoteCall final : public SharedState<R>, public RemoteTask {
     bool started = slots_ && slots_->started(id_);
     this->unlock();
     return started;
+  }
+  bool help() const noexcept override {
+    this->lock();
+    std::shared_ptr<CallSlots> slots = slots_;
+    this->unlock();
+    return slots && slots->help();
   }
   bool interrupt_running() noexcept override {
     this->lock();

@@ -142,6 +142,9 @@ class StateBase {
   virtual bool started_elsewhere() const noexcept { return false; }
   /// Stops a running call as the backend can; true if the future ended cancelled.
   virtual bool interrupt_running() noexcept { return false; }
+  /// Called by a thread that watches this pending future (wait): moves the backend on, if it
+  /// can from this thread (takes in results that have come); true if it did something.
+  virtual bool help() const noexcept { return false; }
 
   /// The spin lock of the waiter and callback lists; backends may hold it briefly for their
   /// own fields (never across publish, which takes it).
