@@ -199,11 +199,16 @@ bool StateBase::watch(SteadyClock::time_point start,
                       SteadyClock::time_point deadline) const noexcept {
   if (watch_budget < std::chrono::microseconds(1)) return done();
   const auto until = std::min(deadline, start + watch_budget);
+  const std::shared_ptr<WaitHelper> helper = this->helper();
+  if (helper) helper->begin();
+  bool seen = false;
   do {
-    if (done()) return true;
-    if (!help()) std::this_thread::yield();
+    seen = done();
+    if (seen) break;
+    if (!helper || !helper->help()) std::this_thread::yield();
   } while (SteadyClock::now() < until);
-  return done();
+  if (helper) helper->end();
+  return seen || done();
 }
 
 void StateBase::wait() const noexcept {

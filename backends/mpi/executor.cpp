@@ -29,11 +29,14 @@
 #include "backends/process/channel.hpp"
 #include "backends/process/launcher.hpp"
 #include "backends/process/submission_queue.hpp"
+#include "cfx/detail/shared_sync.hpp"
 #include "cfx/errors.hpp"
 #include "cfx/mpi_pool.hpp"
 
 namespace cfx {
 namespace detail {
+class MpiPoolCore;
+
 namespace {
 
 using mpi::Clock;
@@ -45,6 +48,8 @@ constexpr double kWindowWorkSeconds = 0.001;  // the process pool's figure (pool
 constexpr double kShortCallSeconds = 100e-6;
 /// How long rank 0 waits for the serving ranks to answer open and close.
 constexpr std::chrono::seconds kHandshakeLimit{60};
+/// The longest stand_by: the MPI thread looks round at least this often meanwhile.
+constexpr auto kStandByLimit = std::chrono::milliseconds(1);
 
 std::string ranks_hint(int size) {
   return "start the program with `mpiexec -n N+1 ./prog` (N serving ranks; as root add "
@@ -56,24 +61,21 @@ std::string ranks_hint(int size) {
 }
 
 /// The calls sent to the serving ranks can no longer be withdrawn (they may be starting
-/// there): to their futures they are running. interrupt() still reaches them.
-class SentCalls final : public CallSlots {
+/// there): to their futures they are running. interrupt() still reaches them, and a thread
+/// waiting for one of them helps rank 0's MPI thread (MpiPoolCore::help).
+class SentCalls final : public CallSlots, public WaitHelper {
  public:
-  SentCalls(std::function<void(std::uint64_t)> interrupt, std::function<bool()> help)
-      : interrupt_(std::move(interrupt)), help_(std::move(help)) {}
-  bool help() noexcept override { return help_(); }
+  explicit SentCalls(std::weak_ptr<MpiPoolCore> core) : core_(std::move(core)) {}
   bool withdraw(std::uint64_t) noexcept override { return false; }
   bool started(std::uint64_t) const noexcept override { return true; }
-  void interrupt(std::uint64_t id) noexcept override {
-    try {
-      interrupt_(id);
-    } catch (...) {  // out of memory: the future is cancelled anyway; its call runs on
-    }
-  }
+  void interrupt(std::uint64_t id) noexcept override;
+  WaitHelper* helper() noexcept override { return this; }
+  void begin() noexcept override;
+  bool help() noexcept override;
+  void end() noexcept override;
 
  private:
-  std::function<void(std::uint64_t)> interrupt_;
-  std::function<bool()> help_;
+  std::weak_ptr<MpiPoolCore> core_;
 };
 
 /// The serving ranks that died in this job (under `mpiexec --enable-recovery` the job goes
@@ -214,14 +216,7 @@ class MpiPoolCore : public std::enable_shared_from_this<MpiPoolCore> {
 
   void start() {
     watcher_.start(ranks_);
-    calls_ = std::make_shared<SentCalls>(
-        [weak = weak_from_this()](std::uint64_t id) {
-          if (auto self = weak.lock()) self->request_interrupt(id);
-        },
-        [weak = weak_from_this()] {
-          auto self = weak.lock();
-          return self && self->help();
-        });
+    calls_ = std::make_shared<SentCalls>(weak_from_this());
     thread_ = std::thread([self = shared_from_this()] {
       try {
         self->run();
@@ -252,20 +247,23 @@ class MpiPoolCore : public std::enable_shared_from_this<MpiPoolCore> {
       } catch (const std::exception& e) {  // as on the MPI thread: calls taken would hang
         abort_job("a thread sending its call", e);
       }
-      if (!queue_.drained()) wake();  // left unsent (no rank had room): the MPI thread sends it
+      // Left unsent (no rank had room), or a send not finished: for the MPI thread.
+      if (!queue_.drained() || !sending_.empty()) wake();
     }
     // Failed outside the turn: their callbacks may submit, or shut the executor down.
     for (RemoteTask* t : too_big) fail_too_big(t);
   }
 
-  /// A thread waiting for one of this executor's futures takes in the results that have
-  /// come, if no one else holds the turn: the MPI thread would take them in too, and wake or
-  /// be watched by the waiter, one more hand-off per round trip (docs/mpi.md, "Design").
-  /// Their futures are completed after the turn: their callbacks may submit, or shut down.
+  /// A thread waiting for one of this executor's futures does the MPI thread's round, if no
+  /// one else holds the turn: takes in the results that have come, sends the calls queued
+  /// behind them, and moves sends on. The MPI thread would do the same, and then hand the
+  /// results over: one more wake-up or watch per round trip (docs/mpi.md, "Design"). The
+  /// futures are completed after the turn: their callbacks may submit, or shut down.
   bool help() noexcept {
     if (on_own_thread()) return false;  // a callback of the MPI thread's: it holds the turn
     std::vector<mpi::Message> messages;
     std::vector<Answered> answered;
+    std::vector<RemoteTask*> too_big;
     {
       std::unique_lock turn(turn_, std::try_to_lock);
       if (!turn || closed_) return false;
@@ -274,12 +272,32 @@ class MpiPoolCore : public std::enable_shared_from_this<MpiPoolCore> {
           messages.push_back(std::move(*m));
           take_results(messages.back(), answered);
         }
+        if (!answered.empty()) dispatch(&too_big);
+        sending_.progress();
       } catch (const std::exception& e) {
         abort_job("a thread waiting for a result", e);
       }
+      // The next submit may send its call itself (enqueue), as after a turn of the MPI thread.
+      idle_.store(sent_.empty() && sending_.empty(), std::memory_order_release);
     }
     for (auto& a : answered) finish(a);
+    for (RemoteTask* t : too_big) fail_too_big(t);
     return !messages.empty();
+  }
+  /// Future::interrupt() of a call sent: the MPI thread passes it on to the call's rank.
+  void request_interrupt(std::uint64_t id) {
+    {
+      std::lock_guard lock(mutex_);
+      interrupts_.push_back(id);
+    }
+    wake();
+  }
+
+  /// A thread starts or stops helping. While one helps, the MPI thread stands by (stand_by);
+  /// the last to stop rouses it if results are still owed.
+  void begin_help() noexcept { helpers_.fetch_add(1); }
+  void end_help() noexcept {
+    if (helpers_.fetch_sub(1) == 1 && owed_.load() > 0) rouse();
   }
 
   void shutdown(bool wait, bool cancel_futures) {
@@ -336,13 +354,25 @@ class MpiPoolCore : public std::enable_shared_from_this<MpiPoolCore> {
 
   /// Ends the MPI thread's wait. With the queue's lock held (SubmissionQueue's contract):
   /// takes no lock.
-  static void wake() { mpi::doorbell::ring(0); }
-  void request_interrupt(std::uint64_t id) {
-    {
-      std::lock_guard lock(mutex_);
-      interrupts_.push_back(id);
-    }
-    wake();
+  void wake() {
+    mpi::doorbell::ring(0);
+    rouse();
+  }
+  /// Ends the MPI thread's stand_by.
+  void rouse() noexcept {
+    rouse_.fetch_add(1);
+    if (standing_by_.load()) futex_wake(rouse_, 1);
+  }
+  /// While threads that wait for results take them in (help), the MPI thread sleeps off the
+  /// doorbell: a serving rank's ring then costs it no futex call, and this thread no wake-up
+  /// and no turn. A submit that queues its call, an interrupt, shutdown and the last helper
+  /// to leave with results owed rouse it; it looks round every kStandByLimit anyway.
+  void stand_by(std::uint32_t ticket) {
+    const auto seq = rouse_.load();
+    standing_by_.store(true);
+    if (helpers_.load() > 0 && mpi::doorbell::ticket() == ticket)
+      futex_wait(rouse_, seq, Clock::now() + kStandByLimit);
+    standing_by_.store(false);
   }
 
   void run() {
@@ -380,7 +410,10 @@ class MpiPoolCore : public std::enable_shared_from_this<MpiPoolCore> {
       // bounded, to poll. When the answer
       // should come at once (short calls out, or a submit that tends to follow a result), the
       // wait first watches the doorbell on the core for a moment.
-      idler.wait(ticket, sending || !mpi::doorbell::quiet(), watch);
+      if (helpers_.load() > 0 && !sending)
+        stand_by(ticket);
+      else
+        idler.wait(ticket, sending || !mpi::doorbell::quiet(), watch);
       idle_.store(false, std::memory_order_relaxed);
     }
     std::lock_guard turn(turn_);
@@ -422,6 +455,7 @@ class MpiPoolCore : public std::enable_shared_from_this<MpiPoolCore> {
       }
       rank.in_flight = 0;
     }
+    owed_.store(sent_.size());
     if (std::all_of(ranks_.begin(), ranks_.end(), [](const Rank& r) { return r.dead; }))
       if (auto calls = queue_.break_pool("MPI backend: every serving rank has died"))
         while (!calls->empty()) {
@@ -479,6 +513,7 @@ class MpiPoolCore : public std::enable_shared_from_this<MpiPoolCore> {
       rank.mean_service = rank.mean_service > 0 ? 0.8 * rank.mean_service + 0.2 * took : took;
       answered.push_back({done.task, frame});
     }
+    owed_.store(sent_.size());
   }
 
   /// Completes an answered call's future from its result frame. Needs no turn.
@@ -546,6 +581,7 @@ class MpiPoolCore : public std::enable_shared_from_this<MpiPoolCore> {
       if (rank.out.size() > mpi::kBatchBytes) flush(rank);
     }
     for (auto& r : ranks_) flush(r);
+    owed_.store(sent_.size());
     return true;
   }
 
@@ -616,13 +652,35 @@ class MpiPoolCore : public std::enable_shared_from_this<MpiPoolCore> {
   // whoever holds turn_: the MPI thread for a round, or a submitter sending a call to an
   // idle executor (enqueue). One at a time, as MPI_THREAD_SERIALIZED demands.
   std::mutex turn_;
-  std::atomic<bool> idle_{false};
-  bool closed_ = false;
+  std::atomic<bool> idle_{false};  // nothing owed or being sent, as of the last turn
+  bool closed_ = false;            // the MPI thread has left its loop: nothing more to receive
+
+  std::atomic<int> helpers_{0};           // threads watching a future of this executor (help)
+  std::atomic<std::size_t> owed_{0};      // sent_.size(), as of the last turn
+  std::atomic<std::uint32_t> rouse_{0};   // stand_by's futex word
+  std::atomic<bool> standing_by_{false};  // the MPI thread sleeps in stand_by
 
   std::mutex mutex_;  // guards what submitters and interrupt() share with the MPI thread:
   bool draining_ = false;
   std::deque<std::uint64_t> interrupts_;
 };
+
+void SentCalls::interrupt(std::uint64_t id) noexcept {
+  try {
+    if (auto core = core_.lock()) core->request_interrupt(id);
+  } catch (...) {  // out of memory: the future is cancelled anyway; its call runs on
+  }
+}
+void SentCalls::begin() noexcept {
+  if (auto core = core_.lock()) core->begin_help();
+}
+bool SentCalls::help() noexcept {
+  auto core = core_.lock();
+  return core && core->help();
+}
+void SentCalls::end() noexcept {
+  if (auto core = core_.lock()) core->end_help();
+}
 
 namespace {
 

@@ -144,17 +144,26 @@ TEST_CASE("one call at a time from several threads, and calls submitted by done-
   // A submit to an idle executor sends its call from the submitting thread; these threads
   // race for that turn with each other and with the MPI thread, whose done-callbacks submit
   // too (they queue their call: the MPI thread holds the turn).
+  // Waiting threads take results in and send queued calls (the MPI thread stands by); a map
+  // beside them waits in as_completed, which leaves its results to the MPI thread.
   cfx::MpiPoolExecutor ex;
   constexpr int kThreads = 3, kCalls = 200;
   std::vector<int> sums(kThreads, 0);
+  long long mapped = 0;
   {
     std::vector<std::jthread> threads;
     for (int t = 0; t < kThreads; ++t)
       threads.emplace_back([&, t] {
         for (int i = 0; i < kCalls; ++i) sums[t] += ex.submit(add, t, i).result();
       });
+    threads.emplace_back([&] {
+      std::vector<cfx::Future<int>> fs;
+      for (int i = 0; i < kCalls; ++i) fs.push_back(ex.submit(square, i));
+      for (auto& f : cfx::as_completed(fs)) mapped += f.result();
+    });
   }
   for (int t = 0; t < kThreads; ++t) CHECK(sums[t] == kCalls * t + kCalls * (kCalls - 1) / 2);
+  CHECK(mapped == static_cast<long long>(kCalls - 1) * kCalls * (2 * kCalls - 1) / 6);
   cfx::Promise<int> chained;
   auto chained_result = chained.get_future();
   auto first = ex.submit(square, 6);

@@ -43,8 +43,8 @@ class CallSlots {
   virtual bool started(std::uint64_t id) const noexcept = 0;
   /// Asks the pool to kill the worker if it still runs call `id`.
   virtual void interrupt(std::uint64_t id) noexcept = 0;
-  /// StateBase::help for a call held here.
-  virtual bool help() noexcept { return false; }
+  /// StateBase::helper for a call held here: nullptr, or an object that lives as long as this.
+  virtual WaitHelper* helper() noexcept { return nullptr; }
 };
 
 class RemoteTask {
@@ -156,11 +156,12 @@ class RemoteCall final : public SharedState<R>, public RemoteTask {
     this->unlock();
     return started;
   }
-  bool help() const noexcept override {
+  std::shared_ptr<WaitHelper> helper() const noexcept override {
     this->lock();
     std::shared_ptr<CallSlots> slots = slots_;
     this->unlock();
-    return slots && slots->help();
+    WaitHelper* h = slots ? slots->helper() : nullptr;
+    return h ? std::shared_ptr<WaitHelper>(std::move(slots), h) : nullptr;
   }
   bool interrupt_running() noexcept override {
     this->lock();

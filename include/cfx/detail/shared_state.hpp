@@ -15,6 +15,7 @@
 #include <chrono>
 #include <cstdint>
 #include <exception>
+#include <memory>
 #include <new>
 #include <utility>
 
@@ -43,6 +44,22 @@ struct WaiterNode {
 
  protected:
   ~WaiterNode() = default;
+};
+
+/// A backend's work that a thread waiting for one of its futures can do while it watches the
+/// future on the core (StateBase::wait): taking in results that have come, in place of the
+/// backend's own thread, which would then have to hand them over.
+class WaitHelper {
+ public:
+  /// A thread starts watching.
+  virtual void begin() noexcept = 0;
+  /// One look: moves the backend on if it can from this thread; true if it did something.
+  virtual bool help() noexcept = 0;
+  /// The thread stops watching (its future is done, or it goes to sleep).
+  virtual void end() noexcept = 0;
+
+ protected:
+  ~WaitHelper() = default;
 };
 
 /// A done-callback; run outside the lock, then deleted.
@@ -142,9 +159,9 @@ class StateBase {
   virtual bool started_elsewhere() const noexcept { return false; }
   /// Stops a running call as the backend can; true if the future ended cancelled.
   virtual bool interrupt_running() noexcept { return false; }
-  /// Called by a thread that watches this pending future (wait): moves the backend on, if it
-  /// can from this thread (takes in results that have come); true if it did something.
-  virtual bool help() const noexcept { return false; }
+  /// What a thread that watches this pending future (wait) can do for its backend; nullptr
+  /// for nothing.
+  virtual std::shared_ptr<WaitHelper> helper() const noexcept { return nullptr; }
 
   /// The spin lock of the waiter and callback lists; backends may hold it briefly for their
   /// own fields (never across publish, which takes it).
