@@ -42,6 +42,9 @@ void futex_wake_all(std::atomic<std::uint32_t>& word) noexcept {
           nullptr, 0);
 }
 
+/// Where this thread's publish() hands user code instead of running it (DivertUserCode).
+thread_local UserCodeSink* user_code_sink = nullptr;
+
 const char* status_name(Status s) {
   switch (s) {
     case Status::pending:
@@ -98,11 +101,6 @@ void StateBase::publish(Status final_status) noexcept {
   if (old & kSleepers) futex_wake_all(word_);
   // A resumed coroutine or a callback may drop the last Future; keep the state alive.
   add_ref();
-  while (later) {
-    auto* next = later->next;  // on_done may free the node (a coroutine frame)
-    later->on_done(*this);
-    later = next;
-  }
   // The list was built by pushing at the head: reverse it to run in registration order.
   CallbackNode* ordered = nullptr;
   while (cbs) {
@@ -111,12 +109,29 @@ void StateBase::publish(Status final_status) noexcept {
     ordered = cbs;
     cbs = next;
   }
-  while (ordered) {
-    auto* next = ordered->next;
-    run_callback(ordered, *this);
-    ordered = next;
+  if ((later || ordered) && user_code_sink) return user_code_sink->take(*this, later, ordered);
+  run_user_code(later, ordered);
+}
+
+void StateBase::run_user_code(WaiterNode* later, CallbackNode* callbacks) noexcept {
+  while (later) {
+    auto* next = later->next;  // on_done may free the node (a coroutine frame)
+    later->on_done(*this);
+    later = next;
+  }
+  while (callbacks) {
+    auto* next = callbacks->next;
+    run_callback(callbacks, *this);
+    callbacks = next;
   }
   release();
+}
+
+DivertUserCode::DivertUserCode(UserCodeSink& sink) noexcept
+    : previous_(std::exchange(user_code_sink, &sink)) {}
+
+DivertUserCode::~DivertUserCode() {
+  user_code_sink = previous_;
 }
 
 bool StateBase::cancel() {

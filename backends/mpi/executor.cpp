@@ -171,7 +171,7 @@ class RankWatcher {
 
 }  // namespace
 
-class MpiPoolCore : public std::enable_shared_from_this<MpiPoolCore> {
+class MpiPoolCore : public std::enable_shared_from_this<MpiPoolCore>, private UserCodeSink {
  public:
   explicit MpiPoolCore(const MpiPoolOptions& options)
       : queue_([this] { wake(); }), options_(options) {}
@@ -279,10 +279,20 @@ class MpiPoolCore : public std::enable_shared_from_this<MpiPoolCore> {
       }
       // The next submit may send its call itself (enqueue), as after a turn of the MPI thread.
       idle_.store(sent_.empty() && sending_.empty(), std::memory_order_release);
+      if (answered.empty() && too_big.empty()) return !messages.empty();
+      std::lock_guard lock(mutex_);
+      ++finishing_;  // the MPI thread does not leave before these futures are complete
     }
-    for (auto& a : answered) finish(a);
-    for (RemoteTask* t : too_big) fail_too_big(t);
-    return !messages.empty();
+    {
+      // Their callbacks and coroutines run on the MPI thread, as for the results it takes in:
+      // this thread only waits for its own.
+      DivertUserCode divert(*this);
+      for (auto& a : answered) finish(a);
+      for (RemoteTask* t : too_big) fail_too_big(t);
+    }
+    std::lock_guard lock(mutex_);
+    if (--finishing_ == 0 && draining_) wake();
+    return true;
   }
   /// Future::interrupt() of a call sent: the MPI thread passes it on to the call's rank.
   void request_interrupt(std::uint64_t id) {
@@ -352,6 +362,28 @@ class MpiPoolCore : public std::enable_shared_from_this<MpiPoolCore> {
     Clock::time_point at;
   };
 
+  /// UserCodeSink: the user code of a future a waiting thread completed (help), for the MPI
+  /// thread to run.
+  void take(StateBase& state, WaiterNode* later, CallbackNode* callbacks) noexcept override {
+    try {
+      std::lock_guard lock(mutex_);
+      user_code_.push_back({&state, later, callbacks});
+    } catch (...) {  // out of memory: run here rather than lose it
+      return state.run_user_code(later, callbacks);
+    }
+    wake();
+  }
+  /// Runs the user code waiting threads handed over; true if there was any.
+  bool run_user_code() {
+    std::vector<UserCode> code;
+    {
+      std::lock_guard lock(mutex_);
+      code.swap(user_code_);
+    }
+    for (auto& c : code) c.state->run_user_code(c.later, c.callbacks);
+    return !code.empty();
+  }
+
   /// Ends the MPI thread's wait. With the queue's lock held (SubmissionQueue's contract):
   /// takes no lock.
   void wake() {
@@ -381,12 +413,13 @@ class MpiPoolCore : public std::enable_shared_from_this<MpiPoolCore> {
       // Taken before looking for work: a ring after the look (a submit, an interrupt, a
       // result) ends the wait below at once.
       const auto ticket = mpi::doorbell::ticket();
+      const bool ran = run_user_code();  // before the turn: it may submit, or shut down
       std::unique_lock turn(turn_, std::try_to_lock);
       if (!turn) {  // a submitter is sending its call (enqueue): a few microseconds
         std::this_thread::yield();
         continue;
       }
-      bool busy = receive();
+      bool busy = ran | receive();
       if (watcher_.fired()) busy |= bury_dead_ranks();
       busy |= send_interrupts();
       busy |= dispatch();
@@ -401,7 +434,8 @@ class MpiPoolCore : public std::enable_shared_from_this<MpiPoolCore> {
       const bool drained = queue_.drained();  // before mutex_: wake() nests them the other way
       {
         std::lock_guard lock(mutex_);
-        if (!owed && !sending && draining_ && drained) break;
+        if (!owed && !sending && draining_ && drained && finishing_ == 0 && user_code_.empty())
+          break;
       }
       idle_.store(!owed && !sending, std::memory_order_release);
       turn.unlock();
@@ -663,6 +697,13 @@ class MpiPoolCore : public std::enable_shared_from_this<MpiPoolCore> {
   std::mutex mutex_;  // guards what submitters and interrupt() share with the MPI thread:
   bool draining_ = false;
   std::deque<std::uint64_t> interrupts_;
+  struct UserCode {
+    StateBase* state;
+    WaiterNode* later;
+    CallbackNode* callbacks;
+  };
+  std::vector<UserCode> user_code_;  // handed over by waiting threads (take)
+  int finishing_ = 0;                // waiting threads completing futures they took in
 };
 
 void SentCalls::interrupt(std::uint64_t id) noexcept {

@@ -69,6 +69,32 @@ struct CallbackNode {
   virtual void run(StateBase& state) = 0;
 };
 
+/// Takes the user code that completing a future would run (resumed coroutines, done-callbacks),
+/// to run it on another thread with StateBase::run_user_code. Installed on a thread by
+/// DivertUserCode.
+class UserCodeSink {
+ public:
+  /// `later` (after-unlock waiters) and `callbacks` (in registration order) of `state`, which
+  /// is done and holds a reference that run_user_code releases.
+  virtual void take(StateBase& state, WaiterNode* later, CallbackNode* callbacks) noexcept = 0;
+
+ protected:
+  ~UserCodeSink() = default;
+};
+
+/// While it lives, the futures this thread completes hand their user code to `sink`: a thread
+/// that completes others' futures while it waits for its own (WaitHelper) runs none of it.
+class DivertUserCode {
+ public:
+  explicit DivertUserCode(UserCodeSink& sink) noexcept;
+  ~DivertUserCode();
+  DivertUserCode(const DivertUserCode&) = delete;
+  DivertUserCode& operator=(const DivertUserCode&) = delete;
+
+ private:
+  UserCodeSink* previous_;
+};
+
 class StateBase {
  public:
   StateBase() = default;
@@ -126,6 +152,8 @@ class StateBase {
   /// nullptr on success; throws CancelledError if cancelled; call only when done().
   std::exception_ptr exception_when_done() const;
 
+  /// Runs what publish() handed to a UserCodeSink, and releases the state's reference.
+  void run_user_code(WaiterNode* later, CallbackNode* callbacks) noexcept;
   /// Runs cb now (in the caller) if done, else when the state completes.
   void add_callback(CallbackNode* cb);
   /// Installs w unless done; returns false (w not installed) if already done.
