@@ -29,6 +29,7 @@
 #include "backends/process/channel.hpp"
 #include "backends/process/launcher.hpp"
 #include "backends/process/submission_queue.hpp"
+#include "cfx/detail/resumption.hpp"
 #include "cfx/detail/shared_sync.hpp"
 #include "cfx/errors.hpp"
 #include "cfx/mpi_pool.hpp"
@@ -218,6 +219,7 @@ class MpiPoolCore : public std::enable_shared_from_this<MpiPoolCore>, private Us
     watcher_.start(ranks_);
     calls_ = std::make_shared<SentCalls>(weak_from_this());
     thread_ = std::thread([self = shared_from_this()] {
+      mark_delivery_thread();  // coroutines awaiting our futures resume elsewhere (docs/async.md)
       try {
         self->run();
       } catch (const std::exception& e) {
