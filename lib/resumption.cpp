@@ -14,6 +14,7 @@
 #include <mutex>
 #include <string>
 #include <thread>
+#include <utility>
 
 #include "cores.hpp"
 
@@ -89,6 +90,10 @@ Resumer& resumer() noexcept {
 
 void mark_delivery_thread() noexcept {
   delivery_thread = true;
+}
+
+bool set_delivery_thread(bool delivering) noexcept {
+  return std::exchange(delivery_thread, delivering);
 }
 
 bool on_delivery_thread() noexcept {

@@ -12,6 +12,7 @@
 #include <ctime>
 #include <thread>
 
+#include "cfx/detail/resumption.hpp"
 #include "cfx/errors.hpp"
 #include "demangle.hpp"
 
@@ -109,16 +110,18 @@ void StateBase::publish(Status final_status) noexcept {
     ordered = cbs;
     cbs = next;
   }
-  if ((later || ordered) && user_code_sink) return user_code_sink->take(*this, later, ordered);
-  run_user_code(later, ordered);
-}
-
-void StateBase::run_user_code(WaiterNode* later, CallbackNode* callbacks) noexcept {
+  // After-unlock waiters run here even so: under DivertUserCode this thread counts as a
+  // delivery thread, so they hand their coroutines on rather than resume them here.
   while (later) {
     auto* next = later->next;  // on_done may free the node (a coroutine frame)
     later->on_done(*this);
     later = next;
   }
+  if (ordered && user_code_sink) return user_code_sink->take(*this, ordered);
+  run_user_code(ordered);
+}
+
+void StateBase::run_user_code(CallbackNode* callbacks) noexcept {
   while (callbacks) {
     auto* next = callbacks->next;
     run_callback(callbacks, *this);
@@ -128,10 +131,11 @@ void StateBase::run_user_code(WaiterNode* later, CallbackNode* callbacks) noexce
 }
 
 DivertUserCode::DivertUserCode(UserCodeSink& sink) noexcept
-    : previous_(std::exchange(user_code_sink, &sink)) {}
+    : previous_(std::exchange(user_code_sink, &sink)), delivering_(set_delivery_thread(true)) {}
 
 DivertUserCode::~DivertUserCode() {
   user_code_sink = previous_;
+  set_delivery_thread(delivering_);
 }
 
 bool StateBase::cancel() {

@@ -219,6 +219,7 @@ class MpiPoolCore : public std::enable_shared_from_this<MpiPoolCore>, private Us
     watcher_.start(ranks_);
     calls_ = std::make_shared<SentCalls>(weak_from_this());
     thread_ = std::thread([self = shared_from_this()] {
+      self->thread_id_.store(std::this_thread::get_id());
       mark_delivery_thread();  // coroutines awaiting our futures resume elsewhere (docs/async.md)
       try {
         self->run();
@@ -334,7 +335,7 @@ class MpiPoolCore : public std::enable_shared_from_this<MpiPoolCore>, private Us
     std::lock_guard lock(join_mutex_);
     if (thread_.joinable() && !on_own_thread()) thread_.join();
   }
-  bool on_own_thread() const { return std::this_thread::get_id() == thread_.get_id(); }
+  bool on_own_thread() const { return std::this_thread::get_id() == thread_id_.load(); }
   void detach_if_on_own_thread() {
     if (on_own_thread() && thread_.joinable()) thread_.detach();
   }
@@ -366,12 +367,12 @@ class MpiPoolCore : public std::enable_shared_from_this<MpiPoolCore>, private Us
 
   /// UserCodeSink: the user code of a future a waiting thread completed (help), for the MPI
   /// thread to run.
-  void take(StateBase& state, WaiterNode* later, CallbackNode* callbacks) noexcept override {
+  void take(StateBase& state, CallbackNode* callbacks) noexcept override {
     try {
       std::lock_guard lock(mutex_);
-      user_code_.push_back({&state, later, callbacks});
+      user_code_.push_back({&state, callbacks});
     } catch (...) {  // out of memory: run here rather than lose it
-      return state.run_user_code(later, callbacks);
+      return state.run_user_code(callbacks);
     }
     wake();
   }
@@ -382,7 +383,7 @@ class MpiPoolCore : public std::enable_shared_from_this<MpiPoolCore>, private Us
       std::lock_guard lock(mutex_);
       code.swap(user_code_);
     }
-    for (auto& c : code) c.state->run_user_code(c.later, c.callbacks);
+    for (auto& c : code) c.state->run_user_code(c.callbacks);
     return !code.empty();
   }
 
@@ -621,10 +622,14 @@ class MpiPoolCore : public std::enable_shared_from_this<MpiPoolCore>, private Us
     return true;
   }
 
-  static void fail_too_big(RemoteTask* task) {
-    task->fail(std::make_exception_ptr(
-        SerializationError("the call of task '" + task->task->name +
-                           "' encodes to more than the 2 GiB one MPI message can hold")));
+  static void fail_too_big(RemoteTask* task) noexcept {
+    try {
+      task->fail(std::make_exception_ptr(
+          SerializationError("the call of task '" + task->task->name +
+                             "' encodes to more than the 2 GiB one MPI message can hold")));
+    } catch (...) {  // out of memory for the message: it fails all the same
+      task->fail(std::current_exception());
+    }
     task->drop();
   }
 
@@ -680,6 +685,8 @@ class MpiPoolCore : public std::enable_shared_from_this<MpiPoolCore>, private Us
   std::unordered_map<std::uint64_t, Sent> sent_;  // calls sent, not yet answered
   std::uint64_t next_id_ = 1;
   std::thread thread_;
+  // thread_'s id, for on_own_thread(): read by any thread, while join or detach change thread_.
+  std::atomic<std::thread::id> thread_id_{};
   std::mutex join_mutex_;
 
   RankWatcher watcher_;
@@ -701,7 +708,6 @@ class MpiPoolCore : public std::enable_shared_from_this<MpiPoolCore>, private Us
   std::deque<std::uint64_t> interrupts_;
   struct UserCode {
     StateBase* state;
-    WaiterNode* later;
     CallbackNode* callbacks;
   };
   std::vector<UserCode> user_code_;  // handed over by waiting threads (take)

@@ -120,7 +120,8 @@ std::vector<Bell*>& bells() {
 }
 
 /// Messages this process received from ranks that ring it, against its bell's `messages`.
-std::uint32_t received = 0;  // only the thread that holds MPI receives
+/// Written by whoever holds MPI (rank 0's turn); read by quiet() without it.
+std::atomic<std::uint32_t> received{0};
 /// Every rank that sends to this one rings it: no message comes unannounced.
 bool all_ring = false;
 
@@ -253,11 +254,11 @@ void announce(int rank) {
 
 bool quiet() {
   Bell* bell = own();
-  return all_ring && bell && bell->messages.load() == received;
+  return all_ring && bell && bell->messages.load() == received.load(std::memory_order_relaxed);
 }
 
 void count_received(int source) {
-  if (local(source)) ++received;
+  if (local(source)) received.fetch_add(1, std::memory_order_relaxed);
 }
 
 std::uint32_t ticket() {

@@ -13,6 +13,8 @@ namespace cfx::detail {
 
 /// Marks the calling thread as one that delivers the results of a whole pool.
 void mark_delivery_thread() noexcept;
+/// Marks the calling thread as one that delivers (true) or not (false); returns what it was.
+bool set_delivery_thread(bool delivering) noexcept;
 /// True on a thread marked by mark_delivery_thread().
 bool on_delivery_thread() noexcept;
 /// Resumes h on one of cfx's resumer threads ("cfx_resume_<i>", started on demand, up to

@@ -69,21 +69,22 @@ struct CallbackNode {
   virtual void run(StateBase& state) = 0;
 };
 
-/// Takes the user code that completing a future would run (resumed coroutines, done-callbacks),
-/// to run it on another thread with StateBase::run_user_code. Installed on a thread by
-/// DivertUserCode.
+/// Takes the done-callbacks of a completed future, to run them on another thread with
+/// StateBase::run_user_code. Installed on a thread by DivertUserCode.
 class UserCodeSink {
  public:
-  /// `later` (after-unlock waiters) and `callbacks` (in registration order) of `state`, which
-  /// is done and holds a reference that run_user_code releases.
-  virtual void take(StateBase& state, WaiterNode* later, CallbackNode* callbacks) noexcept = 0;
+  /// The `callbacks` (in registration order) of `state`, which is done and holds a reference
+  /// that run_user_code releases.
+  virtual void take(StateBase& state, CallbackNode* callbacks) noexcept = 0;
 
  protected:
   ~UserCodeSink() = default;
 };
 
-/// While it lives, the futures this thread completes hand their user code to `sink`: a thread
-/// that completes others' futures while it waits for its own (WaitHelper) runs none of it.
+/// While it lives, the futures this thread completes run no user code here: they hand their
+/// done-callbacks to `sink`, and the coroutines awaiting them resume on cfx's resumer threads
+/// (the thread counts as a delivery thread, resumption.hpp). A thread that completes others'
+/// futures while it waits for its own (WaitHelper) runs none of their code but their decoding.
 class DivertUserCode {
  public:
   explicit DivertUserCode(UserCodeSink& sink) noexcept;
@@ -93,6 +94,7 @@ class DivertUserCode {
 
  private:
   UserCodeSink* previous_;
+  bool delivering_;  // whether the thread was a delivery thread before
 };
 
 class StateBase {
@@ -152,8 +154,9 @@ class StateBase {
   /// nullptr on success; throws CancelledError if cancelled; call only when done().
   std::exception_ptr exception_when_done() const;
 
-  /// Runs what publish() handed to a UserCodeSink, and releases the state's reference.
-  void run_user_code(WaiterNode* later, CallbackNode* callbacks) noexcept;
+  /// Runs the callbacks publish() handed to a UserCodeSink, and releases the state's
+  /// reference.
+  void run_user_code(CallbackNode* callbacks) noexcept;
   /// Runs cb now (in the caller) if done, else when the state completes.
   void add_callback(CallbackNode* cb);
   /// Installs w unless done; returns false (w not installed) if already done.
