@@ -1,14 +1,17 @@
 // The MPI backend under `mpiexec -n 3` (tests/mpi/run.sh): rank 0 runs these tests, ranks 1
 // and 2 serve (cfx::init in tests/main.cpp). Every test opens its own executor: executors
 // one after another in a run is part of the contract.
+#include <pthread.h>
 #include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
+#include <coroutine>
 #include <cstdint>
 #include <cstdlib>
+#include <exception>
 #include <filesystem>
 #include <fstream>
 #include <set>
@@ -348,6 +351,34 @@ TEST_CASE("done-callbacks run on the MPI thread, also when a waiting thread took
     CHECK(ran.result());
     CHECK(next.result() == round + 2);
   }
+}
+
+/// A coroutine that awaits `f` and gives the name of the thread it resumed on.
+struct Detached {
+  struct promise_type {
+    Detached get_return_object() noexcept { return {}; }
+    std::suspend_never initial_suspend() noexcept { return {}; }
+    std::suspend_never final_suspend() noexcept { return {}; }
+    void return_void() noexcept {}
+    void unhandled_exception() noexcept { std::terminate(); }
+  };
+};
+Detached name_where_resumed(cfx::Future<void> f, cfx::Promise<std::string>& where) {
+  co_await f;
+  char name[32] = {};
+  pthread_getname_np(pthread_self(), name, sizeof name);
+  where.set_result(name);
+}
+
+TEST_CASE("a coroutine awaiting an MPI future resumes on a resumer thread") {
+  // The MPI thread delivers every result of the executor: user code there would hold them
+  // back, so a coroutine woken there resumes on cfx's resumer threads (docs/async.md).
+  cfx::MpiPoolExecutor ex;
+  cfx_test::Gate gate;
+  cfx::Promise<std::string> where;
+  name_where_resumed(ex.submit(cfx_test::wait_gate, gate.path()), where);
+  gate.open();
+  CHECK(where.get_future().result().rfind("cfx_resume_", 0) == 0);
 }
 
 TEST_CASE("one executor open at a time; the next one after shutdown") {
