@@ -149,6 +149,10 @@ TEST_CASE("one call at a time from several threads, and calls submitted by done-
   // too (they queue their call: the MPI thread holds the turn).
   // Waiting threads take results in and send queued calls (the MPI thread stands by); a map
   // beside them waits in as_completed, which leaves its results to the MPI thread.
+  // Declared before the executor, whose destructor waits for the MPI thread: the callback
+  // that sets it may still be inside set_result when its result is seen.
+  cfx::Promise<int> chained;
+  auto chained_result = chained.get_future();
   cfx::MpiPoolExecutor ex;
   constexpr int kThreads = 3, kCalls = 200;
   std::vector<int> sums(kThreads, 0);
@@ -167,8 +171,6 @@ TEST_CASE("one call at a time from several threads, and calls submitted by done-
   }
   for (int t = 0; t < kThreads; ++t) CHECK(sums[t] == kCalls * t + kCalls * (kCalls - 1) / 2);
   CHECK(mapped == static_cast<long long>(kCalls - 1) * kCalls * (2 * kCalls - 1) / 6);
-  cfx::Promise<int> chained;
-  auto chained_result = chained.get_future();
   auto first = ex.submit(square, 6);
   first.add_done_callback([&](const cfx::Future<int>& f) {
     auto second = ex.submit(add, f.result(), 1);
@@ -329,13 +331,13 @@ TEST_CASE("done-callbacks run on the MPI thread, also when a waiting thread took
   constexpr int kRounds = 20;
   const auto waiter = std::this_thread::get_id();
   for (int round = 0; round < kRounds; ++round) {
-    cfx::MpiPoolExecutor ex;
+    cfx::Promise<bool> refused;  // was the callback's shutdown(wait=true) refused?
+    auto ran = refused.get_future();
+    cfx::Future<int> next;
+    cfx::MpiPoolExecutor ex;  // destroyed first: the MPI thread is done with `refused`
     // Round trips first: the waiting thread watches, and takes results in, when they have
     // come soon after the submit.
     for (int i = 0; i < 50; ++i) CHECK(ex.submit(add, i, round).result() == i + round);
-    cfx::Future<int> next;
-    cfx::Promise<bool> refused;  // was the callback's shutdown(wait=true) refused?
-    auto ran = refused.get_future();
     auto first = ex.submit(add, round, 1);
     first.add_done_callback([&](const cfx::Future<int>& f) {
       CHECK(std::this_thread::get_id() != waiter);
@@ -363,7 +365,8 @@ struct Detached {
     void unhandled_exception() noexcept { std::terminate(); }
   };
 };
-Detached name_where_resumed(cfx::Future<void> f, cfx::Promise<std::string>& where) {
+/// The frame owns `where`: it is destroyed by the thread that set it, once set_result returns.
+Detached name_where_resumed(cfx::Future<void> f, cfx::Promise<std::string> where) {
   co_await f;
   char name[32] = {};
   pthread_getname_np(pthread_self(), name, sizeof name);
@@ -376,9 +379,11 @@ TEST_CASE("a coroutine awaiting an MPI future resumes on a resumer thread") {
   cfx::MpiPoolExecutor ex;
   cfx_test::Gate gate;
   cfx::Promise<std::string> where;
-  name_where_resumed(ex.submit(cfx_test::wait_gate, gate.path()), where);
+  auto name = where.get_future();
+  name_where_resumed(ex.submit(cfx_test::wait_gate, gate.path()), std::move(where));
   gate.open();
-  CHECK(where.get_future().result().rfind("cfx_resume_", 0) == 0);
+  const std::string resumed_on = name.result();
+  CHECK_MESSAGE(resumed_on.rfind("cfx_resume_", 0) == 0, "resumed on ", resumed_on);
 }
 
 TEST_CASE("one executor open at a time; the next one after shutdown") {
