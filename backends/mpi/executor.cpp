@@ -504,8 +504,9 @@ class MpiPoolCore : public std::enable_shared_from_this<MpiPoolCore>, private Us
     return any;
   }
 
-  /// A call a serving rank has answered, taken off the books: `frame` is its result frame
-  /// (in the message it came in), to complete its future with.
+  /// A call a serving rank has answered, taken off the books: `frame` is the rest of its
+  /// result frame after the kind and id (in the message it came in), to complete its future
+  /// with.
   struct Answered {
     RemoteTask* task;
     Reader frame;
@@ -536,9 +537,8 @@ class MpiPoolCore : public std::enable_shared_from_this<MpiPoolCore>, private Us
     while (in.remaining() > 0) {
       auto length = in.get<std::uint64_t>();
       Reader frame(in.take(length), length);
-      Reader header = frame;
-      header.get<FrameKind>();
-      auto it = sent_.find(header.get<std::uint64_t>());
+      frame.get<FrameKind>();
+      auto it = sent_.find(frame.get<std::uint64_t>());
       if (it == sent_.end()) continue;
       Sent done = it->second;
       sent_.erase(it);
@@ -557,8 +557,6 @@ class MpiPoolCore : public std::enable_shared_from_this<MpiPoolCore>, private Us
   static void finish(Answered& a) noexcept {
     a.task->detach();
     try {
-      a.frame.get<FrameKind>();
-      a.frame.get<std::uint64_t>();
       Reply reply = read_reply(a.frame);
       check_reply_count(reply, a.task->count);
       a.task->complete(reply.results, reply.count, std::move(reply.error));
