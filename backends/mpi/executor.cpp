@@ -336,8 +336,12 @@ class MpiPoolCore : public std::enable_shared_from_this<MpiPoolCore>, private Us
     if (thread_.joinable() && !on_own_thread()) thread_.join();
   }
   bool on_own_thread() const { return std::this_thread::get_id() == thread_id_.load(); }
+  /// Lets the MPI thread, which is destroying the executor, finish alone. A thread already in
+  /// join() holds join_mutex_ and joins this one once it ends: then the thread is left to it,
+  /// as detaching under its join would be a data race on thread_.
   void detach_if_on_own_thread() {
-    if (on_own_thread() && thread_.joinable()) thread_.detach();
+    std::unique_lock lock(join_mutex_, std::try_to_lock);
+    if (lock && on_own_thread() && thread_.joinable()) thread_.detach();
   }
 
  private:

@@ -133,7 +133,10 @@ void WorkerCalls::interrupt(std::uint64_t id) noexcept {
 }
 
 void ProcessPoolCore::detach_if_on_io_thread() {
-  if (on_io_thread() && io_thread_.joinable()) io_thread_.detach();
+  // A thread already in join() holds join_mutex_ and joins this one once it ends: the thread
+  // is left to it then, as detaching under its join would be a data race on io_thread_.
+  std::unique_lock lock(join_mutex_, std::try_to_lock);
+  if (lock && on_io_thread() && io_thread_.joinable()) io_thread_.detach();
 }
 
 void ProcessPoolCore::join() {

@@ -157,17 +157,12 @@ class RemoteCall final : public SharedState<R>, public RemoteTask {
     return started;
   }
   std::shared_ptr<WaitHelper> helper() const noexcept override {
-    this->lock();
-    std::shared_ptr<CallSlots> slots = slots_;
-    this->unlock();
+    std::shared_ptr<CallSlots> slots = current_slots().first;
     WaitHelper* h = slots ? slots->helper() : nullptr;
     return h ? std::shared_ptr<WaitHelper>(std::move(slots), h) : nullptr;
   }
   bool interrupt_running() noexcept override {
-    this->lock();
-    std::shared_ptr<CallSlots> slots = slots_;
-    std::uint64_t id = id_;
-    this->unlock();
+    auto [slots, id] = current_slots();
     if (!slots || !slots->started(id) || !this->claim()) return false;
     this->publish(Status::cancelled);
     slots->interrupt(id);  // the pool kills the worker if it still runs this call
@@ -181,6 +176,14 @@ class RemoteCall final : public SharedState<R>, public RemoteTask {
   // prepare_result's storage, taken by the decoding; the completing thread's alone.
   [[no_unique_address]] std::conditional_t<is_preparable_v<R>, std::optional<R>, std::monostate>
       prepared_;
+  /// The slots the call was sent to (null while it is not with a worker) and its id there,
+  /// read together under the state's lock.
+  std::pair<std::shared_ptr<CallSlots>, std::uint64_t> current_slots() const noexcept {
+    this->lock();
+    std::pair<std::shared_ptr<CallSlots>, std::uint64_t> at{slots_, id_};
+    this->unlock();
+    return at;
+  }
   void publish_decoded(Reader& results, std::uint32_t n, std::exception_ptr error) {
     if constexpr (is_chunk_result<R>::value) {
       R chunk;
