@@ -218,7 +218,7 @@ class MpiPoolCore : public std::enable_shared_from_this<MpiPoolCore>, private Us
   void start() {
     watcher_.start(ranks_);
     calls_ = std::make_shared<SentCalls>(weak_from_this());
-    thread_ = std::thread([self = shared_from_this()] {
+    thread_ = std::thread([self = shared_from_this(), ended = ended_]() mutable {
       self->thread_id_.store(std::this_thread::get_id());
       mark_delivery_thread();  // coroutines awaiting our futures resume elsewhere (docs/async.md)
       try {
@@ -226,6 +226,9 @@ class MpiPoolCore : public std::enable_shared_from_this<MpiPoolCore>, private Us
       } catch (const std::exception& e) {
         abort_job("rank 0's MPI thread", e);
       }
+      self.reset();  // the core may end here: before a joiner of a detached thread goes on
+      ended->store(true);
+      ended->notify_all();
     });
   }
 
@@ -331,9 +334,15 @@ class MpiPoolCore : public std::enable_shared_from_this<MpiPoolCore>, private Us
     std::lock_guard lock(mutex_);
     return draining_;
   }
+  /// Returns once the MPI thread has ended, also one that detached (the next executor and
+  /// cfx::finalize must not use MPI beside it). Not on the MPI thread itself.
   void join() {
-    std::lock_guard lock(join_mutex_);
-    if (thread_.joinable() && !on_own_thread()) thread_.join();
+    std::unique_lock lock(join_mutex_);
+    if (on_own_thread()) return;
+    if (thread_.joinable()) return thread_.join();
+    const bool wait_for_end = detached_;
+    lock.unlock();
+    if (wait_for_end) ended_->wait(false);
   }
   bool on_own_thread() const { return std::this_thread::get_id() == thread_id_.load(); }
   /// Lets the MPI thread, which is destroying the executor, finish alone. A thread already in
@@ -341,7 +350,9 @@ class MpiPoolCore : public std::enable_shared_from_this<MpiPoolCore>, private Us
   /// as detaching under its join would be a data race on thread_.
   void detach_if_on_own_thread() {
     std::unique_lock lock(join_mutex_, std::try_to_lock);
-    if (lock && on_own_thread() && thread_.joinable()) thread_.detach();
+    if (!lock || !on_own_thread() || !thread_.joinable()) return;
+    thread_.detach();
+    detached_ = true;
   }
 
  private:
@@ -690,6 +701,10 @@ class MpiPoolCore : public std::enable_shared_from_this<MpiPoolCore>, private Us
   // thread_'s id, for on_own_thread(): read by any thread, while join or detach change thread_.
   std::atomic<std::thread::id> thread_id_{};
   std::mutex join_mutex_;
+  bool detached_ = false;  // guarded by join_mutex_
+  // Set by the MPI thread as it ends, after it let go of this core: shared, as the thread's
+  // last reference may be the one that destroys the core.
+  std::shared_ptr<std::atomic<bool>> ended_ = std::make_shared<std::atomic<bool>>(false);
 
   RankWatcher watcher_;
 
