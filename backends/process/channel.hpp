@@ -146,7 +146,15 @@ inline constexpr std::size_t kOneCallWord = kCount + 2;
 /// The bulk areas' state (bulk_area.hpp): 0 free, else the id of the frame held.
 inline constexpr std::size_t kCallsAreaWord = kCount + 3;
 inline constexpr std::size_t kResultsAreaWord = kCount + 4;
-inline constexpr std::size_t kPageBytes = (kCount + 5) * sizeof(std::uint64_t);
+/// Nonzero while a thread in the parent drives the pool (wait_turn.cpp): the worker then
+/// watches kCallsWrittenWord on the core for a moment after each answer, as the next call
+/// tends to follow at once.
+inline constexpr std::size_t kWatchedWord = kCount + 5;
+/// What each end has written, counted once the bytes are in the pipe (or on their way): the
+/// other end can watch for it in memory, without a system call.
+inline constexpr std::size_t kCallsWrittenWord = kCount + 6;    // frames, by the pool
+inline constexpr std::size_t kRepliesWrittenWord = kCount + 7;  // writes, by the worker
+inline constexpr std::size_t kPageBytes = (kCount + 8) * sizeof(std::uint64_t);
 
 enum class State : std::uint64_t { queued = 0, started = 1, withdrawn = 2, taken_back = 3 };
 

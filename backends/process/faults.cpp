@@ -343,8 +343,8 @@ void ProcessPoolCore::on_exit(const Worker& w, int status) {
   // group until the group's last member is gone, so this cannot reach another process.)
   ::kill(-w->pid, SIGKILL);
   if (w->reading) {
-    // The pending read completes (with data or aborted) and then reads to the end: reading
-    // here too would race with it for the buffer.
+    // The pending wait (cancelled here) or read of the rest completes, and then reads to the
+    // end and buries: doing it here too would bury twice.
     boost::system::error_code ignored;
     w->from.cancel(ignored);
     return;

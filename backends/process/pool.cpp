@@ -11,13 +11,16 @@
 //   pool.cpp (this file)  the I/O thread: dispatch, windows, channels, retiring, shutdown
 //   faults.cpp            the fault policy: start failure, crash, timeout, initializer
 //                         failure, break_pool
+//   wait_turn.cpp         the turn: a thread waiting for a result sends its call and takes
+//                         the reply itself while the I/O thread stands by
 //   launcher.cpp          starting a worker: descriptors, fork, spawn, CFX_WORKER marker
 //   channel.cpp           frames and the FrameSplitter, both sides
 //   worker.cpp            the worker's serve loop, cfx::init, cfx::is_worker_process
 //
 // One I/O thread runs an Asio io_context that owns every worker's two pipes, its process
 // handle (pidfd: exit is an event, never polled) and its timer. Only that thread touches
-// worker state; submitters touch only the SubmissionQueue. A worker runs its calls in order
+// worker state (or, while it stands by, the waiting thread that holds the turn); submitters
+// touch only the SubmissionQueue. A worker runs its calls in order
 // and answers each (result, or skipped if it was withdrawn) before the next, and every reply
 // names its call: anything else on the channel is a malformed reply, and kills the worker.
 // Calls sent ahead stay pending until the worker claims their slot (channel.hpp), so they can
@@ -49,6 +52,21 @@ namespace {
 
 constexpr std::size_t kMaxWindow = 64;
 constexpr double kWindowWorkSeconds = 0.001;  // keep about this much work queued per worker
+constexpr std::size_t kReadBudget = std::size_t{4} << 20;  // bytes read from one worker a turn
+
+/// Writes what it can of `bytes` to the non-blocking `fd` without waiting, counting it in
+/// `done`; false if the write failed (not merely full).
+bool write_now(int fd, const std::vector<char>& bytes, std::size_t& done) {
+  while (done < bytes.size()) {
+    ssize_t n = ::write(fd, bytes.data() + done, bytes.size() - done);
+    if (n > 0) {
+      done += static_cast<std::size_t>(n);
+    } else if (n < 0 && errno != EINTR) {
+      return errno == EAGAIN || errno == EWOULDBLOCK;
+    }
+  }
+  return true;
+}
 
 }  // namespace
 
@@ -65,6 +83,7 @@ ProcessPoolCore::ProcessPoolCore(ProcessPoolOptions options)
       queue_([this] { asio::post(io_, [self = shared_from_this()] { self->dispatch(); }); }) {}
 
 void ProcessPoolCore::start() {
+  make_helper();
   launch_thread_ = std::thread([this] { launch_io_.run(); });
   io_thread_ = std::thread([self = shared_from_this()] { self->run_io(); });
 }
@@ -91,7 +110,7 @@ void ProcessPoolCore::shutdown(bool wait, bool cancel_futures) {
         "shutdown(wait=true) called from a done-callback, which runs on the process pool's "
         "I/O thread: it would wait for itself; call shutdown(false) there");
   if (queue_.shut_down(cancel_futures))
-    asio::post(io_, [self = shared_from_this()] { self->begin_drain(); });
+    post_and_rouse([self = shared_from_this()] { self->begin_drain(); });
   if (wait) join();
 }
 
@@ -101,7 +120,7 @@ void ProcessPoolCore::stop_workers(int signal) {
         "terminate_workers()/kill_workers() called from a done-callback, which runs on the "
         "process pool's I/O thread: it would wait for itself");
   queue_.shut_down(true);  // queued calls end cancelled
-  asio::post(io_, [self = shared_from_this(), signal] {
+  post_and_rouse([self = shared_from_this(), signal] {
     self->stop_all(signal);
     self->begin_drain();
   });
@@ -109,7 +128,7 @@ void ProcessPoolCore::stop_workers(int signal) {
 }
 
 void ProcessPoolCore::interrupt(std::weak_ptr<WorkerSlot> worker, std::uint64_t id) {
-  asio::post(io_, [core = weak_from_this(), worker = std::move(worker), id] {
+  post_and_rouse([core = weak_from_this(), worker = std::move(worker), id] {
     auto self = core.lock();
     auto w = worker.lock();
     if (self && w) self->on_interrupt(w, id);
@@ -146,9 +165,18 @@ void ProcessPoolCore::join() {
 
 // ---- I/O thread: dispatch and windows ---------------------------------------------------
 
+// The I/O thread: runs io_'s handlers one at a time, and stands by (wait_turn.cpp) while
+// threads waiting for results drive the pool themselves.
 void ProcessPoolCore::run_io() {
   begin_io();
-  io_.run();
+  while (!io_.stopped()) {
+    if (stand_by_wanted()) {
+      stand_by();
+      continue;
+    }
+    io_.run_one();
+    stand_by_asked_.store(false);
+  }
   end_io();
 }
 
@@ -266,6 +294,7 @@ bool ProcessPoolCore::send(const Worker& w, RemoteTask* t) {
   w->in_flight.push_back({t, id});
   if (w->in_flight.size() == 1) head_changed(w);
   if (!write_call_to_area(*w->calls_area, w->out, *t, id)) write_call_frame(w->out, *t, id);
+  ++w->frames_unannounced;
   expect_result(w, *t, id);
   if (options_.worker_memory_limit) watch_memory();
   if (options_.max_tasks_per_child && !dynamic_cast<InitCall*>(t) &&
@@ -386,7 +415,7 @@ void ProcessPoolCore::start_launch() {
     } catch (const std::exception& e) {
       error = e.what();
     }
-    asio::post(io_, [self = shared_from_this(), launched, error = std::move(error)] {
+    post_and_rouse([self = shared_from_this(), launched, error = std::move(error)] {
       self->on_launched(std::move(*launched), error);
     });
   });
@@ -432,9 +461,13 @@ bool ProcessPoolCore::adopt_worker(LaunchedWorker launched) {
   w->calls_area.emplace(w->calls->file(), kCallsAreaOffset, &page[slots::kCallsAreaWord]);
   w->results_area.emplace(w->calls->file(), kResultsAreaOffset, &page[slots::kResultsAreaWord]);
   // assign() takes a descriptor only when it succeeds: release it from its Fd after.
+  // Written without waiting first (flush), by whichever thread drives the pool.
+  ::fcntl(launched.calls.get(), F_SETFL, ::fcntl(launched.calls.get(), F_GETFL) | O_NONBLOCK);
   w->to.assign(launched.calls.get(), ec);
   if (ec) return false;
   launched.calls.release();
+  // Read without waiting (read_available), by whichever thread drives the pool.
+  ::fcntl(launched.replies.get(), F_SETFL, ::fcntl(launched.replies.get(), F_GETFL) | O_NONBLOCK);
   w->from.assign(launched.replies.get(), ec);
   if (ec) return false;
   launched.replies.release();
@@ -459,16 +492,32 @@ WorkerSlot::~WorkerSlot() {
 
 void ProcessPoolCore::flush(const Worker& w) {
   if (w->write_busy || w->out.empty() || w->gone || w->exit_status || !w->to.is_open()) return;
+  // Most writes fit in the pipe at once. Made here, they are over here: the next call's
+  // flush finds the channel free, with no completion handler to run first (a watching thread
+  // sends each call itself, wait_turn.cpp).
+  std::size_t done = 0;
+  const bool failed = !write_now(w->to.native_handle(), w->out, done);
+  // A worker watching in memory (worker.cpp, watch_for_call) reads now, and waits in read()
+  // for the rest of a big call.
+  w->calls->page()[slots::kCallsWrittenWord].fetch_add(std::exchange(w->frames_unannounced, 0),
+                                                       std::memory_order_release);
+  if (failed || done == w->out.size()) {  // failed: EPIPE; the read side reports the death
+    w->out.clear();
+    if (w->out.capacity() > kKeepBufferBytes) std::vector<char>().swap(w->out);
+    if (!failed && w->closing) w->to.close();
+    return;
+  }
+  // The pipe is full: the rest goes as the worker reads. Asio's own completion conditions
+  // write at most 64 KiB per write(): a 64 MiB argument took 1024 trips through the I/O loop,
+  // each waiting for the worker to drain the pipe. Offering all that is left lets each
+  // write() fill the whole (1 MiB) pipe.
   w->write_busy = true;
   w->writing.swap(w->out);
-  // Asio's own completion conditions write at most 64 KiB per write(): a 64 MiB argument
-  // took 1024 trips through the I/O loop, each waiting for the worker to drain the pipe.
-  // Offering all that is left lets each write() fill the whole (1 MiB) pipe.
-  auto all_that_is_left = [n = w->writing.size()](const boost::system::error_code& ec,
-                                                  std::size_t done) -> std::size_t {
-    return ec ? 0 : n - done;
+  const std::size_t rest = w->writing.size() - done;
+  auto all_that_is_left = [rest](const boost::system::error_code& ec, std::size_t n) {
+    return ec ? 0 : rest - n;
   };
-  asio::async_write(w->to, asio::buffer(w->writing), all_that_is_left,
+  asio::async_write(w->to, asio::buffer(w->writing.data() + done, rest), all_that_is_left,
                     [self = shared_from_this(), w](boost::system::error_code ec, std::size_t) {
                       w->write_busy = false;
                       w->writing.clear();
@@ -476,35 +525,61 @@ void ProcessPoolCore::flush(const Worker& w) {
                         std::vector<char>().swap(w->writing);
                       if (ec) return;  // EPIPE: the read side reports the death
                       self->flush(w);
-                      if (w->closing && w->out.empty()) w->to.close();
+                      if (w->closing && w->out.empty() && !w->write_busy) w->to.close();
                     });
 }
 
+// The reply pipe is read by whoever drives the pool (the I/O thread, or a watching thread:
+// wait_turn.cpp), without waiting: Asio only says when it is readable. A pending read would
+// hold a buffer that a watching thread's read could move.
 void ProcessPoolCore::start_reading(const Worker& w) {
-  auto space = w->in.space();
   w->reading = true;
-  w->from.async_read_some(
-      asio::buffer(space.data(), space.size()),
-      [self = shared_from_this(), w](boost::system::error_code ec, std::size_t n) {
-        self->on_read(w, ec, n);
-      });
+  w->from.async_wait(
+      asio::posix::stream_descriptor::wait_read,
+      [self = shared_from_this(), w](boost::system::error_code ec) { self->on_readable(w, ec); });
 }
 
-void ProcessPoolCore::on_read(const Worker& w, boost::system::error_code ec, std::size_t n) {
+void ProcessPoolCore::on_readable(const Worker& w, boost::system::error_code ec) {
   w->reading = false;
-  if (!ec) {
-    w->in.commit(n);
-    on_frames(w);
-  }
+  ReadOutcome read = ReadOutcome::drained;
+  if (!ec && !w->exit_status) read = read_available(w);
   if (w->exit_status) {
     read_to_end(w);  // the worker is dead: what it wrote is all in the pipe now
     bury(w);
-  } else if (ec) {
+  } else if (ec || read == ReadOutcome::ended) {
     on_channel_end(w);
+  } else if (read == ReadOutcome::more) {
+    // Edge-triggered: no new readiness comes for bytes already waiting. Read them on the
+    // next turn of the loop, after the other workers' replies.
+    w->reading = true;
+    asio::post(io_, [self = shared_from_this(), w] { self->on_readable(w, {}); });
   } else if (!w->gone) {
     start_reading(w);
   }
   dispatch();
+}
+
+// Reads what the worker has written, up to a budget so that one worker's stream of bytes
+// cannot starve the others: until the pipe is empty (a short read), its end, or the budget.
+ProcessPoolCore::ReadOutcome ProcessPoolCore::read_available(const Worker& w) {
+  const int fd = w->from.native_handle();
+  w->replies_seen = replies_written(*w);  // before reading: a later reply shows as new
+  std::size_t budget = kReadBudget;
+  while (!w->gone) {
+    auto space = w->in.space();
+    ssize_t n = ::read(fd, space.data(), space.size());
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0)
+      return errno == EAGAIN || errno == EWOULDBLOCK ? ReadOutcome::drained : ReadOutcome::ended;
+    if (n == 0) return ReadOutcome::ended;
+    const auto got = static_cast<std::size_t>(n);
+    w->in.commit(got);
+    on_frames(w);
+    if (got < space.size()) return ReadOutcome::drained;
+    if (got >= budget) return ReadOutcome::more;
+    budget -= got;
+  }
+  return ReadOutcome::drained;
 }
 
 // Reads what is left in a dead worker's pipe, without waiting: every byte the worker wrote

@@ -2,8 +2,10 @@
 //
 // pool.cpp holds the I/O thread's routine work (dispatch into windows, the channels, worker
 // start-up, retiring, shutdown), faults.cpp the fault policy (start failures, crashes,
-// timeouts, a failing initializer, breaking the pool). Submitters reach it only through
-// enqueue and shutdown; what they share with the I/O thread lives in SubmissionQueue.
+// timeouts, a failing initializer, breaking the pool), wait_turn.cpp the turn: threads
+// waiting for a result doing that work while the I/O thread stands by. Submitters reach it
+// only through enqueue and shutdown; what they share with the I/O thread lives in
+// SubmissionQueue.
 #pragma once
 
 #include <atomic>
@@ -22,7 +24,7 @@
 #include <boost/asio/executor_work_guard.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/posix/stream_descriptor.hpp>
-#include <boost/asio/readable_pipe.hpp>
+#include <boost/asio/post.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/writable_pipe.hpp>
 
@@ -31,6 +33,7 @@
 #include "backends/process/fork_server.hpp"
 #include "backends/process/launcher.hpp"
 #include "backends/process/submission_queue.hpp"
+#include "cfx/detail/shared_state.hpp"
 #include "cfx/process_pool.hpp"
 #include "lib/toolkit/descriptors.hpp"
 
@@ -87,8 +90,8 @@ struct WorkerSlot {
   explicit WorkerSlot(asio::io_context& io) : to(io), from(io), exit_watch(io), timer(io) {}
   ~WorkerSlot();
 
-  asio::writable_pipe to;    // calls
-  asio::readable_pipe from;  // replies
+  asio::writable_pipe to;               // calls
+  asio::posix::stream_descriptor from;  // replies, read without waiting (read_available)
   // Its pidfd, readable once it exits; the pool reaps it with waitid (faults.cpp).
   asio::posix::stream_descriptor exit_watch;
   bool reaped = false;
@@ -110,10 +113,12 @@ struct WorkerSlot {
   // Big calls out and big results in, through the worker's shared file (bulk_area.hpp).
   std::optional<BulkArea> calls_area, results_area;
 
-  std::vector<char> out, writing;  // queued and in-progress writes
+  std::vector<char> out, writing;        // queued and in-progress writes
+  std::uint64_t frames_unannounced = 0;  // frames in `out`, not yet in kCallsWrittenWord
   bool write_busy = false;
   FrameSplitter in{max_frame_length()};
-  bool reading = false;  // an async read is pending
+  bool reading = false;            // a wait for readable (or the read of the rest) is pending
+  std::uint64_t replies_seen = 0;  // its kRepliesWrittenWord when last read (wait_turn.cpp)
 
   std::size_t calls_sent = 0;
   bool ready = false;              // said hello
@@ -156,7 +161,7 @@ class InitCall final : public RemoteTask {
   std::weak_ptr<ProcessPoolCore> core_;
 };
 
-class ProcessPoolCore : public std::enable_shared_from_this<ProcessPoolCore> {
+class ProcessPoolCore : public std::enable_shared_from_this<ProcessPoolCore>, private UserCodeSink {
  public:
   explicit ProcessPoolCore(ProcessPoolOptions options);
 
@@ -172,7 +177,7 @@ class ProcessPoolCore : public std::enable_shared_from_this<ProcessPoolCore> {
   asio::io_context& io_context() { return io_; }
   std::size_t max_workers() const { return max_workers_; }
   std::vector<int> worker_pids() const { return queue_.worker_pids(); }
-  void enqueue(RemoteTask* task) { queue_.push(task); }
+  void enqueue(RemoteTask* task);
   void shutdown(bool wait, bool cancel_futures);
   /// Sends `signal` to every worker and shuts down: unstarted and running calls end
   /// cancelled. Returns when every worker is reaped.
@@ -186,6 +191,14 @@ class ProcessPoolCore : public std::enable_shared_from_this<ProcessPoolCore> {
   /// Fails every queued and running call with BrokenProcessPool(message), and every later
   /// submit. I/O thread only.
   void break_pool(const std::string& message);
+
+  // wait_turn.cpp: threads waiting for a result drive the pool while the I/O thread stands by
+  /// A thread starts or stops watching one of this pool's futures (WaitHelper).
+  void begin_help() noexcept;
+  void end_help() noexcept;
+  /// One look of a watching thread: if it gets the turn, it does the I/O thread's work (sends
+  /// the calls queued, takes in replies); true if it did any.
+  bool help() noexcept;
 
  private:
   using Worker = std::shared_ptr<WorkerSlot>;
@@ -218,7 +231,9 @@ class ProcessPoolCore : public std::enable_shared_from_this<ProcessPoolCore> {
   bool adopt_worker(LaunchedWorker launched);
   void flush(const Worker& w);
   void start_reading(const Worker& w);
-  void on_read(const Worker& w, boost::system::error_code ec, std::size_t n);
+  void on_readable(const Worker& w, boost::system::error_code ec);
+  enum class ReadOutcome { drained, more, ended };
+  ReadOutcome read_available(const Worker& w);
   void read_to_end(const Worker& w);
   void on_frames(const Worker& w);
   void check_header(const WorkerSlot& w, const FrameHeader& h) const;
@@ -228,6 +243,30 @@ class ProcessPoolCore : public std::enable_shared_from_this<ProcessPoolCore> {
   void remove_worker(const Worker& w);
   void begin_drain();
   void check_drained();
+
+  // wait_turn.cpp
+  void make_helper();
+  bool stand_by_wanted() const;
+  void stand_by();
+  bool look(bool send_first, Clock::duration spin);
+  void look_round();
+  bool watch_replies(Clock::duration spin) const;
+  void read_all_replies();
+  static std::uint64_t replies_written(const WorkerSlot& w);
+  void mark_watched(bool watched);
+  bool owed() const;
+  /// Wakes the I/O thread if it stands by, to run the user code handed over and to look at
+  /// the pool.
+  void rouse() noexcept;
+  void take(StateBase& state, CallbackNode* callbacks) noexcept override;
+  void run_user_code();
+  /// asio::post to the I/O thread, rousing it if it stands by: for work that must not wait
+  /// for a watching thread's next look.
+  template <class F>
+  void post_and_rouse(F&& f) {
+    asio::post(io_, std::forward<F>(f));
+    rouse();
+  }
 
   // faults.cpp: the fault policy
   void watch_start(const Worker& w);
@@ -277,7 +316,25 @@ class ProcessPoolCore : public std::enable_shared_from_this<ProcessPoolCore> {
   std::mutex join_mutex_;
   SubmissionQueue queue_;
 
-  // I/O thread only
+  // The turn (wait_turn.cpp). While the I/O thread stands by, the thread that holds turn_
+  // drives the pool in its place.
+  std::shared_ptr<WaitHelper> helper_;  // set on every call: its waiters help this pool
+  std::mutex turn_;
+  std::atomic<bool> standing_by_{false};     // changes under turn_
+  std::atomic<bool> stand_by_asked_{false};  // a watcher posted to bring the I/O thread out
+  std::atomic<bool> asleep_{false};          // the I/O thread sleeps on rouse_
+  std::atomic<std::uint32_t> rouse_{0};      // the stand-by's futex word
+  std::atomic<int> helpers_{0};              // threads watching now
+  std::atomic<std::uint64_t> helps_{0};      // watches begun, ever
+  Clock::time_point last_look_{};            // the last io_.poll() while standing by (turn_)
+  struct UserCode {
+    StateBase* state;
+    CallbackNode* callbacks;
+  };
+  std::mutex user_code_mutex_;
+  std::vector<UserCode> user_code_;  // handed over by watching threads (take)
+
+  // I/O thread only (while it stands by: the holder of turn_)
   std::vector<Worker> workers_;
   int start_failures_ = 0;  // workers in a row that failed before their hello
   int start_kills_ = 0;     // workers in a row SIGKILLed from outside before their hello

@@ -20,6 +20,7 @@
 
 #include "cfx/errors.hpp"
 #include "cfx/queue.hpp"
+#include "lib/cores.hpp"
 
 namespace cfx::detail {
 namespace {
@@ -95,12 +96,6 @@ void recount(const SharedBlock& block, QueueState& s) {
     ++n;
   }
   s.count.store(n, std::memory_order_relaxed);
-}
-
-void cpu_relax() {
-#if defined(__x86_64__) || defined(__i386__)
-  __builtin_ia32_pause();
-#endif
 }
 
 /// Spins a little while `busy()`: the other side of a queue usually finishes within a

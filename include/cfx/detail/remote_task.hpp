@@ -56,6 +56,10 @@ class RemoteTask {
   HandleList handles;  // descriptors the arguments refer to (handles.hpp), sent beside them
   std::optional<std::chrono::duration<double>> timeout;  // CallOptions::timeout
   std::uint32_t attempts = 0;  // runs cut short by the death of their worker (max_retries)
+  /// What a thread waiting for this call can do meanwhile (StateBase::helper), set by a pool
+  /// whose waiting threads help it whether or not a worker holds the call yet (null: the
+  /// helper of the slots the call was sent to, if any).
+  std::shared_ptr<WaitHelper> pool_helper;
 
   /// The pool is sending the call to a worker as call `id` of `slots`; false if it was
   /// cancelled meanwhile (do not send it then). The future stays pending until the worker
@@ -157,6 +161,7 @@ class RemoteCall final : public SharedState<R>, public RemoteTask {
     return started;
   }
   std::shared_ptr<WaitHelper> helper() const noexcept override {
+    if (pool_helper) return pool_helper;
     std::shared_ptr<CallSlots> slots = current_slots().first;
     WaitHelper* h = slots ? slots->helper() : nullptr;
     return h ? std::shared_ptr<WaitHelper>(std::move(slots), h) : nullptr;

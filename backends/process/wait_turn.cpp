@@ -1,0 +1,284 @@
+// The process pool's turn: a thread waiting for one of the pool's results drives the pool
+// itself while the I/O thread stands by.
+//
+// A round trip through the I/O thread has three threads in it on this machine's two cores:
+// the waiting thread, the I/O thread (woken to send the call, woken again by the reply) and
+// the worker, which sleeps in read() between calls. Every wake-up costs about as much as the
+// call, and a system call a microsecond (docs/performance.md, "The tail of a round trip").
+// So while a thread watches one of the pool's futures on the core (StateBase::wait), it does
+// the I/O thread's work itself (help): it sends its call, watches in memory for the worker's
+// reply count to move (kRepliesWrittenWord), reads the reply and completes its future, and
+// now and then runs io_'s other handlers. The worker, told that a thread watches
+// (kWatchedWord), watches in memory for the next call for a moment before it sleeps.
+//
+// The I/O thread meanwhile stands by (stand_by): it has left io_.run_one() and sleeps on a
+// futex word of its own, so that replies no longer wake it. It looks at the pool itself only
+// when roused or when no thread watches with replies owed, and goes back to io_ once no
+// thread has watched for kStandByLimit. Only the holder of turn_ touches the pool's state
+// while it stands by. The callbacks and coroutines of the futures a watching thread
+// completes run on the I/O thread (DivertUserCode), as they would have.
+#include <signal.h>
+
+#include "backends/process/pool.hpp"
+#include "cfx/detail/shared_sync.hpp"
+#include "lib/cores.hpp"
+
+namespace cfx::detail {
+namespace {
+
+/// The I/O thread stands by until no thread has begun to watch for this long.
+constexpr auto kStandByLimit = std::chrono::milliseconds(2);
+/// Standing by with replies owed and no thread watching, the I/O thread looks this often.
+constexpr auto kUnwatchedLook = std::chrono::microseconds(50);
+/// A watching thread runs io_'s handlers at least this often, and between looks watches the
+/// workers' reply counts in memory for up to kWatchSpin before it yields the core.
+constexpr auto kLookEvery = std::chrono::microseconds(50);
+constexpr auto kWatchSpin = std::chrono::microseconds(5);
+
+/// The first look of a thread's watch sends the calls queued: its own is among them.
+thread_local bool watch_first_look = false;
+
+/// A write to a dead worker fails with EPIPE and raises SIGPIPE in the writing thread. A
+/// watching thread blocks SIGPIPE while it holds the turn, and takes back the one its writes
+/// raised before it unblocks it: the program's disposition is left alone, as on the I/O thread.
+class PipeSignalGuard {
+ public:
+  void block() noexcept {
+    if (blocked_) return;
+    sigset_t pipe_set, old;
+    sigemptyset(&pipe_set);
+    sigaddset(&pipe_set, SIGPIPE);
+    if (pthread_sigmask(SIG_BLOCK, &pipe_set, &old) != 0) return;
+    blocked_ = !sigismember(&old, SIGPIPE);  // already blocked: the thread's own, left as is
+  }
+  void unblock() noexcept {
+    if (!blocked_) return;
+    blocked_ = false;
+    sigset_t pipe_set, pending;
+    sigemptyset(&pipe_set);
+    sigaddset(&pipe_set, SIGPIPE);
+    if (sigpending(&pending) == 0 && sigismember(&pending, SIGPIPE)) {
+      const timespec now{0, 0};
+      while (sigtimedwait(&pipe_set, nullptr, &now) < 0 && errno == EINTR) {
+      }
+    }
+    pthread_sigmask(SIG_UNBLOCK, &pipe_set, nullptr);
+  }
+
+ private:
+  bool blocked_ = false;
+};
+
+thread_local PipeSignalGuard pipe_signal;
+
+/// The WaitHelper of every call of one pool.
+class PoolHelper final : public WaitHelper {
+ public:
+  explicit PoolHelper(std::weak_ptr<ProcessPoolCore> core) : core_(std::move(core)) {}
+  void begin() noexcept override {
+    watch_first_look = true;
+    if (auto core = core_.lock()) core->begin_help();
+  }
+  bool help() noexcept override {
+    auto core = core_.lock();
+    return core && core->help();
+  }
+  void end() noexcept override {
+    pipe_signal.unblock();
+    if (auto core = core_.lock()) core->end_help();
+  }
+
+ private:
+  std::weak_ptr<ProcessPoolCore> core_;
+};
+
+}  // namespace
+
+void ProcessPoolCore::make_helper() {
+  helper_ = std::make_shared<PoolHelper>(weak_from_this());
+}
+
+void ProcessPoolCore::enqueue(RemoteTask* task) {
+  if (!driven_) task->pool_helper = helper_;
+  queue_.push(task);
+}
+
+void ProcessPoolCore::begin_help() noexcept {
+  if (driven_) return;
+  helpers_.fetch_add(1);
+  helps_.fetch_add(1);
+  // The I/O thread waits in io_: a handler that does nothing brings it out to stand by.
+  if (standing_by_.load() || stand_by_asked_.exchange(true)) return;
+  try {
+    asio::post(io_, [] {});
+  } catch (...) {  // out of memory: the watcher waits for the I/O thread, as before
+    stand_by_asked_.store(false);
+  }
+}
+
+bool ProcessPoolCore::help() noexcept {
+  if (driven_ || on_io_thread()) return false;
+  std::unique_lock turn(turn_, std::try_to_lock);
+  if (!turn || !standing_by_.load()) return false;
+  pipe_signal.block();
+  DivertUserCode divert(*this);
+  return look(std::exchange(watch_first_look, false), kWatchSpin);
+}
+
+void ProcessPoolCore::end_help() noexcept {
+  // The last watcher to leave with replies owed rouses the I/O thread, which looks for them.
+  if (driven_ || helpers_.fetch_sub(1) != 1) return;
+  std::unique_lock turn(turn_, std::try_to_lock);
+  if (!turn || (standing_by_.load() && owed())) rouse();
+}
+
+// One look at the pool by the holder of the turn: sends the calls queued (`send_first`: at
+// once), takes in the replies the workers have written, and runs io_'s other handlers at
+// least every kLookEvery. Watches the reply counts in memory for up to `spin` meanwhile.
+// True if it did anything.
+bool ProcessPoolCore::look(bool send_first, Clock::duration spin) {
+  mark_watched(true);
+  if (send_first) {
+    dispatch();
+    return true;
+  }
+  if (watch_replies(spin)) {
+    read_all_replies();
+    dispatch();  // the calls queued behind the replies
+    return true;
+  }
+  if (Clock::now() - last_look_ < kLookEvery) return false;
+  last_look_ = Clock::now();
+  return io_.poll() > 0;
+}
+
+// The I/O thread's look while it stands by and no thread watches: everything, at once.
+void ProcessPoolCore::look_round() {
+  last_look_ = Clock::now();
+  read_all_replies();
+  io_.poll();
+  dispatch();
+}
+
+// Watches the workers' reply counts in memory for up to `spin`, or until the next run of
+// io_'s handlers is due; true as soon as a worker has written a reply not yet read.
+bool ProcessPoolCore::watch_replies(Clock::duration spin) const {
+  const auto until = std::min(Clock::now() + spin, last_look_ + kLookEvery);
+  for (;;) {
+    for (auto& w : workers_)
+      if (replies_written(*w) != w->replies_seen) return true;
+    if (Clock::now() >= until) return false;
+    for (int i = 0; i < 16; ++i) cpu_relax();
+  }
+}
+
+// Reads the replies the workers have written since they were last read, without waiting for
+// io_ to report them; a channel's end and a worker's death are left to io_'s handlers
+// (on_readable, on_exit).
+void ProcessPoolCore::read_all_replies() {
+  for (std::size_t i = 0; i < workers_.size(); ++i) {
+    Worker w = workers_[i];
+    if (replies_written(*w) != w->replies_seen && !w->gone && !w->exit_status) read_available(w);
+  }
+}
+
+std::uint64_t ProcessPoolCore::replies_written(const WorkerSlot& w) {
+  return w.calls->page()[slots::kRepliesWrittenWord].load(std::memory_order_acquire);
+}
+
+void ProcessPoolCore::mark_watched(bool watched) {
+  for (auto& w : workers_)
+    w->calls->page()[slots::kWatchedWord].store(watched ? 1 : 0, std::memory_order_relaxed);
+}
+
+bool ProcessPoolCore::owed() const {
+  return draining_ || launching_ > 0 || in_flight_total() > 0 || !queue_.drained();
+}
+
+void ProcessPoolCore::rouse() noexcept {
+  rouse_.fetch_add(1);
+  if (asleep_.load()) futex_wake(rouse_, 1);
+}
+
+bool ProcessPoolCore::stand_by_wanted() const {
+  return !driven_ && helpers_.load() > 0;
+}
+
+// The I/O thread, out of io_ (run_io): sleeps while threads watch the pool's futures, and
+// runs the user code they hand over. Roused, or with replies owed and no thread watching, it
+// looks at the pool itself, without waiting in io_. Returns once no thread has begun to
+// watch for kStandByLimit, or the pool has finished.
+void ProcessPoolCore::stand_by() {
+  auto seq = rouse_.load();  // a rouse from here on ends the first sleep at once
+  {
+    std::lock_guard turn(turn_);
+    standing_by_.store(true);
+  }
+  stand_by_asked_.store(false);
+  auto seen = helps_.load();
+  auto last_help = Clock::now();
+  bool look_soon = false;  // replies owed that no thread watches for
+  for (;;) {
+    run_user_code();
+    asleep_.store(true);
+    futex_wait(rouse_, seq,
+               Clock::now() +
+                   (look_soon ? Clock::duration(kUnwatchedLook) : Clock::duration(kStandByLimit)));
+    asleep_.store(false);
+    const auto now_seq = rouse_.load();
+    const bool roused = now_seq != std::exchange(seq, now_seq);
+    const auto helps = helps_.load();
+    const bool helped = helps != std::exchange(seen, helps);  // a watch began since the last look
+    const auto now = Clock::now();
+    if (helped) last_help = now;
+    if (helpers_.load() > 0) continue;  // they drive, and rouse this thread as they leave
+    std::unique_lock turn(turn_, std::try_to_lock);
+    if (!turn || helpers_.load() > 0) {  // one has just begun, or is just leaving: look again
+      look_soon = true;
+      continue;
+    }
+    if (!roused && helped) {  // the watching threads see to it
+      look_soon = false;
+      continue;
+    }
+    look_round();  // what no watching thread did
+    look_soon = owed();
+    // Shutting down: back to io_, which is woken by what it waits for.
+    if (io_.stopped() || draining_ || (!look_soon && now - last_help >= kStandByLimit)) {
+      mark_watched(false);
+      standing_by_.store(false);  // under the turn: no watching thread is in the pool now
+      break;
+    }
+  }
+  run_user_code();
+}
+
+// UserCodeSink: the callbacks of a future a watching thread completed, for the I/O thread.
+void ProcessPoolCore::take(StateBase& state, CallbackNode* callbacks) noexcept {
+  try {
+    std::lock_guard lock(user_code_mutex_);
+    user_code_.push_back({&state, callbacks});
+  } catch (...) {  // out of memory: run here rather than lose it
+    return state.run_user_code(callbacks);
+  }
+  // Run by stand_by once roused, or by this handler if the I/O thread no longer stands by (a
+  // watcher's look that runs the handler leaves the code to the I/O thread).
+  try {
+    asio::post(io_, [self = shared_from_this()] {
+      if (self->on_io_thread()) self->run_user_code();
+    });
+  } catch (...) {  // out of memory: stand_by runs it, or the next of these handlers
+  }
+  rouse();
+}
+
+void ProcessPoolCore::run_user_code() {
+  std::vector<UserCode> code;
+  {
+    std::lock_guard lock(user_code_mutex_);
+    code.swap(user_code_);
+  }
+  for (auto& c : code) c.state->run_user_code(c.callbacks);
+}
+
+}  // namespace cfx::detail
