@@ -497,10 +497,12 @@ void ProcessPoolCore::flush(const Worker& w) {
   // sends each call itself, wait_turn.cpp).
   std::size_t done = 0;
   const bool failed = !write_now(w->to.native_handle(), w->out, done);
+  if (failed && errno == EPIPE) note_pipe_signal();
   // A worker watching in memory (worker.cpp, watch_for_call) reads now, and waits in read()
   // for the rest of a big call.
-  w->calls->page()[slots::kCallsWrittenWord].fetch_add(std::exchange(w->frames_unannounced, 0),
-                                                       std::memory_order_release);
+  if (w->frames_unannounced > 0)
+    w->calls->page()[slots::kCallsWrittenWord].fetch_add(std::exchange(w->frames_unannounced, 0),
+                                                         std::memory_order_release);
   if (failed || done == w->out.size()) {  // failed: EPIPE; the read side reports the death
     w->out.clear();
     if (w->out.capacity() > kKeepBufferBytes) std::vector<char>().swap(w->out);
@@ -523,6 +525,7 @@ void ProcessPoolCore::flush(const Worker& w) {
                       w->writing.clear();
                       if (w->writing.capacity() > kKeepBufferBytes)
                         std::vector<char>().swap(w->writing);
+                      if (ec == asio::error::broken_pipe) note_pipe_signal();
                       if (ec) return;  // EPIPE: the read side reports the death
                       self->flush(w);
                       if (w->closing && w->out.empty() && !w->write_busy) w->to.close();
@@ -573,6 +576,7 @@ ProcessPoolCore::ReadOutcome ProcessPoolCore::read_available(const Worker& w) {
       return errno == EAGAIN || errno == EWOULDBLOCK ? ReadOutcome::drained : ReadOutcome::ended;
     if (n == 0) return ReadOutcome::ended;
     const auto got = static_cast<std::size_t>(n);
+    w->bytes_read += got;
     w->in.commit(got);
     on_frames(w);
     if (got < space.size()) return ReadOutcome::drained;

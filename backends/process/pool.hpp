@@ -119,6 +119,7 @@ struct WorkerSlot {
   FrameSplitter in{max_frame_length()};
   bool reading = false;            // a wait for readable (or the read of the rest) is pending
   std::uint64_t replies_seen = 0;  // its kRepliesWrittenWord when last read (wait_turn.cpp)
+  std::uint64_t bytes_read = 0;    // from `from`, ever
 
   std::size_t calls_sent = 0;
   bool ready = false;              // said hello
@@ -141,6 +142,10 @@ struct WorkerSlot {
 };
 
 class ProcessPoolCore;
+
+/// A write of this thread's failed with EPIPE (a dead worker): if it is a thread that waits
+/// for a result and holds the pool's turn, the SIGPIPE raised is taken back (wait_turn.cpp).
+void note_pipe_signal() noexcept;
 
 /// The initializer's call, sent first to every worker; its failure breaks the pool.
 class InitCall final : public RemoteTask {
@@ -251,7 +256,7 @@ class ProcessPoolCore : public std::enable_shared_from_this<ProcessPoolCore>, pr
   bool look(bool send_first, Clock::duration spin);
   void look_round();
   bool watch_replies(Clock::duration spin) const;
-  void read_all_replies();
+  bool read_all_replies();
   static std::uint64_t replies_written(const WorkerSlot& w);
   void mark_watched(bool watched);
   bool owed() const;
@@ -327,6 +332,8 @@ class ProcessPoolCore : public std::enable_shared_from_this<ProcessPoolCore>, pr
   std::atomic<int> helpers_{0};              // threads watching now
   std::atomic<std::uint64_t> helps_{0};      // watches begun, ever
   Clock::time_point last_look_{};            // the last io_.poll() while standing by (turn_)
+  bool watched_marked_ = false;              // kWatchedWord as last stored (turn_)
+  std::size_t workers_marked_ = 0;           // in how many workers' pages
   struct UserCode {
     StateBase* state;
     CallbackNode* callbacks;

@@ -12,11 +12,12 @@
 // (kWatchedWord), watches in memory for the next call for a moment before it sleeps.
 //
 // The I/O thread meanwhile stands by (stand_by): it has left io_.run_one() and sleeps on a
-// futex word of its own, so that replies no longer wake it. It looks at the pool itself only
-// when roused or when no thread watches with replies owed, and goes back to io_ once no
-// thread has watched for kStandByLimit. Only the holder of turn_ touches the pool's state
-// while it stands by. The callbacks and coroutines of the futures a watching thread
-// completes run on the I/O thread (DivertUserCode), as they would have.
+// futex word of its own, so that replies no longer wake it. When no thread watches, it looks
+// at the pool itself: when roused, every kStandByLimit, and every kUnwatchedLook while replies
+// are owed; it goes back to io_ once no thread has begun to watch for kStandByLimit. Only the
+// holder of turn_ touches the pool's state while it stands by. The callbacks and coroutines
+// of the futures a watching thread completes run on the I/O thread (DivertUserCode), as they
+// would have.
 #include <signal.h>
 
 #include "backends/process/pool.hpp"
@@ -27,7 +28,7 @@ namespace cfx::detail {
 namespace {
 
 /// The I/O thread stands by until no thread has begun to watch for this long.
-constexpr auto kStandByLimit = std::chrono::milliseconds(2);
+constexpr auto kStandByLimit = std::chrono::milliseconds(1);
 /// Standing by with replies owed and no thread watching, the I/O thread looks this often.
 constexpr auto kUnwatchedLook = std::chrono::microseconds(50);
 /// A watching thread runs io_'s handlers at least this often, and between looks watches the
@@ -39,34 +40,51 @@ constexpr auto kWatchSpin = std::chrono::microseconds(5);
 thread_local bool watch_first_look = false;
 
 /// A write to a dead worker fails with EPIPE and raises SIGPIPE in the writing thread. A
-/// watching thread blocks SIGPIPE while it holds the turn, and takes back the one its writes
-/// raised before it unblocks it: the program's disposition is left alone, as on the I/O thread.
+/// watching thread blocks SIGPIPE while it holds the turn and, if one of its writes failed so
+/// (note_pipe_signal), takes that signal back before it restores its mask: the program's
+/// disposition is left alone, as on the I/O thread. A thread that blocked SIGPIPE itself
+/// keeps it blocked, and keeps a SIGPIPE that was pending before.
 class PipeSignalGuard {
  public:
   void block() noexcept {
-    if (blocked_) return;
-    sigset_t pipe_set, old;
-    sigemptyset(&pipe_set);
-    sigaddset(&pipe_set, SIGPIPE);
-    if (pthread_sigmask(SIG_BLOCK, &pipe_set, &old) != 0) return;
-    blocked_ = !sigismember(&old, SIGPIPE);  // already blocked: the thread's own, left as is
+    if (active_) return;
+    sigset_t old;
+    if (pthread_sigmask(SIG_BLOCK, &pipe_set(), &old) != 0) return;
+    active_ = true;
+    raised_ = false;
+    restore_ = !sigismember(&old, SIGPIPE);
+    pending_before_ = false;
+    if (!restore_) {  // blocked already: a SIGPIPE may be waiting that is not ours to take
+      sigset_t pending;
+      pending_before_ = sigpending(&pending) == 0 && sigismember(&pending, SIGPIPE);
+    }
   }
+  void note_raised() noexcept { raised_ = active_; }
   void unblock() noexcept {
-    if (!blocked_) return;
-    blocked_ = false;
-    sigset_t pipe_set, pending;
-    sigemptyset(&pipe_set);
-    sigaddset(&pipe_set, SIGPIPE);
-    if (sigpending(&pending) == 0 && sigismember(&pending, SIGPIPE)) {
+    if (!active_) return;
+    active_ = false;
+    if (raised_ && !pending_before_) {
       const timespec now{0, 0};
-      while (sigtimedwait(&pipe_set, nullptr, &now) < 0 && errno == EINTR) {
+      while (sigtimedwait(&pipe_set(), nullptr, &now) < 0 && errno == EINTR) {
       }
     }
-    pthread_sigmask(SIG_UNBLOCK, &pipe_set, nullptr);
+    if (restore_) pthread_sigmask(SIG_UNBLOCK, &pipe_set(), nullptr);
   }
 
  private:
-  bool blocked_ = false;
+  static const sigset_t& pipe_set() noexcept {
+    static const sigset_t set = [] {
+      sigset_t s;
+      sigemptyset(&s);
+      sigaddset(&s, SIGPIPE);
+      return s;
+    }();
+    return set;
+  }
+  bool active_ = false;          // blocked by block(), not yet unblocked
+  bool raised_ = false;          // a write of this thread's failed with EPIPE meanwhile
+  bool restore_ = false;         // SIGPIPE was not blocked before
+  bool pending_before_ = false;  // one was pending before (blocked by the thread itself)
 };
 
 thread_local PipeSignalGuard pipe_signal;
@@ -94,6 +112,10 @@ class PoolHelper final : public WaitHelper {
 
 }  // namespace
 
+void note_pipe_signal() noexcept {
+  pipe_signal.note_raised();
+}
+
 void ProcessPoolCore::make_helper() {
   helper_ = std::make_shared<PoolHelper>(weak_from_this());
 }
@@ -107,10 +129,10 @@ void ProcessPoolCore::begin_help() noexcept {
   if (driven_) return;
   helpers_.fetch_add(1);
   helps_.fetch_add(1);
-  // The I/O thread waits in io_: a handler that does nothing brings it out to stand by.
+  // The I/O thread waits in io_: a handler brings it out to stand by.
   if (standing_by_.load() || stand_by_asked_.exchange(true)) return;
   try {
-    asio::post(io_, [] {});
+    asio::post(io_, [self = shared_from_this()] { self->stand_by_asked_.store(false); });
   } catch (...) {  // out of memory: the watcher waits for the I/O thread, as before
     stand_by_asked_.store(false);
   }
@@ -138,18 +160,20 @@ void ProcessPoolCore::end_help() noexcept {
 // True if it did anything.
 bool ProcessPoolCore::look(bool send_first, Clock::duration spin) {
   mark_watched(true);
+  bool did = false;
   if (send_first) {
     dispatch();
-    return true;
-  }
-  if (watch_replies(spin)) {
-    read_all_replies();
+    did = true;
+  } else if (watch_replies(spin) && read_all_replies()) {
     dispatch();  // the calls queued behind the replies
-    return true;
+    did = true;
   }
-  if (Clock::now() - last_look_ < kLookEvery) return false;
-  last_look_ = Clock::now();
-  return io_.poll() > 0;
+  // However many replies come, the rest of io_'s work is never put off longer than this.
+  if (Clock::now() - last_look_ >= kLookEvery) {
+    last_look_ = Clock::now();
+    did = io_.poll() > 0 || did;
+  }
+  return did;
 }
 
 // The I/O thread's look while it stands by and no thread watches: everything, at once.
@@ -173,13 +197,19 @@ bool ProcessPoolCore::watch_replies(Clock::duration spin) const {
 }
 
 // Reads the replies the workers have written since they were last read, without waiting for
-// io_ to report them; a channel's end and a worker's death are left to io_'s handlers
-// (on_readable, on_exit).
-void ProcessPoolCore::read_all_replies() {
+// io_ to report them; true if any bytes came (a count moved by a task, not by a reply, reads
+// none). A channel's end and a worker's death are left to io_'s handlers (on_readable,
+// on_exit).
+bool ProcessPoolCore::read_all_replies() {
+  bool read = false;
   for (std::size_t i = 0; i < workers_.size(); ++i) {
     Worker w = workers_[i];
-    if (replies_written(*w) != w->replies_seen && !w->gone && !w->exit_status) read_available(w);
+    if (replies_written(*w) == w->replies_seen || w->gone || w->exit_status) continue;
+    const auto before = w->bytes_read;
+    read_available(w);
+    read = read || w->bytes_read != before;
   }
+  return read;
 }
 
 std::uint64_t ProcessPoolCore::replies_written(const WorkerSlot& w) {
@@ -187,6 +217,9 @@ std::uint64_t ProcessPoolCore::replies_written(const WorkerSlot& w) {
 }
 
 void ProcessPoolCore::mark_watched(bool watched) {
+  if (watched == watched_marked_ && workers_.size() == workers_marked_) return;
+  watched_marked_ = watched;
+  workers_marked_ = workers_.size();
   for (auto& w : workers_)
     w->calls->page()[slots::kWatchedWord].store(watched ? 1 : 0, std::memory_order_relaxed);
 }
@@ -206,8 +239,8 @@ bool ProcessPoolCore::stand_by_wanted() const {
 
 // The I/O thread, out of io_ (run_io): sleeps while threads watch the pool's futures, and
 // runs the user code they hand over. Roused, or with replies owed and no thread watching, it
-// looks at the pool itself, without waiting in io_. Returns once no thread has begun to
-// watch for kStandByLimit, or the pool has finished.
+// looks at the pool itself (every kUnwatchedLook), without waiting in io_. Returns once no
+// thread has begun to watch for kStandByLimit, or the pool is shutting down.
 void ProcessPoolCore::stand_by() {
   auto seq = rouse_.load();  // a rouse from here on ends the first sleep at once
   {
@@ -225,8 +258,7 @@ void ProcessPoolCore::stand_by() {
                Clock::now() +
                    (look_soon ? Clock::duration(kUnwatchedLook) : Clock::duration(kStandByLimit)));
     asleep_.store(false);
-    const auto now_seq = rouse_.load();
-    const bool roused = now_seq != std::exchange(seq, now_seq);
+    seq = rouse_.load();
     const auto helps = helps_.load();
     const bool helped = helps != std::exchange(seen, helps);  // a watch began since the last look
     const auto now = Clock::now();
@@ -237,14 +269,11 @@ void ProcessPoolCore::stand_by() {
       look_soon = true;
       continue;
     }
-    if (!roused && helped) {  // the watching threads see to it
-      look_soon = false;
-      continue;
-    }
     look_round();  // what no watching thread did
     look_soon = owed();
-    // Shutting down: back to io_, which is woken by what it waits for.
-    if (io_.stopped() || draining_ || (!look_soon && now - last_help >= kStandByLimit)) {
+    // Shutting down, or nobody watches any more (a reply owed that long is a long call's):
+    // back to io_, which sleeps until what it waits for comes.
+    if (io_.stopped() || draining_ || now - last_help >= kStandByLimit) {
       mark_watched(false);
       standing_by_.store(false);  // under the turn: no watching thread is in the pool now
       break;
