@@ -33,6 +33,7 @@
 #include "cfx/detail/shared_sync.hpp"
 #include "cfx/errors.hpp"
 #include "cfx/mpi_pool.hpp"
+#include "lib/handed_over_code.hpp"
 
 namespace cfx {
 namespace detail {
@@ -383,24 +384,10 @@ class MpiPoolCore : public std::enable_shared_from_this<MpiPoolCore>, private Us
   /// UserCodeSink: the user code of a future a waiting thread completed (help), for the MPI
   /// thread to run.
   void take(StateBase& state, CallbackNode* callbacks) noexcept override {
-    try {
-      std::lock_guard lock(mutex_);
-      user_code_.push_back({&state, callbacks});
-    } catch (...) {  // out of memory: run here rather than lose it
-      return state.run_user_code(callbacks);
-    }
-    wake();
+    if (user_code_.keep(state, callbacks)) wake();
   }
   /// Runs the user code waiting threads handed over; true if there was any.
-  bool run_user_code() {
-    std::vector<UserCode> code;
-    {
-      std::lock_guard lock(mutex_);
-      code.swap(user_code_);
-    }
-    for (auto& c : code) c.state->run_user_code(c.callbacks);
-    return !code.empty();
-  }
+  bool run_user_code() { return user_code_.run(); }
 
   /// Ends the MPI thread's wait. With the queue's lock held (SubmissionQueue's contract):
   /// takes no lock.
@@ -720,15 +707,12 @@ class MpiPoolCore : public std::enable_shared_from_this<MpiPoolCore>, private Us
   std::atomic<std::uint32_t> rouse_{0};   // stand_by's futex word
   std::atomic<bool> standing_by_{false};  // the MPI thread sleeps in stand_by
 
+  HandedOverCode user_code_;  // by waiting threads (take)
+
   std::mutex mutex_;  // guards what submitters and interrupt() share with the MPI thread:
   bool draining_ = false;
   std::deque<std::uint64_t> interrupts_;
-  struct UserCode {
-    StateBase* state;
-    CallbackNode* callbacks;
-  };
-  std::vector<UserCode> user_code_;  // handed over by waiting threads (take)
-  int finishing_ = 0;                // waiting threads completing futures they took in
+  int finishing_ = 0;  // waiting threads completing futures they took in
 };
 
 void SentCalls::interrupt(std::uint64_t id) noexcept {

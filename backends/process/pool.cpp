@@ -175,7 +175,6 @@ void ProcessPoolCore::run_io() {
       continue;
     }
     io_.run_one();
-    stand_by_asked_.store(false);
   }
   end_io();
 }

@@ -35,6 +35,7 @@
 #include "backends/process/submission_queue.hpp"
 #include "cfx/detail/shared_state.hpp"
 #include "cfx/process_pool.hpp"
+#include "lib/handed_over_code.hpp"
 #include "lib/toolkit/descriptors.hpp"
 
 namespace cfx::detail {
@@ -258,13 +259,14 @@ class ProcessPoolCore : public std::enable_shared_from_this<ProcessPoolCore>, pr
   bool watch_replies(Clock::duration spin) const;
   bool read_all_replies();
   static std::uint64_t replies_written(const WorkerSlot& w);
+  /// `w` has written a reply since it was last read (or a task moved its count).
+  static bool reply_waiting(const WorkerSlot& w);
   void mark_watched(bool watched);
   bool owed() const;
   /// Wakes the I/O thread if it stands by, to run the user code handed over and to look at
   /// the pool.
   void rouse() noexcept;
   void take(StateBase& state, CallbackNode* callbacks) noexcept override;
-  void run_user_code();
   /// asio::post to the I/O thread, rousing it if it stands by: for work that must not wait
   /// for a watching thread's next look.
   template <class F>
@@ -334,12 +336,7 @@ class ProcessPoolCore : public std::enable_shared_from_this<ProcessPoolCore>, pr
   Clock::time_point last_look_{};            // the last io_.poll() while standing by (turn_)
   bool watched_marked_ = false;              // kWatchedWord as last stored (turn_)
   std::size_t workers_marked_ = 0;           // in how many workers' pages
-  struct UserCode {
-    StateBase* state;
-    CallbackNode* callbacks;
-  };
-  std::mutex user_code_mutex_;
-  std::vector<UserCode> user_code_;  // handed over by watching threads (take)
+  HandedOverCode user_code_;                 // by watching threads (take)
 
   // I/O thread only (while it stands by: the holder of turn_)
   std::vector<Worker> workers_;

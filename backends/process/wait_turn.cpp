@@ -190,7 +190,7 @@ bool ProcessPoolCore::watch_replies(Clock::duration spin) const {
   const auto until = std::min(Clock::now() + spin, last_look_ + kLookEvery);
   for (;;) {
     for (auto& w : workers_)
-      if (replies_written(*w) != w->replies_seen) return true;
+      if (reply_waiting(*w)) return true;
     if (Clock::now() >= until) return false;
     for (int i = 0; i < 16; ++i) cpu_relax();
   }
@@ -204,7 +204,7 @@ bool ProcessPoolCore::read_all_replies() {
   bool read = false;
   for (std::size_t i = 0; i < workers_.size(); ++i) {
     Worker w = workers_[i];
-    if (replies_written(*w) == w->replies_seen || w->gone || w->exit_status) continue;
+    if (!reply_waiting(*w) || w->gone || w->exit_status) continue;
     const auto before = w->bytes_read;
     read_available(w);
     read = read || w->bytes_read != before;
@@ -214,6 +214,10 @@ bool ProcessPoolCore::read_all_replies() {
 
 std::uint64_t ProcessPoolCore::replies_written(const WorkerSlot& w) {
   return w.calls->page()[slots::kRepliesWrittenWord].load(std::memory_order_acquire);
+}
+
+bool ProcessPoolCore::reply_waiting(const WorkerSlot& w) {
+  return replies_written(w) != w.replies_seen;
 }
 
 void ProcessPoolCore::mark_watched(bool watched) {
@@ -247,12 +251,11 @@ void ProcessPoolCore::stand_by() {
     std::lock_guard turn(turn_);
     standing_by_.store(true);
   }
-  stand_by_asked_.store(false);
   auto seen = helps_.load();
   auto last_help = Clock::now();
   bool look_soon = false;  // replies owed that no thread watches for
   for (;;) {
-    run_user_code();
+    user_code_.run();
     asleep_.store(true);
     futex_wait(rouse_, seq,
                Clock::now() +
@@ -279,35 +282,21 @@ void ProcessPoolCore::stand_by() {
       break;
     }
   }
-  run_user_code();
+  user_code_.run();
 }
 
 // UserCodeSink: the callbacks of a future a watching thread completed, for the I/O thread.
 void ProcessPoolCore::take(StateBase& state, CallbackNode* callbacks) noexcept {
-  try {
-    std::lock_guard lock(user_code_mutex_);
-    user_code_.push_back({&state, callbacks});
-  } catch (...) {  // out of memory: run here rather than lose it
-    return state.run_user_code(callbacks);
-  }
+  if (!user_code_.keep(state, callbacks)) return;  // out of memory: it ran here
   // Run by stand_by once roused, or by this handler if the I/O thread no longer stands by (a
   // watcher's look that runs the handler leaves the code to the I/O thread).
   try {
     asio::post(io_, [self = shared_from_this()] {
-      if (self->on_io_thread()) self->run_user_code();
+      if (self->on_io_thread()) self->user_code_.run();
     });
   } catch (...) {  // out of memory: stand_by runs it, or the next of these handlers
   }
   rouse();
-}
-
-void ProcessPoolCore::run_user_code() {
-  std::vector<UserCode> code;
-  {
-    std::lock_guard lock(user_code_mutex_);
-    code.swap(user_code_);
-  }
-  for (auto& c : code) c.state->run_user_code(c.callbacks);
 }
 
 }  // namespace cfx::detail
