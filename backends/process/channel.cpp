@@ -77,6 +77,11 @@ void write_call_frame(std::vector<char>& out, const RemoteTask& task, std::uint6
 void check_reply_header(const FrameHeader& h, bool hello_expected,
                         std::optional<std::uint64_t> next_call) {
   auto kind = std::to_string(static_cast<int>(h.kind));
+  if (h.kind == FrameKind::wake) {
+    if (h.id != 0 || h.length != kMinFrameLength)
+      throw SerializationError("a wake frame with an id or a body");
+    return;
+  }
   if (hello_expected) {
     if (h.kind != FrameKind::hello || h.id != 0 || h.length != kMinFrameLength + 4)
       throw SerializationError("a frame of kind " + kind +
@@ -214,6 +219,30 @@ std::optional<Frame> FrameSplitter::next() {
   Frame frame{h->kind, h->id, Reader(body, h->length - kMinFrameLength)};
   begin_ += sizeof(std::uint64_t) + h->length;
   return frame;
+}
+
+void MailBox::put(const std::vector<char>& frame) noexcept {
+  std::memcpy(bytes_, frame.data(), frame.size());
+  length_->store(frame.size());  // sequentially consistent: see the top of channel.hpp
+}
+
+Frame MailBox::take(std::vector<char>& copy) {
+  const std::uint64_t n = length_->load();
+  if (n < kFrameHeaderSize || n > kCapacity)
+    throw SerializationError("a mailbox holding " + std::to_string(n) + " bytes");
+  copy.resize(n);
+  std::memcpy(copy.data(), bytes_, n);
+  length_->store(0);
+  auto h = read_frame_header(copy.data());
+  if (h.length != n - sizeof(std::uint64_t))
+    throw SerializationError("a mailbox frame of " + std::to_string(h.length) + " bytes in " +
+                             std::to_string(n));
+  return Frame{h.kind, h.id, Reader(copy.data() + kFrameHeaderSize, h.length - kMinFrameLength)};
+}
+
+void append_wake(std::vector<char>& out) {
+  Writer w(out);
+  finish_frame(w, begin_frame(w, FrameKind::wake, 0));
 }
 
 std::uint64_t max_frame_length() {

@@ -10,6 +10,8 @@
 //   skipped  worker -> pool   id n  (no body)         call n was withdrawn before it started
 //   bulk     either way       id n  [u64 length]      call or result n lies in the sender's
 //                                                     bulk area (bulk_area.hpp), `length` bytes
+//   wake     either way       id 0  (no body)         only wakes a reader asleep in read():
+//                                                     a frame waits in its mailbox (below)
 // Calls are numbered per worker from 1. A worker runs its calls in the order received and
 // answers each, with a result or skipped, before it looks at the next; so the pool knows which
 // reply comes next, and takes any other frame as proof that the channel was written to by
@@ -20,6 +22,15 @@
 // cancel() moves it from queued to withdrawn, and the pool, moving a call to another worker,
 // from queued to taken back. Whoever moves first wins, so a call sent ahead is started by the
 // worker or withdrawn, never both. docs/wire-format.md describes the encodings inside.
+//
+// Mailboxes: while the receiving end watches for the next frame in memory (the worker for a
+// call, a thread in the parent for a reply: wait_turn.cpp), a small frame goes through the
+// direction's mailbox in the shared file instead of the pipe, so that a round trip makes no
+// system call. A sender uses the mailbox only once the receiver has taken every frame sent
+// before (it counts them in the slot page), so a frame in the mailbox is older than any frame
+// in the pipe: receivers look in the mailbox before they take each frame from the pipe. A
+// receiver stops watching, then looks in the mailbox once more before it sleeps in read();
+// a sender that finds it stopped after the frame was put writes a wake frame down the pipe.
 #pragma once
 
 #include <atomic>
@@ -36,7 +47,14 @@
 
 namespace cfx::detail {
 
-enum class FrameKind : std::uint8_t { call = 1, result = 2, hello = 3, skipped = 4, bulk = 5 };
+enum class FrameKind : std::uint8_t {
+  call = 1,
+  result = 2,
+  hello = 3,
+  skipped = 4,
+  bulk = 5,
+  wake = 6
+};
 
 /// The fixed part of every frame.
 struct FrameHeader {
@@ -153,8 +171,23 @@ inline constexpr std::size_t kWatchedWord = kCount + 5;
 /// What each end has written, counted once the bytes are in the pipe (or on their way): the
 /// other end can watch for it in memory, without a system call.
 inline constexpr std::size_t kCallsWrittenWord = kCount + 6;    // frames, by the pool
-inline constexpr std::size_t kRepliesWrittenWord = kCount + 7;  // writes, by the worker
-inline constexpr std::size_t kPageBytes = (kCount + 8) * sizeof(std::uint64_t);
+inline constexpr std::size_t kRepliesWrittenWord = kCount + 7;  // pipe writes, by the worker
+/// The mailboxes' counts (see the top of this file). While the worker watches for a call in
+/// memory, kCallWatchWord holds the frames it has taken, plus one; 0 otherwise. The pool
+/// counts the replies it has taken in kRepliesTakenWord (the worker counts what it sent).
+inline constexpr std::size_t kCallWatchWord = kCount + 8;
+inline constexpr std::size_t kRepliesTakenWord = kCount + 9;
+/// The core of the thread in the parent that watches for replies, plus one (0: none known).
+/// A worker on that core does not watch for calls: the two would take turns on one core,
+/// each spinning through the other's time, while the other core idles (the scheduler does not
+/// move a thread that keeps running). Asleep in read(), it is woken onto an idle core.
+inline constexpr std::size_t kWatcherCoreWord = kCount + 10;
+/// The mailboxes, one page each after the words.
+inline constexpr std::size_t kCallBoxOffset = 8192;
+inline constexpr std::size_t kReplyBoxOffset = 12288;
+inline constexpr std::size_t kBoxBytes = 4096;
+inline constexpr std::size_t kPageBytes = kReplyBoxOffset + kBoxBytes;
+static_assert((kWatcherCoreWord + 1) * sizeof(std::uint64_t) <= kCallBoxOffset);
 
 enum class State : std::uint64_t { queued = 0, started = 1, withdrawn = 2, taken_back = 3 };
 
@@ -182,5 +215,29 @@ inline std::optional<State> state(const std::atomic<std::uint64_t>* page, std::u
 }
 
 }  // namespace slots
+
+/// One direction's mailbox in the slot page: [u64 length (0: empty)][the frame's bytes].
+class MailBox {
+ public:
+  static constexpr std::size_t kCapacity = slots::kBoxBytes - sizeof(std::uint64_t);
+
+  MailBox(std::atomic<std::uint64_t>* page, std::size_t offset) noexcept
+      : length_(page + offset / sizeof(std::uint64_t)),
+        bytes_(reinterpret_cast<char*>(page) + offset + sizeof(std::uint64_t)) {}
+
+  bool empty() const noexcept { return length_->load() == 0; }
+  /// Sender: puts `frame` (one whole frame of at most kCapacity bytes) in the empty mailbox.
+  void put(const std::vector<char>& frame) noexcept;
+  /// Receiver: copies the frame out into `copy` and empties the mailbox. Throws
+  /// SerializationError if what it holds is not one frame (a task wrote there).
+  Frame take(std::vector<char>& copy);
+
+ private:
+  std::atomic<std::uint64_t>* length_;
+  char* bytes_;
+};
+
+/// Appends a wake frame to `out`.
+void append_wake(std::vector<char>& out);
 
 }  // namespace cfx::detail

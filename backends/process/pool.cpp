@@ -80,7 +80,10 @@ ProcessPoolCore::ProcessPoolCore(ProcessPoolOptions options)
     : options_(std::move(options)),
       max_workers_(options_.max_workers ? options_.max_workers : usable_cores()),
       guard_(asio::make_work_guard(io_)),
-      queue_([this] { asio::post(io_, [self = shared_from_this()] { self->dispatch(); }); }) {}
+      queue_([this] {
+        asio::post(io_, [self = shared_from_this()] { self->dispatch(); });
+        rouse_if_unwatched();
+      }) {}
 
 void ProcessPoolCore::start() {
   make_helper();
@@ -459,6 +462,8 @@ bool ProcessPoolCore::adopt_worker(LaunchedWorker launched) {
   page[slots::kMemoryLimitWord].store(options_.worker_memory_limit);
   w->calls_area.emplace(w->calls->file(), kCallsAreaOffset, &page[slots::kCallsAreaWord]);
   w->results_area.emplace(w->calls->file(), kResultsAreaOffset, &page[slots::kResultsAreaWord]);
+  w->call_box.emplace(page, slots::kCallBoxOffset);
+  w->reply_box.emplace(page, slots::kReplyBoxOffset);
   // assign() takes a descriptor only when it succeeds: release it from its Fd after.
   // Written without waiting first (flush), by whichever thread drives the pool.
   ::fcntl(launched.calls.get(), F_SETFL, ::fcntl(launched.calls.get(), F_GETFL) | O_NONBLOCK);
@@ -491,6 +496,11 @@ WorkerSlot::~WorkerSlot() {
 
 void ProcessPoolCore::flush(const Worker& w) {
   if (w->write_busy || w->out.empty() || w->gone || w->exit_status || !w->to.is_open()) return;
+  if (mail_call(w)) {
+    if (w->closing) w->to.close();  // the worker takes the call from its mailbox, then ends
+    return;
+  }
+  guard_pipe_writes();
   // Most writes fit in the pipe at once. Made here, they are over here: the next call's
   // flush finds the channel free, with no completion handler to run first (a watching thread
   // sends each call itself, wait_turn.cpp).
@@ -531,6 +541,25 @@ void ProcessPoolCore::flush(const Worker& w) {
                     });
 }
 
+// Puts the one call in `out` in the worker's call mailbox if the worker watches for it in
+// memory, having taken every frame sent before (channel.hpp, "Mailboxes"); true if it did.
+// If the worker stopped watching meanwhile, a wake frame is left in `out` for the pipe.
+bool ProcessPoolCore::mail_call(const Worker& w) {
+  auto* page = w->calls->page();
+  auto& written = page[slots::kCallsWrittenWord];
+  if (w->frames_unannounced != 1 || w->out.size() > MailBox::kCapacity ||
+      read_frame_header(w->out.data()).length + sizeof(std::uint64_t) != w->out.size() ||
+      page[slots::kCallWatchWord].load() != written.load() + 1)
+    return false;
+  w->call_box->put(w->out);
+  w->out.clear();
+  w->frames_unannounced = 0;
+  written.fetch_add(1);
+  if (page[slots::kCallWatchWord].load() != 0) return true;
+  append_wake(w->out);  // it may be on its way to sleep in read()
+  return false;
+}
+
 // The reply pipe is read by whoever drives the pool (the I/O thread, or a watching thread:
 // wait_turn.cpp), without waiting: Asio only says when it is readable. A pending read would
 // hold a buffer that a watching thread's read could move.
@@ -566,6 +595,7 @@ void ProcessPoolCore::on_readable(const Worker& w, boost::system::error_code ec)
 ProcessPoolCore::ReadOutcome ProcessPoolCore::read_available(const Worker& w) {
   const int fd = w->from.native_handle();
   w->replies_seen = replies_written(*w);  // before reading: a later reply shows as new
+  on_frames(w);                           // the reply mailbox's frame first
   std::size_t budget = kReadBudget;
   while (!w->gone) {
     auto space = w->in.space();
@@ -594,6 +624,7 @@ void ProcessPoolCore::read_to_end(const Worker& w) {
   ::fcntl(fd, F_SETFL, ::fcntl(fd, F_GETFL) | O_NONBLOCK);
   int capacity = std::max(::fcntl(fd, F_GETPIPE_SZ), 1 << 16);
   std::size_t budget = 2 * static_cast<std::size_t>(capacity);
+  on_frames(w);  // the reply mailbox's frame first
   while (budget > 0 && !w->gone) {
     auto space = w->in.space();
     ssize_t n = ::read(fd, space.data(), std::min(space.size(), budget));
@@ -612,6 +643,7 @@ void ProcessPoolCore::read_to_end(const Worker& w) {
 void ProcessPoolCore::on_frames(const Worker& w) {
   try {
     for (;;) {
+      if (take_mail(w)) continue;                         // older than any frame still in the pipe
       if (auto h = w->in.header()) check_header(*w, *h);  // before its body is read
       auto frame = w->in.next();
       if (!frame) return;
@@ -628,6 +660,20 @@ void ProcessPoolCore::on_frames(const Worker& w) {
   }
 }
 
+// Takes the frame in the worker's reply mailbox, if there is one.
+bool ProcessPoolCore::take_mail(const Worker& w) {
+  if (!w->reply_box || w->reply_box->empty()) return false;
+  // The worker had taken every frame it sent before, so bytes of a frame still pending came
+  // from elsewhere: a task wrote them, during the call this mail answers.
+  if (w->in.buffered() > 0)
+    throw SerializationError(std::to_string(w->in.buffered()) +
+                             " bytes on the pipe that are no frame of the worker's");
+  Frame frame = w->reply_box->take(w->mail);
+  check_header(*w, read_frame_header(w->mail.data()));
+  on_frame(w, frame);
+  return true;
+}
+
 void ProcessPoolCore::check_header(const WorkerSlot& w, const FrameHeader& h) const {
   if (w.kill_cause == KillCause::malformed) throw SerializationError("after a malformed reply");
   std::optional<std::uint64_t> next;
@@ -636,6 +682,9 @@ void ProcessPoolCore::check_header(const WorkerSlot& w, const FrameHeader& h) co
 }
 
 void ProcessPoolCore::on_frame(const Worker& w, Frame& frame) {
+  if (frame.kind == FrameKind::wake) return;  // its frame was in the mailbox
+  // The worker may put its next reply in the mailbox once it sees this count.
+  w->calls->page()[slots::kRepliesTakenWord].store(++w->replies_taken, std::memory_order_release);
   if (frame.kind == FrameKind::hello) {
     w->ready = true;
     start_failures_ = start_kills_ = 0;

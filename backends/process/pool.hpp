@@ -113,6 +113,10 @@ struct WorkerSlot {
 
   // Big calls out and big results in, through the worker's shared file (bulk_area.hpp).
   std::optional<BulkArea> calls_area, results_area;
+  // Small frames while the other end watches for them (channel.hpp, "Mailboxes").
+  std::optional<MailBox> call_box, reply_box;
+  std::vector<char> mail;           // the last reply taken from reply_box
+  std::uint64_t replies_taken = 0;  // frames, counted in kRepliesTakenWord
 
   std::vector<char> out, writing;        // queued and in-progress writes
   std::uint64_t frames_unannounced = 0;  // frames in `out`, not yet in kCallsWrittenWord
@@ -147,6 +151,10 @@ class ProcessPoolCore;
 /// A write of this thread's failed with EPIPE (a dead worker): if it is a thread that waits
 /// for a result and holds the pool's turn, the SIGPIPE raised is taken back (wait_turn.cpp).
 void note_pipe_signal() noexcept;
+/// Before a write to a worker's pipe: a thread that waits for a result and holds the pool's
+/// turn blocks SIGPIPE until its watch ends (wait_turn.cpp). A call sent through a mailbox
+/// needs no write, and no change to the thread's signal mask.
+void guard_pipe_writes() noexcept;
 
 /// The initializer's call, sent first to every worker; its failure breaks the pool.
 class InitCall final : public RemoteTask {
@@ -236,12 +244,14 @@ class ProcessPoolCore : public std::enable_shared_from_this<ProcessPoolCore>, pr
   void on_launched(std::optional<LaunchedWorker> launched, const std::string& error);
   bool adopt_worker(LaunchedWorker launched);
   void flush(const Worker& w);
+  bool mail_call(const Worker& w);
   void start_reading(const Worker& w);
   void on_readable(const Worker& w, boost::system::error_code ec);
   enum class ReadOutcome { drained, more, ended };
   ReadOutcome read_available(const Worker& w);
   void read_to_end(const Worker& w);
   void on_frames(const Worker& w);
+  bool take_mail(const Worker& w);
   void check_header(const WorkerSlot& w, const FrameHeader& h) const;
   void on_frame(const Worker& w, Frame& frame);
   void on_result(const Worker& w, Frame& frame);
@@ -262,10 +272,15 @@ class ProcessPoolCore : public std::enable_shared_from_this<ProcessPoolCore>, pr
   /// `w` has written a reply since it was last read (or a task moved its count).
   static bool reply_waiting(const WorkerSlot& w);
   void mark_watched(bool watched);
+  /// kWatcherCoreWord in every worker's page: `core` plus one, or 0.
+  void mark_watcher_core(unsigned core);
   bool owed() const;
   /// Wakes the I/O thread if it stands by, to run the user code handed over and to look at
   /// the pool.
   void rouse() noexcept;
+  /// A call was queued: rouses the I/O thread if it stands by and nobody watches, unless a
+  /// watch has just ended (kQuietGap, wait_turn.cpp).
+  void rouse_if_unwatched() noexcept;
   void take(StateBase& state, CallbackNode* callbacks) noexcept override;
   /// asio::post to the I/O thread, rousing it if it stands by: for work that must not wait
   /// for a watching thread's next look.
@@ -333,9 +348,12 @@ class ProcessPoolCore : public std::enable_shared_from_this<ProcessPoolCore>, pr
   std::atomic<std::uint32_t> rouse_{0};      // the stand-by's futex word
   std::atomic<int> helpers_{0};              // threads watching now
   std::atomic<std::uint64_t> helps_{0};      // watches begun, ever
+  std::atomic<Clock::rep> watch_ended_{0};   // when the last watcher left (end_help)
   Clock::time_point last_look_{};            // the last io_.poll() while standing by (turn_)
   bool watched_marked_ = false;              // kWatchedWord as last stored (turn_)
   std::size_t workers_marked_ = 0;           // in how many workers' pages
+  unsigned core_marked_ = 0;                 // kWatcherCoreWord as last stored (turn_)
+  std::size_t workers_core_marked_ = 0;      // in how many workers' pages
   HandedOverCode user_code_;                 // by watching threads (take)
 
   // I/O thread only (while it stands by: the holder of turn_)

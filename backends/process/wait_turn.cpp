@@ -14,10 +14,13 @@
 // The I/O thread meanwhile stands by (stand_by): it has left io_.run_one() and sleeps on a
 // futex word of its own, so that replies no longer wake it. When no thread watches, it looks
 // at the pool itself: when roused, every kStandByLimit, and every kUnwatchedLook while replies
-// are owed; it goes back to io_ once no thread has begun to watch for kStandByLimit. Only the
+// are owed; it goes back to io_ once no thread has begun to watch for kStandByLimit. While a
+// thread watches it sleeps longer (kWatchedSleep): each of its wake-ups takes a core from a
+// thread that is waiting for a reply or computing one. Only the
 // holder of turn_ touches the pool's state while it stands by. The callbacks and coroutines
 // of the futures a watching thread completes run on the I/O thread (DivertUserCode), as they
 // would have.
+#include <sched.h>
 #include <signal.h>
 
 #include "backends/process/pool.hpp"
@@ -29,6 +32,11 @@ namespace {
 
 /// The I/O thread stands by until no thread has begun to watch for this long.
 constexpr auto kStandByLimit = std::chrono::milliseconds(1);
+/// The I/O thread's sleep while a thread watches.
+constexpr auto kWatchedSleep = std::chrono::milliseconds(8);
+/// A submit that finds no thread watching rouses the I/O thread to send it, unless a watch
+/// ended this recently: then the submitter, a loop of submit and result, is about to watch.
+constexpr auto kQuietGap = std::chrono::microseconds(50);
 /// Standing by with replies owed and no thread watching, the I/O thread looks this often.
 constexpr auto kUnwatchedLook = std::chrono::microseconds(50);
 /// A watching thread runs io_'s handlers at least this often, and between looks watches the
@@ -59,8 +67,14 @@ class PipeSignalGuard {
       pending_before_ = sigpending(&pending) == 0 && sigismember(&pending, SIGPIPE);
     }
   }
+  /// This thread holds the turn: block() before its first write to a pipe.
+  void arm() noexcept { armed_ = true; }
+  void block_if_armed() noexcept {
+    if (armed_) block();
+  }
   void note_raised() noexcept { raised_ = active_; }
   void unblock() noexcept {
+    armed_ = false;
     if (!active_) return;
     active_ = false;
     if (raised_ && !pending_before_) {
@@ -81,6 +95,7 @@ class PipeSignalGuard {
     }();
     return set;
   }
+  bool armed_ = false;           // the thread holds the turn: its writes need the block
   bool active_ = false;          // blocked by block(), not yet unblocked
   bool raised_ = false;          // a write of this thread's failed with EPIPE meanwhile
   bool restore_ = false;         // SIGPIPE was not blocked before
@@ -116,6 +131,10 @@ void note_pipe_signal() noexcept {
   pipe_signal.note_raised();
 }
 
+void guard_pipe_writes() noexcept {
+  pipe_signal.block_if_armed();
+}
+
 void ProcessPoolCore::make_helper() {
   helper_ = std::make_shared<PoolHelper>(weak_from_this());
 }
@@ -142,7 +161,7 @@ bool ProcessPoolCore::help() noexcept {
   if (driven_ || on_io_thread()) return false;
   std::unique_lock turn(turn_, std::try_to_lock);
   if (!turn || !standing_by_.load()) return false;
-  pipe_signal.block();
+  pipe_signal.arm();
   DivertUserCode divert(*this);
   return look(std::exchange(watch_first_look, false), kWatchSpin);
 }
@@ -150,6 +169,7 @@ bool ProcessPoolCore::help() noexcept {
 void ProcessPoolCore::end_help() noexcept {
   // The last watcher to leave with replies owed rouses the I/O thread, which looks for them.
   if (driven_ || helpers_.fetch_sub(1) != 1) return;
+  watch_ended_.store(Clock::now().time_since_epoch().count(), std::memory_order_relaxed);
   std::unique_lock turn(turn_, std::try_to_lock);
   if (!turn || (standing_by_.load() && owed())) rouse();
 }
@@ -160,6 +180,7 @@ void ProcessPoolCore::end_help() noexcept {
 // True if it did anything.
 bool ProcessPoolCore::look(bool send_first, Clock::duration spin) {
   mark_watched(true);
+  mark_watcher_core(static_cast<unsigned>(::sched_getcpu() + 1));
   bool did = false;
   if (send_first) {
     dispatch();
@@ -178,6 +199,7 @@ bool ProcessPoolCore::look(bool send_first, Clock::duration spin) {
 
 // The I/O thread's look while it stands by and no thread watches: everything, at once.
 void ProcessPoolCore::look_round() {
+  mark_watcher_core(0);  // this thread sleeps between looks
   last_look_ = Clock::now();
   read_all_replies();
   io_.poll();
@@ -204,7 +226,12 @@ bool ProcessPoolCore::read_all_replies() {
   bool read = false;
   for (std::size_t i = 0; i < workers_.size(); ++i) {
     Worker w = workers_[i];
-    if (!reply_waiting(*w) || w->gone || w->exit_status) continue;
+    if (w->gone || w->exit_status) continue;
+    if (!w->reply_box->empty()) {
+      on_frames(w);
+      read = true;
+    }
+    if (replies_written(*w) == w->replies_seen) continue;  // nothing new in the pipe
     const auto before = w->bytes_read;
     read_available(w);
     read = read || w->bytes_read != before;
@@ -217,7 +244,7 @@ std::uint64_t ProcessPoolCore::replies_written(const WorkerSlot& w) {
 }
 
 bool ProcessPoolCore::reply_waiting(const WorkerSlot& w) {
-  return replies_written(w) != w.replies_seen;
+  return replies_written(w) != w.replies_seen || !w.reply_box->empty();
 }
 
 void ProcessPoolCore::mark_watched(bool watched) {
@@ -225,11 +252,26 @@ void ProcessPoolCore::mark_watched(bool watched) {
   watched_marked_ = watched;
   workers_marked_ = workers_.size();
   for (auto& w : workers_)
-    w->calls->page()[slots::kWatchedWord].store(watched ? 1 : 0, std::memory_order_relaxed);
+    w->calls->page()[slots::kWatchedWord].store(watched ? 1 : 0);  // see the top of channel.hpp
+}
+
+void ProcessPoolCore::mark_watcher_core(unsigned core) {
+  if (core == core_marked_ && workers_.size() == workers_core_marked_) return;
+  core_marked_ = core;
+  workers_core_marked_ = workers_.size();
+  for (auto& w : workers_)
+    w->calls->page()[slots::kWatcherCoreWord].store(core, std::memory_order_relaxed);
 }
 
 bool ProcessPoolCore::owed() const {
   return draining_ || launching_ > 0 || in_flight_total() > 0 || !queue_.drained();
+}
+
+void ProcessPoolCore::rouse_if_unwatched() noexcept {
+  if (!standing_by_.load() || helpers_.load() > 0) return;
+  const auto ended =
+      Clock::time_point(Clock::duration(watch_ended_.load(std::memory_order_relaxed)));
+  if (Clock::now() - ended >= kQuietGap) rouse();
 }
 
 void ProcessPoolCore::rouse() noexcept {
@@ -257,16 +299,22 @@ void ProcessPoolCore::stand_by() {
   for (;;) {
     user_code_.run();
     asleep_.store(true);
-    futex_wait(rouse_, seq,
-               Clock::now() +
-                   (look_soon ? Clock::duration(kUnwatchedLook) : Clock::duration(kStandByLimit)));
+    Clock::duration sleep = kStandByLimit;
+    if (look_soon)
+      sleep = kUnwatchedLook;
+    else if (helpers_.load() > 0)
+      sleep = kWatchedSleep;
+    futex_wait(rouse_, seq, Clock::now() + sleep);
     asleep_.store(false);
     seq = rouse_.load();
     const auto helps = helps_.load();
     const bool helped = helps != std::exchange(seen, helps);  // a watch began since the last look
     const auto now = Clock::now();
     if (helped) last_help = now;
-    if (helpers_.load() > 0) continue;  // they drive, and rouse this thread as they leave
+    if (helpers_.load() > 0) {  // they drive, and rouse this thread as they leave
+      look_soon = false;
+      continue;
+    }
     std::unique_lock turn(turn_, std::try_to_lock);
     if (!turn || helpers_.load() > 0) {  // one has just begun, or is just leaving: look again
       look_soon = true;
@@ -278,6 +326,10 @@ void ProcessPoolCore::stand_by() {
     // back to io_, which sleeps until what it waits for comes.
     if (io_.stopped() || draining_ || now - last_help >= kStandByLimit) {
       mark_watched(false);
+      mark_watcher_core(0);
+      // A worker that saw the mark before it went put its reply in the mailbox, and writes
+      // no wake frame: looked for once more, now that io_ will wait for the pipes.
+      if (read_all_replies()) dispatch();
       standing_by_.store(false);  // under the turn: no watching thread is in the pool now
       break;
     }

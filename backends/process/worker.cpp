@@ -7,7 +7,9 @@
 
 #include <fcntl.h>
 #include <malloc.h>
+#include <sched.h>
 #include <signal.h>
+#include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
 #include <unistd.h>
@@ -146,28 +148,90 @@ void keep_freed_blocks() {
   ::mallopt(M_TRIM_THRESHOLD, static_cast<int>(kKeepBufferBytes));
 }
 
+/// Moves this thread to another of the cores it may run on: it found itself on the core of
+/// the thread in the parent that watches for its replies (kWatcherCoreWord). Two threads that
+/// watch each other on one core take turns, each spinning through the other's time slice,
+/// while the other core idles: the scheduler does not move a thread that keeps running, and
+/// a pipe's wake-up puts the woken thread on the writer's core. The thread's own set of
+/// cores is put back at once; it stays where the move took it.
+void leave_core() {
+  cpu_set_t allowed, others;
+  if (::sched_getaffinity(0, sizeof(allowed), &allowed) != 0) return;
+  others = allowed;
+  CPU_CLR(::sched_getcpu(), &others);
+  if (CPU_COUNT(&others) == 0 || ::sched_setaffinity(0, sizeof(others), &others) != 0) return;
+  ::sched_setaffinity(0, sizeof(allowed), &allowed);
+}
+
 /// Watches for the pool's next call on the core for up to kCallWatch, before the worker
 /// sleeps in read(): a thread in the parent drives the pool, and its next call tends to
 /// follow the answer at once. Waking a sleeping worker costs this VM about as much as the
 /// call, and a system call a microsecond (docs/performance.md, "The tail of a round trip").
-void watch_for_call(const std::atomic<std::uint64_t>& calls_written, std::uint64_t taken) {
+/// While it watches, kCallWatchWord tells the pool that it may put the call in the mailbox.
+void watch_for_call(std::atomic<std::uint64_t>* page, std::uint64_t taken) {
   constexpr auto kCallWatch = std::chrono::microseconds(50);
+  const auto& calls_written = page[slots::kCallsWrittenWord];
+  const auto& watcher_core = page[slots::kWatcherCoreWord];
+  page[slots::kCallWatchWord].store(taken + 1);
   const auto until = std::chrono::steady_clock::now() + kCallWatch;
   while (calls_written.load(std::memory_order_acquire) == taken &&
          std::chrono::steady_clock::now() < until) {
+    if (watcher_core.load(std::memory_order_relaxed) == static_cast<unsigned>(::sched_getcpu() + 1))
+      leave_core();
     for (int i = 0; i < 64 && calls_written.load(std::memory_order_acquire) == taken; ++i)
       cpu_relax();
     std::this_thread::yield();
   }
 }
 
-/// Writes the replies in `out`, then counts the write for a parent watching in memory.
-bool write_replies(int out_fd, std::vector<char>& out, std::atomic<std::uint64_t>* page) {
-  if (!write_all(out_fd, out.data(), out.size())) return false;
-  page[slots::kRepliesWrittenWord].fetch_add(1, std::memory_order_release);
-  out.clear();
-  return true;
-}
+/// The worker's replies on their way out: frames appended to `out`, then sent through the
+/// pipe or, one small frame while the parent watches for it, through the reply mailbox.
+class ReplySender {
+ public:
+  ReplySender(int fd, std::atomic<std::uint64_t>* page)
+      : fd_(fd), page_(page), box_(page, slots::kReplyBoxOffset) {}
+
+  std::vector<char> out;
+  /// A frame was appended to `out`.
+  void added() { ++frames_; }
+
+  /// Sends what `out` holds; false if the pipe failed (the parent is gone).
+  bool send() {
+    if (out.empty()) return true;
+    const bool mail = frames_ == 1 && out.size() <= MailBox::kCapacity &&
+                      page_[slots::kWatchedWord].load() != 0 &&
+                      page_[slots::kRepliesTakenWord].load(std::memory_order_acquire) == sent_ &&
+                      box_.empty() && pipe_empty();
+    sent_ += std::exchange(frames_, 0);
+    if (mail) {
+      box_.put(out);
+      out.clear();
+      if (page_[slots::kWatchedWord].load() != 0) return true;
+      append_wake(out);  // the parent stopped watching: it waits in epoll for the pipe
+    }
+    if (!write_all(fd_, out.data(), out.size())) return false;
+    page_[slots::kRepliesWrittenWord].fetch_add(1, std::memory_order_release);
+    out.clear();
+    if (out.capacity() > kKeepBufferBytes) std::vector<char>().swap(out);
+    return true;
+  }
+
+ private:
+  /// Nothing waits in the reply pipe. A task may have written there (a hostile one): its
+  /// reply then follows those bytes down the pipe, so that the pool blames its call for them,
+  /// not a later one. (The same for bytes a task left in the mailbox, which the pool takes
+  /// before the pipe's.)
+  bool pipe_empty() const {
+    int waiting = 0;
+    return ::ioctl(fd_, FIONREAD, &waiting) == 0 && waiting == 0;
+  }
+
+  int fd_;
+  std::atomic<std::uint64_t>* page_;
+  MailBox box_;
+  std::uint64_t frames_ = 0;  // in `out`
+  std::uint64_t sent_ = 0;    // frames sent, against kRepliesTakenWord
+};
 
 /// Serves calls read from in_fd, replying on out_fd, until the parent closes in_fd; starts a
 /// call only by claiming its slot in the page mapped from slots_fd. Returns the exit status.
@@ -188,21 +252,29 @@ int serve_worker(int in_fd, int out_fd, int slots_fd) {
     return run_one_call(in_fd, handles, slot_page);
   }
 
-  std::vector<char> out;
-  Writer reply(out);
+  ReplySender replies(out_fd, slot_page);
+  Writer reply(replies.out);
   auto hello = begin_frame(reply, FrameKind::hello, 0);
   reply.put(static_cast<std::int32_t>(::getpid()));
   finish_frame(reply, hello);
-  if (!write_all(out_fd, out.data(), out.size())) return 1;
-  out.clear();
+  replies.added();
+  if (!replies.send()) return 1;
 
   FrameSplitter frames(max_frame_length());
+  MailBox calls_box(slot_page, slots::kCallBoxOffset);
+  std::vector<char> mail;
+  // A frame in the mailbox is older than any still in the pipe (channel.hpp): taken first.
+  auto next_frame = [&]() -> std::optional<Frame> {
+    if (!calls_box.empty()) return calls_box.take(mail);
+    return frames.next();
+  };
   BulkArea calls_area(slots_fd, kCallsAreaOffset, &slot_page[slots::kCallsAreaWord]);
   BulkArea results_area(slots_fd, kResultsAreaOffset, &slot_page[slots::kResultsAreaWord]);
   const int server = ::getpid();
   std::uint64_t frames_taken = 0;  // against kCallsWrittenWord: a call not read yet
   for (;;) {
-    while (auto frame = frames.next()) {
+    while (auto frame = next_frame()) {
+      if (frame->kind == FrameKind::wake) continue;
       ++frames_taken;
       const bool in_area = frame->kind == FrameKind::bulk;
       if (in_area) {
@@ -211,27 +283,32 @@ int serve_worker(int in_fd, int out_fd, int slots_fd) {
         return 1;  // only the pool writes to this pipe
       }
       if (!slots::move(slot_page, frame->id, slots::State::started)) {
-        append_skipped(out, frame->id);  // withdrawn or taken back: never started
+        append_skipped(replies.out, frame->id);  // withdrawn or taken back: never started
+        replies.added();
         if (in_area) calls_area.release();
         continue;
       }
-      auto at = out.size();
-      handles.answer(frame->id, frame->body, out, server, slot_page);
+      auto at = replies.out.size();
+      handles.answer(frame->id, frame->body, replies.out, server, slot_page);
+      replies.added();
       if (in_area) calls_area.release();  // the arguments are decoded: the area is free
-      move_frame_to_area(results_area, out, at);
-      if (!write_replies(out_fd, out, slot_page)) return 1;
-      if (out.capacity() > kKeepBufferBytes) std::vector<char>().swap(out);
+      move_frame_to_area(results_area, replies.out, at);
+      if (!replies.send()) return 1;
       // Above worker_memory_limit after a call: leave before starting another. The calls
       // sent ahead were not started (their slots say so), and the pool runs them elsewhere.
       if (above_memory_limit(slot_page)) return 0;
     }
-    if (!out.empty() && !write_replies(out_fd, out, slot_page))
-      return 1;  // skips, before waiting for more calls
+    if (!replies.send()) return 1;  // skips, before waiting for more calls
     if (slot_page[slots::kWatchedWord].load(std::memory_order_relaxed) != 0)
-      watch_for_call(slot_page[slots::kCallsWrittenWord], frames_taken);
+      watch_for_call(slot_page, frames_taken);
+    // Not watching (whatever a task wrote there), then one more look in the mailbox: a call
+    // put there before the pool saw this sends no wake frame (channel.hpp, "Mailboxes").
+    slot_page[slots::kCallWatchWord].store(0);
+    if (!calls_box.empty()) continue;
     auto space = frames.space();
     ssize_t n = ::read(in_fd, space.data(), space.size());
-    if (n == 0) return 0;  // the parent closed the channel: shut down
+    if (n == 0 && !calls_box.empty()) continue;  // its last call, then the end
+    if (n == 0) return 0;                        // the parent closed the channel: shut down
     if (n < 0) {
       if (errno == EINTR) continue;
       return 1;

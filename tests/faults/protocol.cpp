@@ -162,6 +162,38 @@ TEST_SUITE("faults issue 8") {
     }
   }
 
+  TEST_CASE("bytes a task writes into its worker's reply mailbox fail only that call") {
+    // The mailbox is in memory the task can map (the worker's slot file): whatever it puts
+    // there is checked as a pipe frame would be, before it is read, and the task's call is the
+    // one that fails, whether the pool finds the bytes while the task runs or after it (the
+    // worker then sends its reply down the pipe, and the pool takes the mailbox's first).
+    struct Forgery {
+      std::uint64_t length;
+      std::string bytes;
+    };
+    NoLeaks leaks;
+    Pool pool({.max_workers = 1});
+    auto warm = pool->submit(add, 0, 0);
+    REQUIRE(ends(warm, deadline()));
+    const std::string ok_frame = frame(kResult, 2, int_result_body(5));
+    for (const auto& forgery : {
+             Forgery{1, ""},                          // shorter than a frame header
+             Forgery{5000, std::string(64, 'x')},     // longer than the mailbox
+             Forgery{~0ull, ""},                      // far longer
+             Forgery{ok_frame.size() + 8, ok_frame},  // a length the frame does not say
+             Forgery{17, frame(0xEE, 0, {})},         // a kind no worker sends
+             Forgery{ok_frame.size(), frame(kResult, 999, int_result_body(5))},  // another call
+         }) {
+      CAPTURE(forgery.length);
+      auto f = pool->submit(write_reply_mailbox, forgery.length, forgery.bytes, 7);
+      auto after = pool->submit(add, 1, 2);
+      REQUIRE(pool.ends(f, deadline()));
+      check_malformed(f);
+      REQUIRE(ends(after, deadline()));
+      CHECK(after.result() == 3);
+    }
+  }
+
   TEST_CASE("issue 8: no call waits behind a busy worker while another worker is free") {
     NoLeaks leaks;
     Pool pool({.max_workers = 2});

@@ -20,6 +20,8 @@
 #include <sys/types.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <atomic>
 #include <cerrno>
 #include <cstdint>
 #include <cstdio>
@@ -216,6 +218,24 @@ inline int forge_result(std::uint64_t id, int value, int then) {
   return then;
 }
 
+/// The worker's shared slot file, and where in it the reply mailbox lies: a small reply may
+/// travel there instead of the pipe, as [u64 length of the frame][the frame].
+inline constexpr int kSlotsFd = 5;
+inline constexpr std::size_t kReplyMailbox = 12288, kSlotFileMapped = 16384;
+
+/// Puts `frame_bytes` in the worker's reply mailbox with `length` as its length word, then
+/// returns `then`.
+inline int write_reply_mailbox(std::uint64_t length, std::string frame_bytes, int then) {
+  void* page = ::mmap(nullptr, kSlotFileMapped, PROT_READ | PROT_WRITE, MAP_SHARED, kSlotsFd, 0);
+  if (page == MAP_FAILED) return then;
+  char* box = static_cast<char*>(page) + kReplyMailbox;
+  std::memcpy(box + 8, frame_bytes.data(), std::min<std::size_t>(frame_bytes.size(), 4088));
+  std::atomic_ref<std::uint64_t> word(*reinterpret_cast<std::uint64_t*>(box));
+  word.store(length);
+  ::munmap(page, kSlotFileMapped);
+  return then;
+}
+
 /// Starts a result frame for call `id` that claims a 64 MiB string result, writes 1 MiB of it,
 /// then kills its own worker: the parent sees the channel end inside a frame.
 inline int partial_result_then_die(std::uint64_t id) {
@@ -246,4 +266,5 @@ CFX_TASK_AS(&faults::string_size, "faults::string_size");
 CFX_TASK_AS(&faults::write_random_reply_bytes, "faults::write_random_reply_bytes");
 CFX_TASK_AS(&faults::write_header, "faults::write_header");
 CFX_TASK_AS(&faults::forge_result, "faults::forge_result");
+CFX_TASK_AS(&faults::write_reply_mailbox, "faults::write_reply_mailbox");
 CFX_TASK_AS(&faults::partial_result_then_die, "faults::partial_result_then_die");

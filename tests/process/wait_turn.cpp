@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include <set>
+#include <string>
 #include <thread>
 #include <vector>
 
@@ -26,6 +27,11 @@ int own_pid() {
   return ::getpid();
 }
 CFX_TASK(own_pid);
+
+std::size_t text_size(std::string text) {
+  return text.size();
+}
+CFX_TASK(text_size);
 
 using cfx_test::Gate;
 using cfx_test::Signal;
@@ -132,6 +138,8 @@ TEST_SUITE("process wait turn") {
         const int pid = ex.submit(own_pid).result();
         REQUIRE(::kill(pid, SIGKILL) == 0);
         wait_for_exit(pid);
+        // Bigger than a mailbox: written to the pipe, whatever the dead worker last said.
+        CHECK(ex.submit(text_size, std::string(8192, 'x')).result() == 8192);
         auto f = ex.submit(sum, round, 2);
         CHECK(f.result() == round + 2);
         CHECK(ex.submit(own_pid).result() != pid);
