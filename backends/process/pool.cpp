@@ -605,8 +605,7 @@ ProcessPoolCore::ReadOutcome ProcessPoolCore::read_available(const Worker& w) {
       return errno == EAGAIN || errno == EWOULDBLOCK ? ReadOutcome::drained : ReadOutcome::ended;
     if (n == 0) return ReadOutcome::ended;
     const auto got = static_cast<std::size_t>(n);
-    w->bytes_read += got;
-    w->in.commit(got);
+    note_read(w, got);
     on_frames(w);
     if (got < space.size()) return ReadOutcome::drained;
     if (got >= budget) return ReadOutcome::more;
@@ -634,10 +633,17 @@ void ProcessPoolCore::read_to_end(const Worker& w) {
       break;
     }
     budget -= static_cast<std::size_t>(n);
-    w->in.commit(static_cast<std::size_t>(n));
+    note_read(w, static_cast<std::size_t>(n));
     on_frames(w);
   }
   w->gone = true;
+}
+
+void ProcessPoolCore::note_read(const Worker& w, std::size_t n) {
+  w->bytes_read += n;
+  w->in.commit(n);
+  // Seen empty after the read: a reply put there later was put after these bytes came.
+  if (w->reply_box->empty()) w->read_before_mail = w->bytes_read;
 }
 
 void ProcessPoolCore::on_frames(const Worker& w) {
@@ -663,11 +669,13 @@ void ProcessPoolCore::on_frames(const Worker& w) {
 // Takes the frame in the worker's reply mailbox, if there is one.
 bool ProcessPoolCore::take_mail(const Worker& w) {
   if (!w->reply_box || w->reply_box->empty()) return false;
-  // The worker had taken every frame it sent before, so bytes of a frame still pending came
-  // from elsewhere: a task wrote them, during the call this mail answers.
-  if (w->in.buffered() > 0)
-    throw SerializationError(std::to_string(w->in.buffered()) +
-                             " bytes on the pipe that are no frame of the worker's");
+  // The worker had taken every frame it sent before, and nothing waited in the pipe: bytes
+  // read before the mail was put, and not yet taken as frames, are no frame of the worker's.
+  // A task wrote them, during the call this mail answers.
+  if (w->bytes_read - w->in.buffered() < w->read_before_mail)
+    throw SerializationError(
+        std::to_string(w->read_before_mail - (w->bytes_read - w->in.buffered())) +
+        " bytes on the pipe before the reply that are no frame of the worker's");
   Frame frame = w->reply_box->take(w->mail);
   check_header(*w, read_frame_header(w->mail.data()));
   on_frame(w, frame);

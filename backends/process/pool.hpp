@@ -122,9 +122,10 @@ struct WorkerSlot {
   std::uint64_t frames_unannounced = 0;  // frames in `out`, not yet in kCallsWrittenWord
   bool write_busy = false;
   FrameSplitter in{max_frame_length()};
-  bool reading = false;            // a wait for readable (or the read of the rest) is pending
-  std::uint64_t replies_seen = 0;  // its kRepliesWrittenWord when last read (wait_turn.cpp)
-  std::uint64_t bytes_read = 0;    // from `from`, ever
+  bool reading = false;                // a wait for readable (or the read of the rest) is pending
+  std::uint64_t replies_seen = 0;      // its kRepliesWrittenWord when last read (wait_turn.cpp)
+  std::uint64_t bytes_read = 0;        // from `from`, ever
+  std::uint64_t read_before_mail = 0;  // bytes_read when the reply mailbox was last seen empty
 
   std::size_t calls_sent = 0;
   bool ready = false;              // said hello
@@ -250,6 +251,8 @@ class ProcessPoolCore : public std::enable_shared_from_this<ProcessPoolCore>, pr
   enum class ReadOutcome { drained, more, ended };
   ReadOutcome read_available(const Worker& w);
   void read_to_end(const Worker& w);
+  /// `n` bytes were read from the worker's reply pipe into `in`.
+  void note_read(const Worker& w, std::size_t n);
   void on_frames(const Worker& w);
   bool take_mail(const Worker& w);
   void check_header(const WorkerSlot& w, const FrameHeader& h) const;

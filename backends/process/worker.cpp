@@ -172,15 +172,23 @@ void watch_for_call(std::atomic<std::uint64_t>* page, std::uint64_t taken) {
   constexpr auto kCallWatch = std::chrono::microseconds(50);
   const auto& calls_written = page[slots::kCallsWrittenWord];
   const auto& watcher_core = page[slots::kWatcherCoreWord];
+  // The core is offered to other threads now and then, not on every look: sched_yield() is a
+  // system call, and one that the call arrives during delays it by a microsecond.
+  constexpr auto kYieldEvery = std::chrono::microseconds(10);
   page[slots::kCallWatchWord].store(taken + 1);
-  const auto until = std::chrono::steady_clock::now() + kCallWatch;
-  while (calls_written.load(std::memory_order_acquire) == taken &&
-         std::chrono::steady_clock::now() < until) {
+  auto now = std::chrono::steady_clock::now();
+  const auto until = now + kCallWatch;
+  auto next_yield = now + kYieldEvery;
+  while (calls_written.load(std::memory_order_acquire) == taken && now < until) {
     if (watcher_core.load(std::memory_order_relaxed) == static_cast<unsigned>(::sched_getcpu() + 1))
       leave_core();
     for (int i = 0; i < 64 && calls_written.load(std::memory_order_acquire) == taken; ++i)
       cpu_relax();
-    std::this_thread::yield();
+    now = std::chrono::steady_clock::now();
+    if (now >= next_yield) {
+      std::this_thread::yield();
+      next_yield = now + kYieldEvery;
+    }
   }
 }
 
