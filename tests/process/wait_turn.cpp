@@ -28,6 +28,13 @@ int own_pid() {
 }
 CFX_TASK(own_pid);
 
+/// sum(a, b) once the gate at `gate_path` opens.
+int sum_after_gate(std::string gate_path, int a, int b) {
+  cfx_test::wait_gate(gate_path);
+  return a + b;
+}
+CFX_TASK(sum_after_gate);
+
 std::size_t text_size(std::string text) {
   return text.size();
 }
@@ -79,7 +86,10 @@ TEST_SUITE("process wait turn") {
       std::thread::id callback_thread;
       cfx::ProcessPoolExecutor ex({.max_workers = 1});  // destroyed first
       round_trips(ex, 50);
-      auto first = ex.submit(sum, round, 1);
+      // Not done before its callback is added (which would run it here, at once): the task
+      // waits for the gate, opened once the callback is in.
+      Gate gate;
+      auto first = ex.submit(sum_after_gate, gate.path(), round, 1);
       first.add_done_callback([&](const cfx::Future<int>& f) {
         callback_thread = std::this_thread::get_id();
         next = ex.submit(sum, f.result(), 1);
@@ -90,6 +100,7 @@ TEST_SUITE("process wait turn") {
           refused.set_result(true);
         }
       });
+      gate.open();
       CHECK(first.result() == round + 1);
       CHECK(ran.result());
       CHECK(callback_thread != waiter);
