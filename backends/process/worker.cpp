@@ -154,11 +154,11 @@ void keep_freed_blocks() {
 /// while the other core idles: the scheduler does not move a thread that keeps running, and
 /// a pipe's wake-up puts the woken thread on the writer's core. The thread's own set of
 /// cores is put back at once; it stays where the move took it.
-void leave_core() {
+void leave_core(int core) {
   cpu_set_t allowed, others;
   if (::sched_getaffinity(0, sizeof(allowed), &allowed) != 0) return;
   others = allowed;
-  CPU_CLR(::sched_getcpu(), &others);
+  CPU_CLR(core, &others);
   if (CPU_COUNT(&others) == 0 || ::sched_setaffinity(0, sizeof(others), &others) != 0) return;
   ::sched_setaffinity(0, sizeof(allowed), &allowed);
 }
@@ -180,8 +180,10 @@ void watch_for_call(std::atomic<std::uint64_t>* page, std::uint64_t taken) {
   const auto until = now + kCallWatch;
   auto next_yield = now + kYieldEvery;
   while (calls_written.load(std::memory_order_acquire) == taken && now < until) {
-    if (watcher_core.load(std::memory_order_relaxed) == static_cast<unsigned>(::sched_getcpu() + 1))
-      leave_core();
+    const int core = ::sched_getcpu();
+    if (core >= 0 &&
+        watcher_core.load(std::memory_order_relaxed) == static_cast<unsigned>(core) + 1)
+      leave_core(core);
     for (int i = 0; i < 64 && calls_written.load(std::memory_order_acquire) == taken; ++i)
       cpu_relax();
     now = std::chrono::steady_clock::now();
