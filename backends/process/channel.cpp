@@ -217,6 +217,11 @@ std::optional<FrameHeader> FrameSplitter::header() const {
   return read_frame_header(buffer_.data() + begin_);
 }
 
+bool FrameSplitter::has_frame() const {
+  auto h = header();
+  return h && end_ - begin_ - sizeof(std::uint64_t) >= h->length;
+}
+
 std::optional<Frame> FrameSplitter::next() {
   auto h = header();
   if (!h) return std::nullopt;

@@ -137,6 +137,8 @@ class FrameSplitter {
   std::optional<Frame> next();
   /// Bytes received and not yet taken as frames.
   std::size_t buffered() const { return end_ - begin_; }
+  /// The next frame has arrived whole: next() returns it (or refuses its length).
+  bool has_frame() const;
 
  private:
   std::uint64_t max_length_;

@@ -31,8 +31,9 @@ constexpr int kMaxStartFailures = 3;
 // say nothing about the program: they get a larger budget of their own, still finite, so
 // that a machine that kills every new worker does not keep the pool spawning forever.
 constexpr int kMaxStartKills = 50;
-// How often the memory of workers running a call is looked at (worker_memory_limit).
-constexpr auto kMemoryCheckPeriod = std::chrono::milliseconds(50);
+// How often workers running a call are looked at: their memory (worker_memory_limit), and
+// their reply mailboxes.
+constexpr auto kBusyCheckPeriod = std::chrono::milliseconds(50);
 // A worker that has not exited this long after its channel ended is killed.
 constexpr auto kExitGrace = std::chrono::milliseconds(200);
 // SIGKILL follows terminate_workers()' SIGTERM after this long.
@@ -247,22 +248,31 @@ void ProcessPoolCore::on_call_timer(const Worker& w, std::uint64_t id) {
               "its task ran longer than " + which + " (" + seconds(timeout) + ")");
 }
 
-// worker_memory_limit: a worker running a call is looked at every kMemoryCheckPeriod, and
-// every worker after each call (check_memory from on_result).
-void ProcessPoolCore::watch_memory() {
-  if (!options_.worker_memory_limit || watching_memory_) return;
-  watching_memory_ = true;
-  memory_timer_.expires_after(kMemoryCheckPeriod);
-  memory_timer_.async_wait([self = shared_from_this()](boost::system::error_code ec) {
-    self->watching_memory_ = false;
+// Workers with calls in flight are looked at every kBusyCheckPeriod:
+// - worker_memory_limit: the memory of each (and of every worker after each call:
+//   check_memory from on_result);
+// - their reply mailboxes. A worker told that the pool watches (kWatchedWord) puts its reply
+//   there and writes no wake frame; a task that writes that mark itself, while io_ waits for
+//   the pipes, would leave the reply there until the worker's next one.
+void ProcessPoolCore::watch_busy() {
+  if (watching_busy_) return;
+  watching_busy_ = true;
+  busy_timer_.expires_after(kBusyCheckPeriod);
+  busy_timer_.async_wait([self = shared_from_this()](boost::system::error_code ec) {
+    self->watching_busy_ = false;
     if (ec) return;
-    bool busy = false;
+    bool busy = false, mail = false;
     for (auto& w : std::vector<Worker>(self->workers_)) {
       if (w->in_flight.empty()) continue;
       busy = true;
-      self->check_memory(w, false);
+      if (self->options_.worker_memory_limit) self->check_memory(w, false);
+      if (!w->gone && !w->exit_status && !w->reply_box->empty()) {
+        self->on_frames(w);
+        mail = true;
+      }
     }
-    if (busy) self->watch_memory();
+    if (mail) self->dispatch();
+    if (busy) self->watch_busy();
   });
 }
 

@@ -298,7 +298,7 @@ bool ProcessPoolCore::send(const Worker& w, RemoteTask* t) {
   if (!write_call_to_area(*w->calls_area, w->out, *t, id)) write_call_frame(w->out, *t, id);
   ++w->frames_unannounced;
   expect_result(w, *t, id);
-  if (options_.worker_memory_limit) watch_memory();
+  watch_busy();
   if (options_.max_tasks_per_child && !dynamic_cast<InitCall*>(t) &&
       ++w->calls_sent >= options_.max_tasks_per_child)
     w->retiring = true;
@@ -603,7 +603,10 @@ ProcessPoolCore::ReadOutcome ProcessPoolCore::read_available(const Worker& w) {
     if (n < 0 && errno == EINTR) continue;
     if (n < 0)
       return errno == EAGAIN || errno == EWOULDBLOCK ? ReadOutcome::drained : ReadOutcome::ended;
-    if (n == 0) return ReadOutcome::ended;
+    if (n == 0) {
+      on_frames(w);  // a reply the worker put in the mailbox before it ended
+      return ReadOutcome::ended;
+    }
     const auto got = static_cast<std::size_t>(n);
     note_read(w, got);
     on_frames(w);
@@ -636,6 +639,7 @@ void ProcessPoolCore::read_to_end(const Worker& w) {
     note_read(w, static_cast<std::size_t>(n));
     on_frames(w);
   }
+  on_frames(w);  // a reply the worker put in the mailbox after the last look
   w->gone = true;
 }
 
@@ -669,13 +673,17 @@ void ProcessPoolCore::on_frames(const Worker& w) {
 // Takes the frame in the worker's reply mailbox, if there is one.
 bool ProcessPoolCore::take_mail(const Worker& w) {
   if (!w->reply_box || w->reply_box->empty()) return false;
-  // The worker had taken every frame it sent before, and nothing waited in the pipe: bytes
-  // read before the mail was put, and not yet taken as frames, are no frame of the worker's.
-  // A task wrote them, during the call this mail answers.
-  if (w->bytes_read - w->in.buffered() < w->read_before_mail)
+  // The worker mails a reply only once every frame it sent before was taken and nothing
+  // waits in the pipe, so bytes read before the mailbox was last seen empty came first. Whole
+  // frames among them are taken first (a wake frame, counted by neither side; what a task
+  // wrote, which then fails the call this mail answers). A part of a frame there is no frame
+  // of the worker's: a task wrote it, during the call this mail answers.
+  if (w->bytes_read - w->in.buffered() < w->read_before_mail) {
+    if (w->in.has_frame()) return false;
     throw SerializationError(
         std::to_string(w->read_before_mail - (w->bytes_read - w->in.buffered())) +
         " bytes on the pipe before the reply that are no frame of the worker's");
+  }
   Frame frame = w->reply_box->take(w->mail);
   check_header(*w, read_frame_header(w->mail.data()));
   on_frame(w, frame);
@@ -765,7 +773,7 @@ void ProcessPoolCore::check_drained() {
     if (!w->in_flight.empty()) return;
   for (auto& w : workers_) close_channel(w);
   if (workers_.empty() && launching_ == 0) {
-    memory_timer_.cancel();
+    busy_timer_.cancel();
     stop_timer_.cancel();
     boost::system::error_code ignored;
     server_watch_.close(ignored);

@@ -274,10 +274,13 @@ class ProcessPoolCore : public std::enable_shared_from_this<ProcessPoolCore>, pr
   static std::uint64_t replies_written(const WorkerSlot& w);
   /// `w` has written a reply since it was last read (or a task moved its count).
   static bool reply_waiting(const WorkerSlot& w);
-  void mark_watched(bool watched);
+  /// kWatchedWord in every worker's page, where it changed (`again`: in every page).
+  void mark_watched(bool watched, bool again = false);
   /// kWatcherCoreWord in every worker's page: `core` plus one, or 0.
   void mark_watcher_core(unsigned core);
   bool owed() const;
+  /// An async_write to a worker is pending (flush found its pipe full).
+  bool writing() const;
   /// Wakes the I/O thread if it stands by, to run the user code handed over and to look at
   /// the pool.
   void rouse() noexcept;
@@ -299,7 +302,7 @@ class ProcessPoolCore : public std::enable_shared_from_this<ProcessPoolCore>, pr
   void watch_server(const std::shared_ptr<ForkServer>& server);
   void arm_call_timer(const Worker& w);
   void on_call_timer(const Worker& w, std::uint64_t id);
-  void watch_memory();
+  void watch_busy();
   void check_memory(const Worker& w, bool between_calls);
   void on_interrupt(const Worker& w, std::uint64_t id);
   void stop_all(int signal);
@@ -330,8 +333,8 @@ class ProcessPoolCore : public std::enable_shared_from_this<ProcessPoolCore>, pr
   // here, with the pool, it exists before any launch; made lazily at a worker's first timer,
   // it would throw on the I/O thread when descriptors run out.
   asio::steady_timer reactor_{io_};
-  asio::steady_timer memory_timer_{io_};  // worker_memory_limit checks of running calls
-  asio::steady_timer stop_timer_{io_};    // terminate_workers(): SIGKILL after a grace
+  asio::steady_timer busy_timer_{io_};  // looks at workers running calls (watch_busy)
+  asio::steady_timer stop_timer_{io_};  // terminate_workers(): SIGKILL after a grace
   // forkserver: the death of the newest workers' fork server (faults.cpp, watch_server)
   std::shared_ptr<ForkServer> watched_server_;
   asio::posix::stream_descriptor server_watch_{io_};
@@ -367,7 +370,7 @@ class ProcessPoolCore : public std::enable_shared_from_this<ProcessPoolCore>, pr
   bool draining_ = false;
   std::size_t launching_ = 0;  // launches posted to the launcher thread, not yet adopted
   bool stopping_ = false;      // stop_workers: every call ends cancelled, no new worker
-  bool watching_memory_ = false;
+  bool watching_busy_ = false;
   // The encoded sizes of each task's last two single results, when big (expect_result).
   struct ResultSizes {
     std::size_t last = 0;

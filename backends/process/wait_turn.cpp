@@ -23,6 +23,8 @@
 #include <sched.h>
 #include <signal.h>
 
+#include <algorithm>
+
 #include "backends/process/pool.hpp"
 #include "cfx/detail/shared_sync.hpp"
 #include "lib/cores.hpp"
@@ -192,6 +194,9 @@ bool ProcessPoolCore::look(bool send_first, Clock::duration spin) {
   // However many replies come, the rest of io_'s work is never put off longer than this.
   if (Clock::now() - last_look_ >= kLookEvery) {
     last_look_ = Clock::now();
+    // io_'s reactor goes on with a pending async_write in this thread: to a dead worker, a
+    // SIGPIPE here.
+    if (writing()) guard_pipe_writes();
     did = io_.poll() > 0 || did;
   }
   return did;
@@ -247,8 +252,8 @@ bool ProcessPoolCore::reply_waiting(const WorkerSlot& w) {
   return replies_written(w) != w.replies_seen || !w.reply_box->empty();
 }
 
-void ProcessPoolCore::mark_watched(bool watched) {
-  if (watched == watched_marked_ && workers_.size() == workers_marked_) return;
+void ProcessPoolCore::mark_watched(bool watched, bool again) {
+  if (!again && watched == watched_marked_ && workers_.size() == workers_marked_) return;
   watched_marked_ = watched;
   workers_marked_ = workers_.size();
   for (auto& w : workers_)
@@ -261,6 +266,11 @@ void ProcessPoolCore::mark_watcher_core(unsigned core) {
   workers_core_marked_ = workers_.size();
   for (auto& w : workers_)
     w->calls->page()[slots::kWatcherCoreWord].store(core, std::memory_order_relaxed);
+}
+
+bool ProcessPoolCore::writing() const {
+  return std::any_of(workers_.begin(), workers_.end(),
+                     [](const Worker& w) { return w->write_busy; });
 }
 
 bool ProcessPoolCore::owed() const {
@@ -325,7 +335,7 @@ void ProcessPoolCore::stand_by() {
     // Shutting down, or nobody watches any more (a reply owed that long is a long call's):
     // back to io_, which sleeps until what it waits for comes.
     if (io_.stopped() || draining_ || now - last_help >= kStandByLimit) {
-      mark_watched(false);
+      mark_watched(false, true);  // also over a mark a task wrote (watch_busy finds its mail)
       mark_watcher_core(0);
       // A worker that saw the mark before it went put its reply in the mailbox, and writes
       // no wake frame: looked for once more, now that io_ will wait for the pipes.

@@ -194,6 +194,71 @@ TEST_SUITE("faults issue 8") {
     }
   }
 
+  TEST_CASE("a task that marks its worker watched holds no reply back from the I/O thread") {
+    // The mark (in memory a task can map) tells the worker that a thread of the pool watches
+    // for its replies: it puts a small one in its mailbox and writes no wake frame down the
+    // pipe. A task's thread that keeps writing the mark while the I/O thread waits in epoll for
+    // the pipes delays a reply only until the pool's next look at its busy workers.
+    NoLeaks leaks;
+    Pool pool({.max_workers = 1});
+    REQUIRE(pool->submit(keep_marking_watched).result(kBound) == 0);
+    for (int round = 0; round < 3; ++round) {
+      CAPTURE(round);
+      // Seen through a done-callback: a thread waiting for the future would look at the
+      // mailbox itself. The call works for 20 ms, which leaves the I/O thread in epoll (it
+      // stands by for 1 ms after the last wait for a result).
+      auto seen = std::make_shared<cfx::Promise<int>>();
+      auto value = seen->get_future();
+      pool->submit(add_after_ms, round, 1, 20)
+          .add_done_callback([seen](const cfx::Future<int>& done) {
+            try {
+              seen->set_result(done.result());
+            } catch (...) {
+              seen->set_exception(std::current_exception());
+            }
+          });
+      REQUIRE(value.wait_for(kBound));
+      CHECK(value.result() == round + 1);
+    }
+  }
+
+  TEST_CASE("a waiting thread that goes on with a write to a worker that died gets no SIGPIPE") {
+    // Calls that do not fit in the worker's pipe wait in an async_write, which a thread
+    // waiting for a result goes on with when it runs io_'s handlers in the I/O thread's place.
+    // Into a dead worker's pipe that write fails with EPIPE and raises SIGPIPE in that thread,
+    // which would end the program: it is blocked there, and taken back. Whether this thread or
+    // the I/O thread meets the write is a race: the rounds give this thread its chances.
+    NoLeaks leaks;
+    Pool pool({.max_workers = 1});
+    const std::size_t size = 900 << 10;  // under the bulk areas' least frame: the pipe
+    for (int round = 0; round < 10; ++round) {
+      CAPTURE(round);
+      Signal full;
+      // Tiny calls first: the worker's window (about 1 ms of work, by a running mean of its
+      // calls' times, the last round's worker start among them) then holds all of the calls
+      // below at once.
+      for (int i = 0; i < 60; ++i) REQUIRE(pool->submit(add, i, 1).result(kBound) == i + 1);
+      auto hung = pool->submit(fill_calls_pipe_then_hang, full.path());
+      std::vector<cfx::Future<std::size_t>> big;
+      for (int i = 0; i < 3; ++i) big.push_back(pool->submit(string_size, std::string(size, 'x')));
+      // Sent by the I/O thread: this thread has written to no pipe when it begins to wait.
+      REQUIRE(full.receive(1).size() == 1);
+      const auto pids = pool->worker_pids();
+      REQUIRE(pids.size() == 1);
+      REQUIRE(::kill(pids[0], SIGKILL) == 0);
+      REQUIRE(still_running_at(pids, deadline()).empty());  // its pipes are closed then
+      for (auto& f : big) {
+        REQUIRE(pool.ends(f, deadline()));
+        CHECK(f.result() == size);
+      }
+      REQUIRE(pool.ends(hung, deadline()));
+      CHECK_THROWS_AS(hung.result(), cfx::WorkerCrashed);
+      sigset_t pending;
+      REQUIRE(sigpending(&pending) == 0);
+      CHECK_FALSE(sigismember(&pending, SIGPIPE));
+    }
+  }
+
   TEST_CASE("issue 8: no call waits behind a busy worker while another worker is free") {
     NoLeaks leaks;
     Pool pool({.max_workers = 2});

@@ -15,7 +15,9 @@
 #pragma once
 
 #include <fcntl.h>
+#include <sched.h>
 #include <signal.h>
+#include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/types.h>
 #include <unistd.h>
@@ -23,6 +25,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cerrno>
+#include <chrono>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
@@ -31,6 +34,7 @@
 #include <random>
 #include <string>
 #include <string_view>
+#include <thread>
 #include <vector>
 
 #include <cfx/cfx.hpp>
@@ -236,6 +240,45 @@ inline int write_reply_mailbox(std::uint64_t length, std::string frame_bytes, in
   return then;
 }
 
+/// The word of the worker's shared page that says a thread of the pool watches for replies
+/// (slots::kWatchedWord): the worker then mails small replies and writes no wake frame.
+inline constexpr std::size_t kWatchedMark = 516 * 8;
+inline constexpr int kCallsFd = 3;
+
+/// Starts a thread in the worker that outlives the call and writes the pool's watched mark
+/// every 100 µs, over the pool's own. Returns 0.
+inline int keep_marking_watched() {
+  void* page = ::mmap(nullptr, kSlotFileMapped, PROT_READ | PROT_WRITE, MAP_SHARED, kSlotsFd, 0);
+  if (page == MAP_FAILED) return -1;
+  std::thread([page] {
+    std::atomic_ref<std::uint64_t> mark(
+        *reinterpret_cast<std::uint64_t*>(static_cast<char*>(page) + kWatchedMark));
+    for (;;) {
+      mark.store(1);
+      const timespec pause{0, 100'000};  // a hostile thread's pace
+      ::nanosleep(&pause, nullptr);
+    }
+  }).detach();
+  return 0;
+}
+
+/// a + b after `ms` milliseconds of work.
+inline int add_after_ms(int a, int b, int ms) {
+  std::this_thread::sleep_for(std::chrono::milliseconds(ms));
+  return a + b;
+}
+
+/// Waits until the pool has filled the worker's call pipe (the rest of its calls wait in an
+/// async_write), says so on the Signal at `signal_path`, then waits forever.
+inline int fill_calls_pipe_then_hang(std::string signal_path) {
+  const int capacity = ::fcntl(kCallsFd, F_GETPIPE_SZ);
+  int waiting = 0;
+  // Full but for part of a page: the pool's write filled what room there was.
+  while (::ioctl(kCallsFd, FIONREAD, &waiting) == 0 && waiting + 4096 < capacity) ::sched_yield();
+  cfx_test::notify(signal_path, 1);
+  for (;;) ::pause();
+}
+
 /// Starts a result frame for call `id` that claims a 64 MiB string result, writes 1 MiB of it,
 /// then kills its own worker: the parent sees the channel end inside a frame.
 inline int partial_result_then_die(std::uint64_t id) {
@@ -268,3 +311,6 @@ CFX_TASK_AS(&faults::write_header, "faults::write_header");
 CFX_TASK_AS(&faults::forge_result, "faults::forge_result");
 CFX_TASK_AS(&faults::write_reply_mailbox, "faults::write_reply_mailbox");
 CFX_TASK_AS(&faults::partial_result_then_die, "faults::partial_result_then_die");
+CFX_TASK_AS(&faults::keep_marking_watched, "faults::keep_marking_watched");
+CFX_TASK_AS(&faults::add_after_ms, "faults::add_after_ms");
+CFX_TASK_AS(&faults::fill_calls_pipe_then_hang, "faults::fill_calls_pipe_then_hang");
