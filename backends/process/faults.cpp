@@ -266,10 +266,7 @@ void ProcessPoolCore::watch_busy() {
       if (w->in_flight.empty()) continue;
       busy = true;
       if (self->options_.worker_memory_limit) self->check_memory(w, false);
-      if (!w->gone && !w->exit_status && !w->reply_box->empty()) {
-        self->on_frames(w);
-        mail = true;
-      }
+      if (self->read_mailbox(w)) mail = true;
     }
     if (mail) self->dispatch();
     if (busy) self->watch_busy();

@@ -271,6 +271,7 @@ class ProcessPoolCore : public std::enable_shared_from_this<ProcessPoolCore>, pr
   void look_round();
   bool watch_replies(Clock::duration spin) const;
   bool read_all_replies();
+  bool read_mailbox(const Worker& w);
   static std::uint64_t replies_written(const WorkerSlot& w);
   /// `w` has written a reply since it was last read (or a task moved its count).
   static bool reply_waiting(const WorkerSlot& w);

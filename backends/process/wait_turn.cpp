@@ -232,16 +232,21 @@ bool ProcessPoolCore::read_all_replies() {
   for (std::size_t i = 0; i < workers_.size(); ++i) {
     Worker w = workers_[i];
     if (w->gone || w->exit_status) continue;
-    if (!w->reply_box->empty()) {
-      on_frames(w);
-      read = true;
-    }
+    if (read_mailbox(w)) read = true;
     if (replies_written(*w) == w->replies_seen) continue;  // nothing new in the pipe
     const auto before = w->bytes_read;
     read_available(w);
     read = read || w->bytes_read != before;
   }
   return read;
+}
+
+// Takes the frame waiting in the worker's reply mailbox (and the pipe's frames older than
+// it); true if there was one. A channel that ended or a dead worker is left to io_'s handlers.
+bool ProcessPoolCore::read_mailbox(const Worker& w) {
+  if (w->gone || w->exit_status || w->reply_box->empty()) return false;
+  on_frames(w);
+  return true;
 }
 
 std::uint64_t ProcessPoolCore::replies_written(const WorkerSlot& w) {
