@@ -230,17 +230,23 @@ TEST_SUITE("faults issue 8") {
     // the I/O thread meets the write is a race: the rounds give this thread its chances.
     NoLeaks leaks;
     Pool pool({.max_workers = 1});
-    const std::size_t size = 900 << 10;  // under the bulk areas' least frame: the pipe
+    // Calls under the bulk areas' least frame (they take the pipe), six times what the pipe
+    // holds (1 MiB): the worker reads what its frame buffer has room for (grown to a whole
+    // call by the rounds before) when it takes the first call, and the rest fills the pipe.
+    const std::size_t size = 1000 << 10;
     for (int round = 0; round < 10; ++round) {
       CAPTURE(round);
       Signal full;
-      // Tiny calls first: the worker's window (about 1 ms of work, by a running mean of its
-      // calls' times, the last round's worker start among them) then holds all of the calls
-      // below at once.
-      for (int i = 0; i < 60; ++i) REQUIRE(pool->submit(add, i, 1).result(kBound) == i + 1);
+      // Tiny calls first, all in flight at once: the worker's window (about 1 ms of work, by a
+      // running mean of its calls' times as the oldest in flight, this round's worker start
+      // among them) then holds the calls below, however slow the machine's round trips.
+      std::vector<cfx::Future<int>> tiny;
+      for (int i = 0; i < 200; ++i) tiny.push_back(pool->submit(add, i, 1));
+      for (int i = 0; i < 200; ++i)
+        REQUIRE(tiny[static_cast<std::size_t>(i)].result(kBound) == i + 1);
       auto hung = pool->submit(fill_calls_pipe_then_hang, full.path());
       std::vector<cfx::Future<std::size_t>> big;
-      for (int i = 0; i < 3; ++i) big.push_back(pool->submit(string_size, std::string(size, 'x')));
+      for (int i = 0; i < 6; ++i) big.push_back(pool->submit(string_size, std::string(size, 'x')));
       // Sent by the I/O thread: this thread has written to no pipe when it begins to wait.
       REQUIRE(full.receive(1).size() == 1);
       const auto pids = pool->worker_pids();

@@ -269,12 +269,17 @@ inline int add_after_ms(int a, int b, int ms) {
 }
 
 /// Waits until the pool has filled the worker's call pipe (the rest of its calls wait in an
-/// async_write), says so on the Signal at `signal_path`, then waits forever.
+/// async_write), says so on the Signal at `signal_path`, then waits forever. A pool that sent
+/// no more calls behind this one (its window, from the calls' times on a loaded machine)
+/// leaves the pipe short of full: after 2 s the task says so all the same.
 inline int fill_calls_pipe_then_hang(std::string signal_path) {
   const int capacity = ::fcntl(kCallsFd, F_GETPIPE_SZ);
+  const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(2);
   int waiting = 0;
   // Full but for part of a page: the pool's write filled what room there was.
-  while (::ioctl(kCallsFd, FIONREAD, &waiting) == 0 && waiting + 4096 < capacity) ::sched_yield();
+  while (::ioctl(kCallsFd, FIONREAD, &waiting) == 0 && waiting + 4096 < capacity &&
+         std::chrono::steady_clock::now() < until)
+    ::sched_yield();
   cfx_test::notify(signal_path, 1);
   for (;;) ::pause();
 }
